@@ -1,0 +1,1 @@
+"""Long-lived Ray actors (metrics sink, detectors, alert dispatcher). Imports `analytics`, `cluster`, `core`."""

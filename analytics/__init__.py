@@ -1,0 +1,1 @@
+"""DuckDB over the lake, detector models, alert rule logic, batch jobs. No `ray`; imports only `core`."""

@@ -1,0 +1,115 @@
+"""Domain models shared by every layer: function config, task status, the outcome of one execution."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+NAME_RE = re.compile(NAME_PATTERN)
+HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_HANDLER = "main.handler"
+DEFAULT_NAMESPACE = "default"
+
+
+class TaskStatus(StrEnum):
+    """Lifecycle of a task; the last four are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the task can no longer change."""
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED)
+
+
+class FunctionConfig(BaseModel):
+    """A version's execution settings (the `config` JSON of an upload)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=60.0, gt=0, le=900)
+    memory_mb: int = Field(default=512, ge=32, le=16384)
+    cpu_s: float | None = Field(default=None, gt=0, description="CPU-time limit; default = timeout_s")
+    max_processes: int = Field(default=32, ge=1, le=4096)
+    max_open_files: int = Field(default=256, ge=16, le=65536)
+    max_file_mb: int = Field(default=64, ge=1, le=10240)
+    max_output_kb: int = Field(default=6144, ge=1, le=1048576, description="result + logs cap, like Lambda's 6 MB")
+    network: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+    max_retries: int = Field(default=0, ge=0, le=20)
+    retry_backoff_s: float = Field(default=1.0, ge=0, le=3600)
+    retry_on_timeout: bool = False
+    max_concurrency: int = Field(default=64, ge=1, le=10000)
+    max_queue: int = Field(default=10000, ge=0, le=1_000_000)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+                raise ValueError(f"environment variable name {k!r} is not a valid identifier")
+        return v
+
+
+def handler_module_path(handler: str) -> tuple[str, str]:
+    """Split `pkg/mod.func` or `pkg.mod.func` into (`pkg/mod.py`, `func`)."""
+    if not HANDLER_RE.match(handler):
+        raise ValueError(f"handler {handler!r} is not of the form module.function (e.g. main.handler)")
+    module, _, func = handler.rpartition(".")
+    return module.replace(".", "/") + ".py", func
+
+
+@dataclass
+class ExecutionOutcome:
+    """What running one invocation produced, as the sandbox reports it."""
+
+    status: TaskStatus
+    output: Any = None
+    error: dict[str, Any] | None = None
+    logs: str = ""
+    started_at: float = 0.0  # epoch seconds
+    finished_at: float = 0.0
+    duration_ms: float = 0.0
+    cpu_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+    cold_start: bool = False
+    input_bytes: int = 0
+    output_bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MetricRecord:
+    """One execution's metrics: a row in PostgreSQL's `execution_metrics`, in the Parquet lake, and a detector input."""
+
+    task_id: str
+    namespace: str
+    function: str
+    version: int
+    status: str  # a terminal TaskStatus value
+    started_at: float  # epoch seconds
+    finished_at: float  # epoch seconds
+    duration_ms: float
+    cpu_ms: float
+    peak_memory_mb: float
+    queue_ms: float
+    cold_start: bool
+    error_type: str | None = None
+    input_bytes: int = 0
+    output_bytes: int = 0
+    attempt: int = 1
+
+    @property
+    def is_error(self) -> bool:
+        """True when the execution did not succeed."""
+        return self.status != TaskStatus.SUCCEEDED.value

@@ -1,0 +1,65 @@
+"""Settings from CLOUDFN_* environment variables (CONTRACT.md), with the platform's tunables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable; every field reads `CLOUDFN_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CLOUDFN_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".cloudfn")
+    database_url: str | None = None
+    ray_address: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    dashboard_port: int = Field(default=5006, ge=1, le=65535)
+    lake_uri: str | None = None
+    api_url: str | None = None
+    api_key: str | None = None
+
+    # Bundle caps: AWS Lambda's defaults.
+    max_zip_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    max_unpacked_bytes: int = Field(default=250 * 1024 * 1024, gt=0)
+    max_zip_entries: int = Field(default=100_000, gt=0)
+
+    # Ray
+    ray_num_cpus: int | None = None
+    ray_dashboard_port: int | None = None
+    keep_warm_s: int = Field(default=600, ge=0)
+
+    # Metrics lake flush interval
+    lake_flush_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _expand_home(cls, v: object) -> object:
+        return Path(str(v)).expanduser() if v is not None else v
+
+    @property
+    def lake_path(self) -> Path:
+        """The lake's local folder."""
+        uri = self.lake_uri or str(self.home / "lake")
+        return Path(uri.removeprefix("file://")).expanduser()
+
+    @property
+    def resolved_api_url(self) -> str:
+        """Where the CLI sends requests."""
+        return (self.api_url or f"http://127.0.0.1:{self.api_port}").rstrip("/")
+
+    @property
+    def admin_key_path(self) -> Path:
+        """The admin key file (mode 0600)."""
+        return self.home / "admin.key"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

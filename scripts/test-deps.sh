@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (headless Chromium for the dashboard test,
+# promtool for the Prometheus exposition check) when they are missing. Needs root, as CI is.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then echo "test-deps: missing ${need[*]} and not root; those tests will skip" >&2; exit 0; fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The prometheus package starts a server on install where systemd runs; we only want promtool.
+command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus prometheus-node-exporter >/dev/null 2>&1 || true

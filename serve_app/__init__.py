@@ -1,0 +1,1 @@
+"""The Ray Serve deployment, the FastAPI app and the CLI. Never imports `panel_dashboard`."""
