@@ -1,0 +1,274 @@
+"""Window aggregates of a function's executions: DuckDB over the lake plus rows not yet flushed.
+
+Rows are selected by ``finished_at`` in ``(now - window, now]`` and deduplicated by ``(task_id, attempt)``
+(a row may be both pending and flushed, or briefly in two files during compaction). Quantiles use
+``quantile_cont`` (linear interpolation), the same definition as PostgreSQL's ``percentile_cont`` and
+NumPy's default ``percentile``, so the three agree.
+
+DuckDB runs in-process: one shared in-memory database, and a fresh cursor (DuckDB's own per-thread
+connection) per call, so calls from API threads run concurrently without a Python lock.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from analytics.lake import ParquetLake, records_to_table
+from core.models import MetricRecord, TaskStatus
+
+WINDOW_RE = re.compile(r"^([1-9][0-9]{0,7})([smhd])$")
+WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW_S = 90 * 86400
+MAX_BUCKETS = 10_000
+WINDOW_ERROR = "window must look like 30s, 15m, 1h or 7d"
+
+METRICS = ("duration_ms", "cpu_ms", "peak_memory_mb", "error_rate", "invocations")
+AGGREGATES = ("avg", "max", "p50", "p95", "p99", "count", "rate")
+_VALUE_METRICS = ("duration_ms", "cpu_ms", "peak_memory_mb")
+_READ_RETRIES = 3
+
+_COLS = "task_id, attempt, namespace, status, finished_at, duration_ms, cpu_ms, peak_memory_mb, cold_start"
+_HIVE = "hive_partitioning = true, hive_types = {'date': DATE, 'function': VARCHAR}"
+
+_db_lock = threading.Lock()
+_db: duckdb.DuckDBPyConnection | None = None
+
+
+def parse_window(text: str) -> float:
+    """Parse "30s", "15m", "1h" or "7d" into seconds (at most 90 days)."""
+    m = WINDOW_RE.match(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(WINDOW_ERROR)
+    seconds = int(m.group(1)) * WINDOW_UNITS[m.group(2)]
+    if seconds > MAX_WINDOW_S:
+        raise ValueError(f"window must be at most {MAX_WINDOW_S // 86400}d")
+    return float(seconds)
+
+
+def check_metric_aggregate(metric: str, agg: str) -> None:
+    """Raise ValueError unless `agg` of `metric` is something `aggregate` computes (for rule validation)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+    if agg not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}")
+    if metric == "invocations" and agg not in ("count", "rate"):
+        raise ValueError("the invocations metric supports only the count and rate aggregates")
+
+
+def _check_window(window_s: float) -> None:
+    """Reject a window that is not a positive number of seconds up to the cap."""
+    if not (isinstance(window_s, int | float) and math.isfinite(window_s) and 0 < window_s <= MAX_WINDOW_S):
+        raise ValueError(f"window_s must be > 0 and at most {MAX_WINDOW_S} seconds")
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    """A new cursor on the process's shared in-memory DuckDB database."""
+    global _db
+    with _db_lock:
+        if _db is None:
+            _db = duckdb.connect(":memory:")
+        return _db.cursor()
+
+
+def _utc(t: float) -> datetime:
+    """Epoch seconds as an aware UTC datetime (binds to DuckDB's TIMESTAMPTZ exactly, to the µs)."""
+    return datetime.fromtimestamp(round(t * 1_000_000) / 1_000_000, UTC)
+
+
+def _query(
+    lake: ParquetLake,
+    function: str,
+    window_s: float,
+    now: float | None,
+    pending: Sequence[MetricRecord],
+    namespace: str | None,
+    select: str,
+    tail: str = "",
+    extra_params: Sequence[Any] = (),
+) -> list[tuple[Any, ...]]:
+    """Run ``SELECT <select> FROM rows <tail>`` over the window's deduplicated rows."""
+    _check_window(window_s)
+    end = time.time() if now is None else now
+    start = end - window_s
+    bounds: list[Any] = [_utc(start), _utc(end)] + ([namespace] if namespace is not None else [])
+    where = " AND finished_at > ? AND finished_at <= ?"
+    if namespace is not None:
+        where += " AND namespace = ?"
+    # Coarse pre-filter (a second of slack); the exact window is applied in SQL, the same as for files.
+    pend = [
+        r
+        for r in pending
+        if r.function == function
+        and start - 1 <= r.finished_at <= end + 1
+        and (namespace is None or r.namespace == namespace)
+    ]
+    for attempt in range(_READ_RETRIES):
+        files = [str(p) for p in lake.files(function, lake.days_between(start, end))]
+        branches: list[str] = []
+        params: list[Any] = []
+        if files:
+            lake_rows = f"SELECT {_COLS}, 0 AS src FROM read_parquet(?, {_HIVE}) WHERE function = ?"
+            branches.append(lake_rows + where)
+            params += [files, function, *bounds]
+        if pend:
+            branches.append(f"SELECT {_COLS}, 1 AS src FROM pending_rows WHERE true{where}")
+            params += bounds
+        if not branches:
+            branches.append(f"SELECT {_COLS}, 0 AS src FROM pending_rows WHERE false")
+        sql = (
+            f"WITH raw AS ({' UNION ALL '.join(branches)}), "
+            "rows AS (SELECT * FROM raw"
+            " QUALIFY row_number() OVER (PARTITION BY task_id, attempt ORDER BY src) = 1) "
+            f"SELECT {select} FROM rows {tail}"
+        )
+        con = _cursor()
+        try:
+            con.register("pending_rows", records_to_table(pend))
+            return con.execute(sql, [*params, *extra_params]).fetchall()
+        except duckdb.IOException:
+            # A listed file was removed by compaction before DuckDB opened it: list the files again.
+            if attempt == _READ_RETRIES - 1:
+                raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
+
+
+_SUMMARY_SELECT = f"""
+    count(*),
+    count(*) FILTER (WHERE status <> '{TaskStatus.SUCCEEDED.value}'),
+    quantile_cont(duration_ms, [0.5, 0.95, 0.99]),
+    avg(duration_ms), max(duration_ms),
+    avg(cpu_ms), max(cpu_ms),
+    avg(peak_memory_mb), max(peak_memory_mb),
+    count(*) FILTER (WHERE cold_start)
+"""
+
+
+def function_metrics(
+    lake: ParquetLake,
+    function: str,
+    window_s: float,
+    *,
+    now: float | None = None,
+    pending: Sequence[MetricRecord] = (),
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """The window's count, errors, error rate, duration quantiles, CPU and memory, cold starts, rate."""
+    (row,) = _query(lake, function, window_s, now, pending, namespace, _SUMMARY_SELECT)
+    count, errors, q, d_avg, d_max, c_avg, c_max, m_avg, m_max, cold = row
+    q = q or [None, None, None]
+    return {
+        "function": function,
+        "window_s": float(window_s),
+        "count": int(count),
+        "errors": int(errors),
+        "error_rate": (errors / count) if count else None,
+        "duration_ms": {"p50": q[0], "p95": q[1], "p99": q[2], "avg": d_avg, "max": d_max},
+        "cpu_ms": {"avg": c_avg, "max": c_max},
+        "peak_memory_mb": {"avg": m_avg, "max": m_max},
+        "cold_starts": int(cold),
+        "rate_per_s": count / window_s,
+    }
+
+
+def aggregate(
+    lake: ParquetLake,
+    function: str,
+    metric: str,
+    agg: str,
+    window_s: float,
+    *,
+    now: float | None = None,
+    pending: Sequence[MetricRecord] = (),
+    namespace: str | None = None,
+) -> float | None:
+    """One figure for a threshold rule; None when the window has no executions (no data).
+
+    duration_ms, cpu_ms, peak_memory_mb: avg/max/p50/p95/p99 over the executions; count = executions,
+    rate = executions per second. error_rate: the failed fraction for avg/max/pNN (None without data),
+    count = failed executions, rate = failures per second. invocations: count, or rate per second.
+    """
+    check_metric_aggregate(metric, agg)
+    m = function_metrics(lake, function, window_s, now=now, pending=pending, namespace=namespace)
+    if metric == "error_rate":
+        if agg == "count":
+            return float(m["errors"])
+        if agg == "rate":
+            return m["errors"] / window_s
+        return m["error_rate"]
+    if agg == "count":
+        return float(m["count"])
+    if agg == "rate":
+        return float(m["rate_per_s"])
+    value = m[metric].get(agg) if metric in _VALUE_METRICS else None
+    return None if value is None else float(value)
+
+
+def timeseries(
+    lake: ParquetLake,
+    function: str,
+    window_s: float,
+    bucket_s: float,
+    *,
+    now: float | None = None,
+    pending: Sequence[MetricRecord] = (),
+    namespace: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per time bucket (aligned to multiples of `bucket_s`, oldest first, empty buckets included): start,
+    count, errors, duration p50/p95/avg, max peak memory, avg CPU."""
+    _check_window(window_s)
+    if not (math.isfinite(bucket_s) and bucket_s > 0):
+        raise ValueError("bucket_s must be > 0")
+    end = time.time() if now is None else now
+    first = math.floor((end - window_s) / bucket_s)
+    last = math.floor(end / bucket_s)
+    if last - first + 1 > MAX_BUCKETS:
+        raise ValueError(f"at most {MAX_BUCKETS} buckets per series")
+    rows = _query(
+        lake,
+        function,
+        window_s,
+        end,
+        pending,
+        namespace,
+        select=(
+            "floor(epoch(finished_at) / ?)::BIGINT AS b, count(*),"
+            f" count(*) FILTER (WHERE status <> '{TaskStatus.SUCCEEDED.value}'),"
+            " quantile_cont(duration_ms, [0.5, 0.95]), avg(duration_ms), max(peak_memory_mb), avg(cpu_ms)"
+        ),
+        tail="GROUP BY b ORDER BY b",
+        extra_params=[float(bucket_s)],
+    )
+    by_bucket = {int(r[0]): r[1:] for r in rows}
+    out: list[dict[str, Any]] = []
+    for b in range(first, last + 1):
+        count, errors, q, d_avg, m_max, c_avg = by_bucket.get(b, (0, 0, None, None, None, None))
+        q = q or [None, None]
+        out.append(
+            {
+                "start": float(b * bucket_s),
+                "count": int(count),
+                "errors": int(errors),
+                "duration_ms_p50": q[0],
+                "duration_ms_p95": q[1],
+                "duration_ms_avg": d_avg,
+                "peak_memory_mb_max": m_max,
+                "cpu_ms_avg": c_avg,
+            }
+        )
+    return out
+
+
+def pending_table(records: Sequence[MetricRecord]) -> pa.Table:
+    """Rows as the lake's readers see them (partition columns included), e.g. for ad-hoc DuckDB queries."""
+    return records_to_table(records, with_partitions=True)

@@ -1,0 +1,259 @@
+"""The Parquet metrics lake: hive-partitioned files of MetricRecord rows, written atomically.
+
+Layout: ``<root>/date=YYYY-MM-DD/function=<name>/part-<utc time>-<uuid>.parquet``. ``date`` (UTC day of
+``finished_at``) and ``function`` are partition columns: they live only in the path, so any engine reading
+with hive partitioning gets them back
+(DuckDB: ``read_parquet('<root>/**/*.parquet', hive_partitioning=true)``;
+add ``hive_types={'date': DATE, 'function': VARCHAR}`` so an all-digit function name stays a string).
+
+Writers put a file under a dot-prefixed ``.tmp`` name in the target folder and rename it into place, so a
+reader's ``*.parquet`` glob never matches a partial file. Compaction writes the merged file the same way and
+only then unlinks the inputs: a reader listing files in between may see a row twice (once in the merged file,
+once in a small one), which is why the aggregates deduplicate by ``(task_id, attempt)``; a plain external
+reader can see such a duplicate only during that instant. A table format with a manifest (Delta, Iceberg)
+would remove that window; it is not worth it at this scale.
+
+All path handling is in this module (``_root_from``, ``partition_dir``, ``files``), so moving the lake to
+object storage means replacing those and the write/rename/unlink calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.models import NAME_RE, MetricRecord
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Columns stored in each file; `date` and `function` are partition columns and live in the path.
+FILE_SCHEMA = pa.schema(
+    [
+        pa.field("task_id", pa.string(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("namespace", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("started_at", TIMESTAMP, nullable=False),
+        pa.field("finished_at", TIMESTAMP, nullable=False),
+        pa.field("duration_ms", pa.float64(), nullable=False),
+        pa.field("cpu_ms", pa.float64(), nullable=False),
+        pa.field("peak_memory_mb", pa.float64(), nullable=False),
+        pa.field("queue_ms", pa.float64(), nullable=False),
+        pa.field("cold_start", pa.bool_(), nullable=False),
+        pa.field("error_type", pa.string(), nullable=True),
+        pa.field("input_bytes", pa.int64(), nullable=False),
+        pa.field("output_bytes", pa.int64(), nullable=False),
+    ]
+)
+# The rows as readers see them: the file columns plus the two partition columns.
+ROW_SCHEMA = FILE_SCHEMA.append(pa.field("function", pa.string(), nullable=False)).append(
+    pa.field("date", pa.date32(), nullable=False)
+)
+
+COMPRESSION = "zstd"
+TMP_SUFFIX = ".tmp"
+STALE_TMP_S = 3600.0  # compaction removes temp files older than this (left by a crashed writer)
+
+
+def epoch_to_us(t: float) -> int:
+    """Epoch seconds to integer microseconds, rounded (the lake's timestamp unit)."""
+    return round(t * 1_000_000)
+
+
+def utc_date(t: float) -> date:
+    """The UTC calendar day of an epoch time (the `date` partition of a row finished then)."""
+    return datetime.fromtimestamp(t, UTC).date()
+
+
+def records_to_table(records: Sequence[MetricRecord], *, with_partitions: bool = False) -> pa.Table:
+    """Convert records to an Arrow table with FILE_SCHEMA (or ROW_SCHEMA, partition columns included)."""
+    cols: dict[str, list[object]] = {f.name: [] for f in FILE_SCHEMA}
+    for r in records:
+        cols["task_id"].append(r.task_id)
+        cols["attempt"].append(r.attempt)
+        cols["namespace"].append(r.namespace)
+        cols["version"].append(r.version)
+        cols["status"].append(str(r.status))
+        cols["started_at"].append(epoch_to_us(r.started_at))
+        cols["finished_at"].append(epoch_to_us(r.finished_at))
+        cols["duration_ms"].append(float(r.duration_ms))
+        cols["cpu_ms"].append(float(r.cpu_ms))
+        cols["peak_memory_mb"].append(float(r.peak_memory_mb))
+        cols["queue_ms"].append(float(r.queue_ms))
+        cols["cold_start"].append(bool(r.cold_start))
+        cols["error_type"].append(r.error_type)
+        cols["input_bytes"].append(int(r.input_bytes))
+        cols["output_bytes"].append(int(r.output_bytes))
+    schema = FILE_SCHEMA
+    if with_partitions:
+        cols["function"] = [r.function for r in records]
+        cols["date"] = [utc_date(r.finished_at) for r in records]
+        schema = ROW_SCHEMA
+    return pa.table(cols, schema=schema)
+
+
+def _root_from(root: Path | str) -> Path:
+    """Accept a local path or a ``file://`` URI; other schemes are not supported yet."""
+    if isinstance(root, Path):
+        return root
+    parsed = urlparse(root)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"file URI with a host is not supported: {root!r}")
+        return Path(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
+        raise ValueError(f"lake URI scheme {parsed.scheme!r} is not supported (a local path or file:// only)")
+    return Path(root)
+
+
+def _check_function(function: str) -> None:
+    """Refuse a function name that is not a platform name (it becomes a folder name)."""
+    if not NAME_RE.match(function):
+        raise ValueError(f"invalid function name for the lake: {function!r}")
+
+
+def _part_name() -> str:
+    """A new data file name: sortable by write time, unique by UUID."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+
+
+class ParquetLake:
+    """The metrics lake rooted at a local folder."""
+
+    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+        self.root = _root_from(root).absolute()
+        self.fsync = fsync
+        self._compact_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ParquetLake({str(self.root)!r})"
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def glob(self) -> str:
+        """The glob matching every data file, for ``read_parquet(..., hive_partitioning=true)``."""
+        return f"{self.root}/**/*.parquet"
+
+    def partition_dir(self, day: date | str, function: str) -> Path:
+        """The folder holding one function's files for one UTC day."""
+        _check_function(function)
+        d = day if isinstance(day, str) else day.isoformat()
+        date.fromisoformat(d)  # validates
+        return self.root / f"date={d}" / f"function={function}"
+
+    def dates(self) -> list[str]:
+        """The dates that have a partition folder, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name[5:] for p in self.root.glob("date=*") if p.is_dir())
+
+    def files(self, function: str | None = None, days: Iterable[date | str] | None = None) -> list[Path]:
+        """Data files (no temp files), optionally only one function's and only some days'."""
+        if not self.root.is_dir():
+            return []
+        day_names = (
+            self.dates() if days is None else [d if isinstance(d, str) else d.isoformat() for d in days]
+        )
+        fn = "*" if function is None else f"function={function}"
+        if function is not None:
+            _check_function(function)
+        out: list[Path] = []
+        for d in day_names:
+            out.extend(sorted((self.root / f"date={d}").glob(f"{fn}/*.parquet")))
+        return out
+
+    @staticmethod
+    def days_between(start: float, end: float) -> list[date]:
+        """Every UTC day from the one containing `start` to the one containing `end`."""
+        first, last = utc_date(start), utc_date(end)
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _write_atomic(self, table: pa.Table, folder: Path) -> Path:
+        """Write `table` as a new file in `folder`: temp name, optional fsync, rename."""
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / _part_name()
+        tmp = folder / f".{final.name}{TMP_SUFFIX}"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression=COMPRESSION)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return final
+
+    def append(self, records: Sequence[MetricRecord]) -> list[Path]:
+        """Write records, one new file per (date, function) group; returns the files written."""
+        groups: dict[tuple[date, str], list[MetricRecord]] = defaultdict(list)
+        for r in records:
+            _check_function(r.function)
+            groups[(utc_date(r.finished_at), r.function)].append(r)
+        written: list[Path] = []
+        for (day, function), rows in sorted(groups.items()):
+            rows.sort(key=lambda r: r.finished_at)  # tighter row-group statistics for time filters
+            written.append(self._write_atomic(records_to_table(rows), self.partition_dir(day, function)))
+        return written
+
+    # -- compaction ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the lake's compaction lock (threads of this process and other processes)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._compact_lock, open(self.root / ".compact.lock", "a+") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _compact_partition(self, folder: Path) -> int:
+        """Merge a partition's files into one; returns how many files were removed."""
+        now = time.time()
+        for tmp in folder.glob(f".*{TMP_SUFFIX}"):  # a crashed writer's leftovers
+            with contextlib.suppress(FileNotFoundError):
+                if now - tmp.stat().st_mtime > STALE_TMP_S:
+                    tmp.unlink()
+        inputs = sorted(folder.glob("*.parquet"))
+        if len(inputs) < 2:
+            return 0
+        tables = [pq.ParquetFile(p).read().cast(FILE_SCHEMA) for p in inputs]
+        merged = pa.concat_tables(tables).sort_by("finished_at")
+        self._write_atomic(merged, folder)
+        for p in inputs:  # only the files read: a file appended meanwhile stays
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        return len(inputs)
+
+    def compact(self, date: str | None = None) -> int:
+        """Merge each partition's small files (of one date, or all) into one; returns files removed."""
+        if not self.root.is_dir():
+            return 0
+        days = self.dates() if date is None else [date]
+        removed = 0
+        with self._exclusive():
+            for d in days:
+                day_dir = self.root / f"date={d}"
+                for folder in sorted(p for p in day_dir.glob("function=*") if p.is_dir()):
+                    removed += self._compact_partition(folder)
+        return removed

@@ -1,0 +1,82 @@
+"""Per-function Prometheus metrics fed one execution at a time, exposed in the text format.
+
+Each PromRegistry owns its own CollectorRegistry (never prometheus_client's global one), so two platform
+instances, or two tests, in one process do not share counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from core.models import MetricRecord, TaskStatus
+
+# 5 ms .. 60 s: a serverless handler's range, up to the default timeout.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STATUSES = tuple(s.value for s in TaskStatus)
+
+
+class PromRegistry:
+    """Counters, a duration histogram and a memory gauge per function."""
+
+    content_type: str = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.invocations = Counter(
+            "cloudfn_invocations",
+            "Finished executions by function and final status.",
+            ["function", "status"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "cloudfn_duration_seconds",
+            "Execution duration (handler wall time) in seconds.",
+            ["function"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.cpu = Counter(
+            "cloudfn_cpu_seconds",
+            "CPU time (user + system) used by executions, in seconds.",
+            ["function"],
+            registry=self.registry,
+        )
+        self.peak_memory = Gauge(
+            "cloudfn_peak_memory_bytes",
+            "Peak memory of the function's most recent execution, in bytes.",
+            ["function"],
+            registry=self.registry,
+        )
+        self.cold_starts = Counter(
+            "cloudfn_cold_starts",
+            "Executions that started a new execution environment.",
+            ["function"],
+            registry=self.registry,
+        )
+
+    def observe(self, rec: MetricRecord) -> None:
+        """Count one finished execution."""
+        fn = rec.function
+        self.invocations.labels(function=fn, status=str(rec.status)).inc()
+        self.duration.labels(function=fn).observe(max(rec.duration_ms, 0.0) / 1000.0)
+        self.cpu.labels(function=fn).inc(max(rec.cpu_ms, 0.0) / 1000.0)
+        self.peak_memory.labels(function=fn).set(rec.peak_memory_mb * 1024 * 1024)
+        cold = self.cold_starts.labels(function=fn)  # created at 0 so rate() sees the first cold start
+        if rec.cold_start:
+            cold.inc()
+
+    def forget(self, function: str) -> None:
+        """Drop a function's series (after it is deleted)."""
+        for status in _STATUSES:
+            with contextlib.suppress(KeyError):
+                self.invocations.remove(function, status)
+        for metric in (self.duration, self.cpu, self.peak_memory, self.cold_starts):
+            with contextlib.suppress(KeyError):
+                metric.remove(function)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format."""
+        return generate_latest(self.registry)
