@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from core.models import MetricRecord, TaskStatus
 
@@ -21,7 +21,9 @@ _STATUSES = tuple(s.value for s in TaskStatus)
 class PromRegistry:
     """Counters, a duration histogram and a memory gauge per function."""
 
-    content_type: str = CONTENT_TYPE_LATEST
+    # Every name here is a legacy (non-UTF-8) name, so the body is the classic 0.0.4 text format; saying so
+    # (prometheus_client's own default without an Accept header) suits Prometheus 2.x scrapers too.
+    content_type: str = CONTENT_TYPE_PLAIN_0_0_4
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
