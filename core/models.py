@@ -45,6 +45,7 @@ class FunctionConfig(BaseModel):
     max_file_mb: int = Field(default=64, ge=1, le=10240)
     max_output_kb: int = Field(default=6144, ge=1, le=1048576, description="result + logs cap, like Lambda's 6 MB")
     network: bool = False
+    cpus: float = Field(default=0.25, gt=0, le=64, description="Ray CPUs reserved per running invocation")
     env: dict[str, str] = Field(default_factory=dict)
     max_retries: int = Field(default=0, ge=0, le=20)
     retry_backoff_s: float = Field(default=1.0, ge=0, le=3600)

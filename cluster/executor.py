@@ -1,0 +1,74 @@
+"""The Ray task that runs one invocation: a thin supervisor around the sandbox pool.
+
+User code never runs in this Ray worker: `SandboxPool` runs it in a sandboxed child process (warm and
+reused per version), measures it, and enforces the version's limits. `max_retries=0`: Ray must never
+re-run an invocation behind the platform's back; retries are the platform's decision (and recorded).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cluster.sandbox import InvocationContext, get_pool
+from core.models import FunctionConfig
+
+_configs: dict[str, FunctionConfig] = {}
+
+
+def _config(key: str, config: dict[str, Any]) -> FunctionConfig:
+    """Parse a version's config once per worker."""
+    cfg = _configs.get(key)
+    if cfg is None:
+        cfg = _configs[key] = FunctionConfig.model_validate(config)
+    return cfg
+
+
+def run_request(req: dict[str, Any]) -> dict[str, Any]:
+    """Run one invocation in the sandbox; return the outcome as a plain dict."""
+    picked_up = time.time()
+    cfg = _config(req["key"], req["config"])
+    ctx = InvocationContext(
+        function_name=req["function"],
+        function_version=str(req["version"]),
+        aws_request_id=req["task_id"],
+        memory_limit_in_mb=cfg.memory_mb,
+        invoked_function_arn=f"arn:cloudfn:local:{req['namespace']}:function:{req['function']}",
+        log_group_name=f"/cloudfn/{req['namespace']}/{req['function']}",
+        log_stream_name=f"{req['version']}/{req['task_id']}",
+        deadline_epoch=picked_up + cfg.timeout_s,
+    )
+    out = get_pool().invoke(key=req["key"], code_dir=Path.cwd(), handler=req["handler"], config=cfg,
+                            event_json=req["event"], context=ctx)
+    return {
+        "status": out.status.value,
+        "output_json": None if out.output is None and out.status.value != "succeeded" else json.dumps(out.output),
+        "error": out.error,
+        "logs": out.logs,
+        "picked_up_at": picked_up,
+        "started_at": out.started_at or picked_up,
+        "finished_at": out.finished_at or time.time(),
+        "duration_ms": out.duration_ms,
+        "cpu_ms": out.cpu_ms,
+        "peak_memory_mb": out.peak_memory_mb,
+        "cold_start": out.cold_start,
+        "input_bytes": out.input_bytes or len(req["event"]),
+        "output_bytes": out.output_bytes,
+        "extra": out.extra,
+    }
+
+
+@ray.remote(max_retries=0, num_cpus=0.25)
+def execute(req: dict[str, Any]) -> dict[str, Any]:
+    """Ray entry point (runs in a worker whose runtime_env is the version's bundle)."""
+    return run_request(req)
+
+
+@ray.remote(max_retries=0, num_cpus=0)
+def check_handler(key: str, handler: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Activation gate: import the handler in a fresh sandbox; None if it resolves to a valid callable."""
+    return get_pool().check_handler(code_dir=Path.cwd(), handler=handler, config=FunctionConfig.model_validate(config))

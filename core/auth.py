@@ -1,0 +1,38 @@
+"""API keys: generated once, stored as a 0600 file for the CLI, only their SHA-256 in the database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from core.db.tables import ApiKey
+from core.models import DEFAULT_NAMESPACE
+
+
+def hash_key(key: str) -> str:
+    """The stored form of a key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ensure_admin_key(engine: Engine, path: Path) -> str:
+    """Create the admin key on first start (file mode 0600); re-register its hash if the database is new."""
+    if path.exists():
+        key = path.read_text().strip()
+    else:
+        key = "cfk_" + secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    os.chmod(path, 0o600)
+    digest = hash_key(key)
+    with engine.begin() as conn:
+        found = conn.execute(select(ApiKey.id).where(ApiKey.key_hash == digest)).first()
+        if found is None:
+            conn.execute(ApiKey.__table__.insert().values(
+                namespace=DEFAULT_NAMESPACE, name="admin", key_hash=digest, is_admin=True))
+    return key

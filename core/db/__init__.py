@@ -1,0 +1,1 @@
+"""PostgreSQL access: the typed ORM, engines, Alembic migrations, the embedded server launcher."""

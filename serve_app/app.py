@@ -1,0 +1,106 @@
+"""The FastAPI app: routes of CONTRACT.md over a `Platform` found in `app.state.platform`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from core.errors import BundleTooLarge
+from serve_app import errors
+from serve_app.platform import Caller, Platform
+
+
+async def platform_of(request: Request) -> Platform:
+    """The process's platform runtime (started on first use)."""
+    p: Platform = request.app.state.platform
+    if not p.started:
+        await p.start()
+    return p
+
+
+async def caller_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    """Authenticate the request's bearer key."""
+    return await (await platform_of(request)).authenticate(authorization)
+
+
+CallerDep = Annotated[Caller, Depends(caller_of)]
+PlatformDep = Annotated[Platform, Depends(platform_of)]
+
+
+def create_app() -> FastAPI:
+    """Build the app (the Serve deployment or a test sets app.state.platform)."""
+    app = FastAPI(title="CloudFunctions", version="0.1.0")
+    errors.install(app)
+
+    @app.get("/healthz")
+    async def healthz(p: PlatformDep) -> JSONResponse:
+        try:
+            parts = await p.healthy()
+        except Exception as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
+        ok = all(v == "ok" for v in parts.values())
+        return JSONResponse({"status": "ok" if ok else "degraded", **parts}, status_code=200 if ok else 503)
+
+    @app.post("/v1/functions", status_code=201)
+    async def deploy(p: PlatformDep, c: CallerDep, name: Annotated[str, Form()],
+                     archive: Annotated[UploadFile, File()], handler: Annotated[str | None, Form()] = None,
+                     config: Annotated[str | None, Form()] = None) -> dict[str, Any]:
+        data = await archive.read(p.limits.max_zip_bytes + 1)
+        if len(data) > p.limits.max_zip_bytes:
+            raise BundleTooLarge(f"the archive is larger than {p.limits.max_zip_bytes} bytes (CLOUDFN_MAX_ZIP_BYTES)")
+        return await p.deploy(c, name=name, archive=data, handler=handler, config_json=config)
+
+    @app.get("/v1/functions")
+    async def list_functions(p: PlatformDep, c: CallerDep) -> dict[str, Any]:
+        return {"functions": await p.functions.list(c.namespace)}
+
+    @app.get("/v1/functions/{name}")
+    async def get_function(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        return await p.functions.get(c.namespace, name)
+
+    @app.get("/v1/functions/{name}/versions")
+    async def list_versions(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        return {"versions": await p.functions.versions(c.namespace, name)}
+
+    @app.post("/v1/functions/{name}/activate")
+    async def activate(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        return await p.set_state(c, name, "active")
+
+    @app.post("/v1/functions/{name}/deactivate")
+    async def deactivate(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        return await p.set_state(c, name, "inactive")
+
+    @app.post("/v1/functions/{name}/rollback")
+    async def rollback(p: PlatformDep, c: CallerDep, name: str,
+                       version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+        return await p.rollback(c, name, version)
+
+    @app.delete("/v1/functions/{name}", status_code=204)
+    async def delete(p: PlatformDep, c: CallerDep, name: str) -> Response:
+        await p.delete(c, name)
+        return Response(status_code=204)
+
+    @app.post("/v1/functions/{name}/invocations")
+    async def invoke(request: Request, p: PlatformDep, c: CallerDep, name: str,
+                     wait: Annotated[float | None, Query(ge=0, le=900)] = None,
+                     version: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+        body = await request.body()
+        record, finished = await p.invoke(c, name, body, version=version, wait_s=wait)
+        return JSONResponse(record, status_code=200 if finished else 202)
+
+    @app.get("/v1/tasks")
+    async def list_tasks(p: PlatformDep, c: CallerDep, function: str | None = None, status: str | None = None,
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        return {"tasks": await p.tasks.list(c.namespace, function=function, status=status, limit=limit)}
+
+    @app.get("/v1/tasks/{task_id}")
+    async def get_task(p: PlatformDep, c: CallerDep, task_id: str) -> dict[str, Any]:
+        return await p.tasks.get(c.namespace, task_id)
+
+    @app.get("/v1/tasks/{task_id}/logs", response_class=PlainTextResponse)
+    async def get_logs(p: PlatformDep, c: CallerDep, task_id: str) -> str:
+        return await p.tasks.logs(c.namespace, task_id)
+
+    return app

@@ -1,0 +1,146 @@
+"""Per-function queues with concurrency limits, submission to Ray, and collection of results.
+
+Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
+queue never delays another's invocations. Results are awaited as asyncio futures on the Ray object
+refs: no Ray worker and no request thread is ever blocked waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from core.errors import Overloaded
+from core.models import TaskStatus
+from serve_app.registry import FunctionRuntime
+from serve_app.writer import GroupCommitWriter, TaskResult
+
+log = logging.getLogger(__name__)
+BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox enforces)
+
+
+@dataclass
+class Pending:
+    """An accepted invocation waiting for (or in) execution."""
+
+    task_id: str
+    rt: FunctionRuntime
+    event_json: bytes
+    created_at: float
+    attempt: int = 1
+    done: asyncio.Future[TaskResult] | None = None
+    ref: Any = None
+
+
+@dataclass
+class FnQueue:
+    """One function's queue and running count."""
+
+    waiting: deque[Pending] = field(default_factory=deque)
+    running: int = 0
+
+
+class Dispatcher:
+    """Admits, queues, dispatches and completes invocations."""
+
+    def __init__(self, writer: GroupCommitWriter, on_result: Callable[[Pending, TaskResult], None] | None = None):
+        self.writer = writer
+        self.on_result = on_result
+        self._queues: dict[tuple[str, str], FnQueue] = {}
+        self._inflight: dict[str, Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def admit(self, rt: FunctionRuntime) -> None:
+        """Reject with Overloaded when this function's queue is full (call before persisting)."""
+        q = self._queues.get((rt.namespace, rt.name))
+        if q is not None and q.running >= rt.config.max_concurrency and len(q.waiting) >= rt.config.max_queue:
+            raise Overloaded(f"function {rt.name!r} has {len(q.waiting)} invocations queued (max_queue "
+                             f"{rt.config.max_queue}); retry later", retry_after_s=1)
+
+    def submit(self, p: Pending) -> asyncio.Future[TaskResult]:
+        """Queue an accepted (already persisted) invocation; the future resolves once its result is committed."""
+        p.done = asyncio.get_running_loop().create_future()
+        self._inflight[p.task_id] = p
+        q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
+        q.waiting.append(p)
+        self._pump(q, p.rt.config.max_concurrency)
+        return p.done
+
+    def inflight(self, task_id: str) -> Pending | None:
+        """The in-flight invocation with this id, if this replica holds it."""
+        return self._inflight.get(task_id)
+
+    def _pump(self, q: FnQueue, limit: int) -> None:
+        while q.waiting and q.running < limit:
+            p = q.waiting.popleft()
+            q.running += 1
+            t = asyncio.get_running_loop().create_task(self._run(q, p))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _run(self, q: FnQueue, p: Pending) -> None:
+        rt = p.rt
+        dispatched = time.time()
+        req = {"task_id": p.task_id, "key": rt.key, "namespace": rt.namespace, "function": rt.name,
+               "version": rt.version, "handler": rt.handler, "config": rt.config_dict, "event": p.event_json}
+        try:
+            p.ref = rt.remote.remote(req)
+            self.writer.mark_running(p.task_id, dispatched)
+            out = await asyncio.wait_for(p.ref, timeout=rt.config.timeout_s + BACKSTOP_GRACE_S)
+            result = self._result_from_outcome(p, out)
+        except TimeoutError:
+            ray.cancel(p.ref, force=True)
+            result = self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
+                                TaskStatus.TIMED_OUT)
+        except (ray.exceptions.TaskCancelledError, asyncio.CancelledError):
+            result = self._lost(p, dispatched, "Cancelled", "the task was cancelled", TaskStatus.CANCELLED)
+        except Exception as exc:  # worker died, runtime_env failed, ...
+            log.warning("task %s lost its executor: %r", p.task_id, exc)
+            result = self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {exc}")
+        finally:
+            q.running -= 1
+            self._pump(q, rt.config.max_concurrency)
+        await self.writer.finish(result)
+        self._inflight.pop(p.task_id, None)
+        if self.on_result is not None:
+            self.on_result(p, result)
+        if p.done is not None and not p.done.done():
+            p.done.set_result(result)
+
+    def _result_from_outcome(self, p: Pending, out: dict[str, Any]) -> TaskResult:
+        rt = p.rt
+        queue_ms = max(0.0, (out["started_at"] - p.created_at) * 1000.0)
+        error_type = (out["error"] or {}).get("type") if out["error"] else None
+        metrics = {"task_id": p.task_id, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
+                   "attempt": p.attempt, "status": out["status"], "started_at": out["started_at"],
+                   "finished_at": out["finished_at"], "duration_ms": out["duration_ms"], "cpu_ms": out["cpu_ms"],
+                   "peak_memory_mb": out["peak_memory_mb"], "queue_ms": queue_ms,
+                   "cold_start": bool(out["cold_start"]), "error_type": error_type,
+                   "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"]}
+        return TaskResult(id=p.task_id, status=out["status"], output_json=out["output_json"], error=out["error"],
+                          logs=out["logs"], started_at=out["started_at"], finished_at=out["finished_at"],
+                          attempt=p.attempt, metrics=metrics)
+
+    def _lost(self, p: Pending, dispatched: float, etype: str, message: str,
+              status: TaskStatus = TaskStatus.FAILED) -> TaskResult:
+        return TaskResult(id=p.task_id, status=status.value, output_json=None,
+                          error={"type": etype, "message": message, "stack": []}, logs=None,
+                          started_at=dispatched, finished_at=time.time(), attempt=p.attempt, metrics=None)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for in-flight work to finish."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+
+def dumps_event(event: Any) -> bytes:
+    """Canonical JSON bytes of an event."""
+    return json.dumps(event, separators=(",", ":")).encode()

@@ -1,0 +1,66 @@
+"""Error-to-HTTP mapping: every error is JSON `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    BundleTooLarge,
+    CloudFnError,
+    Conflict,
+    HandlerCheckFailed,
+    NotFound,
+    Overloaded,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS: list[tuple[type[CloudFnError], int]] = [
+    (BundleTooLarge, 413), (HandlerCheckFailed, 422), (NotFound, 404), (Conflict, 409),
+    (Unauthorized, 401), (Overloaded, 429), (CloudFnError, 400),
+]
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The contract's error shape."""
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def status_of(exc: CloudFnError) -> int:
+    """The HTTP status for a domain error."""
+    return next(code for cls, code in STATUS if isinstance(exc, cls))
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers."""
+
+    @app.exception_handler(CloudFnError)
+    async def _domain(_: Request, exc: CloudFnError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
+        return JSONResponse(error_body(exc.code, exc.message, **exc.detail), status_code=status_of(exc),
+                            headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path", "form"))
+        msg = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return JSONResponse(error_body("invalid_input", msg), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)

@@ -1,0 +1,172 @@
+"""Function lifecycle: deploy a version (validated, stored, gated), activate, deactivate, delete, list."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.tables import Function, FunctionVersion
+from core.errors import InvalidInput, NotFound
+from core.models import DEFAULT_HANDLER, NAME_PATTERN, NAME_RE, FunctionConfig, handler_module_path
+
+
+def parse_name(name: str) -> str:
+    """Check a function name against the contract's pattern."""
+    if not NAME_RE.match(name or ""):
+        raise InvalidInput(f"name {name!r} must match {NAME_PATTERN} (lowercase letters, digits, dashes)")
+    return name
+
+
+def parse_handler(handler: str | None) -> str:
+    """Check a handler string (module.function)."""
+    h = (handler or DEFAULT_HANDLER).strip()
+    try:
+        handler_module_path(h)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return h
+
+
+def parse_config(raw: str | None) -> FunctionConfig:
+    """Parse the upload's `config` JSON into a FunctionConfig."""
+    if raw is None or raw.strip() == "":
+        return FunctionConfig()
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"config is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("config must be a JSON object, e.g. {\"timeout_s\": 30}")
+    try:
+        return FunctionConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "config"
+        raise InvalidInput(f"config.{where}: {err['msg']}") from None
+
+
+def function_view(fn: Any, ver: Any | None) -> dict[str, Any]:
+    """The API shape of a function with its active version."""
+    out: dict[str, Any] = {"name": fn.name, "namespace": fn.namespace, "state": fn.state,
+                           "active_version": fn.active_version, "created_at": fn.created_at.isoformat(),
+                           "updated_at": fn.updated_at.isoformat()}
+    if ver is not None:
+        out.update(version_view(ver))
+        out["version"] = ver.version
+    return out
+
+
+def version_view(ver: Any) -> dict[str, Any]:
+    """The API shape of a version (secrets in env are masked)."""
+    cfg = dict(ver.config)
+    if cfg.get("env"):
+        cfg["env"] = {k: "***" for k in cfg["env"]}
+    return {"version": ver.version, "handler": ver.handler, "sha256": ver.sha256, "config": cfg,
+            "size_bytes": ver.size_bytes, "created_at": ver.created_at.isoformat()}
+
+
+class FunctionStore:
+    """Database operations on functions and versions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
+                          config: FunctionConfig, size_bytes: int) -> dict[str, Any]:
+        """Create the function if new, add the next version and make it active; one transaction."""
+        async with self.engine.begin() as conn:
+            fn = (await conn.execute(select(Function).where(
+                Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)
+            ).with_for_update())).first()
+            now = datetime.now(UTC)
+            if fn is None:
+                fid = (await conn.execute(Function.__table__.insert().values(
+                    namespace=namespace, name=name, state="active", created_at=now, updated_at=now
+                ).returning(Function.id))).scalar_one()
+            else:
+                fid = fn.id
+            next_v = (await conn.execute(select(func.coalesce(func.max(FunctionVersion.version), 0) + 1).where(
+                FunctionVersion.function_id == fid))).scalar_one()
+            await conn.execute(FunctionVersion.__table__.insert().values(
+                function_id=fid, version=next_v, sha256=sha256, handler=handler,
+                config=config.model_dump(mode="json"), size_bytes=size_bytes, created_at=now))
+            await conn.execute(update(Function).where(Function.id == fid).values(
+                active_version=next_v, updated_at=now))
+        return await self.get(namespace, name)
+
+    async def _row(self, conn: Any, namespace: str, name: str) -> Any:
+        fn = (await conn.execute(select(Function).where(
+            Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)))).first()
+        if fn is None:
+            raise NotFound(f"no function named {name!r}")
+        return fn
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        """One function with its active version."""
+        async with self.engine.connect() as conn:
+            fn = await self._row(conn, namespace, name)
+            ver = (await conn.execute(select(FunctionVersion).where(
+                FunctionVersion.function_id == fn.id, FunctionVersion.version == fn.active_version))).first()
+        return function_view(fn, ver)
+
+    async def list(self, namespace: str) -> list[dict[str, Any]]:
+        """All live functions of a namespace with their active versions."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(Function, FunctionVersion).outerjoin(FunctionVersion, (
+                    FunctionVersion.function_id == Function.id) & (FunctionVersion.version == Function.active_version))
+                .where(Function.namespace == namespace, Function.deleted_at.is_(None)).order_by(Function.name)
+            )).all()
+        return [function_view(fn, ver) for fn, ver in rows]
+
+    async def versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Every version of a function, newest first."""
+        async with self.engine.connect() as conn:
+            fn = await self._row(conn, namespace, name)
+            rows = (await conn.execute(select(FunctionVersion).where(FunctionVersion.function_id == fn.id)
+                                       .order_by(FunctionVersion.version.desc()))).scalars().all()
+        return [version_view(v) for v in rows]
+
+    async def set_state(self, namespace: str, name: str, state: str) -> dict[str, Any]:
+        """Activate or deactivate."""
+        async with self.engine.begin() as conn:
+            fn = await self._row(conn, namespace, name)
+            await conn.execute(update(Function).where(Function.id == fn.id).values(
+                state=state, updated_at=datetime.now(UTC)))
+        return await self.get(namespace, name)
+
+    async def set_active_version(self, namespace: str, name: str, version: int | None) -> dict[str, Any]:
+        """Roll back (or forward) to a version: the one given, else the one before the active one."""
+        async with self.engine.begin() as conn:
+            fn = await self._row(conn, namespace, name)
+            if version is None:
+                version = (await conn.execute(select(func.max(FunctionVersion.version)).where(
+                    FunctionVersion.function_id == fn.id,
+                    FunctionVersion.version < (fn.active_version or 0)))).scalar_one()
+                if version is None:
+                    raise InvalidInput(f"function {name!r} has no version before {fn.active_version}")
+            exists = (await conn.execute(select(FunctionVersion.id).where(
+                FunctionVersion.function_id == fn.id, FunctionVersion.version == version))).first()
+            if exists is None:
+                raise NotFound(f"function {name!r} has no version {version}")
+            await conn.execute(update(Function).where(Function.id == fn.id).values(
+                active_version=version, updated_at=datetime.now(UTC)))
+        return await self.get(namespace, name)
+
+    async def delete(self, namespace: str, name: str) -> list[str]:
+        """Soft-delete (tasks and metrics stay readable); return the bundle hashes nothing else uses."""
+        async with self.engine.begin() as conn:
+            fn = await self._row(conn, namespace, name)
+            await conn.execute(update(Function).where(Function.id == fn.id).values(
+                deleted_at=datetime.now(UTC), state="deleted"))
+            shas = (await conn.execute(select(FunctionVersion.sha256).where(
+                FunctionVersion.function_id == fn.id).distinct())).scalars().all()
+            still = (await conn.execute(select(FunctionVersion.sha256).join(
+                Function, Function.id == FunctionVersion.function_id).where(
+                Function.deleted_at.is_(None), FunctionVersion.sha256.in_(shas)))).scalars().all()
+        return sorted(set(shas) - set(still))

@@ -1,0 +1,152 @@
+"""`cloudfn up`: PostgreSQL, Ray, the Serve API, the dashboard and the examples, in the foreground."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from core.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def say(msg: str) -> None:
+    """Progress on stderr, flushed."""
+    print(f"[cloudfn] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare_database(settings: Settings) -> tuple[str, Any]:
+    """Start embedded PostgreSQL unless CLOUDFN_DATABASE_URL is set; migrate; return (url, server)."""
+    from core.db.embedded import EmbeddedPostgres
+    from core.db.migrate import upgrade
+
+    server = None
+    url = settings.database_url
+    if not url:
+        server = EmbeddedPostgres(settings.home / "pgdata")
+        say(f"starting embedded PostgreSQL in {server.data_dir}")
+        url = server.start()
+    upgrade(url)
+    return url, server
+
+
+def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
+    """Poll /healthz until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the API at {url} did not become healthy in {timeout_s:.0f}s")
+
+
+def deploy_examples(settings: Settings) -> None:
+    """Deploy each folder of examples/ unless its active version already has the same content."""
+    from core.bundles import validate_and_repack, zip_folder
+    from serve_app.client import ApiError, Client
+
+    if not EXAMPLES.is_dir():
+        return
+    c = Client(settings)
+    for d in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and (p / "main.py").exists()):
+        data = zip_folder(d)
+        sha = validate_and_repack(data, "main.handler", _limits(settings)).sha256
+        try:
+            current = c.json("GET", f"/v1/functions/{d.name}")
+            if current.get("sha256") == sha:
+                continue
+        except ApiError:
+            pass
+        try:
+            v = c.deploy(d.name, data, None, None)
+            say(f"deployed example {d.name} v{v['version']}")
+        except ApiError as exc:
+            say(f"could not deploy example {d.name}: {exc}")
+
+
+def _limits(settings: Settings) -> Any:
+    from core.bundles import BundleLimits
+
+    return BundleLimits.from_settings(settings)
+
+
+def start_dashboard(settings: Settings) -> subprocess.Popen[bytes]:
+    """The dashboard in its own process (stopped with the platform)."""
+    env = dict(os.environ, CLOUDFN_API_URL=settings.resolved_api_url)
+    return subprocess.Popen([sys.executable, "-m", "panel_dashboard", "--port", str(settings.dashboard_port)],
+                            env=env)
+
+
+def run(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; stop everything started here."""
+    import ray
+    from ray import serve
+
+    from cluster.ray_runtime import start_or_join
+    from core.auth import ensure_admin_key
+    from core.db.engine import make_engine
+    from serve_app.deployment import build
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.home, 0o700)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    db_server = dash = None
+    try:
+        url, db_server = prepare_database(settings)
+        engine = make_engine(url, pool_size=1)
+        ensure_admin_key(engine, settings.admin_key_path)
+        engine.dispose()
+        say("starting Ray")
+        info = start_or_join(settings)
+        serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
+        serve.run(build(settings, url), name="cloudfn", route_prefix="/", blocking=False)
+        api = settings.resolved_api_url
+        wait_healthy(api)
+        dash = start_dashboard(settings)
+        deploy_examples(settings)
+        say(f"API        {api}")
+        say(f"dashboard  http://127.0.0.1:{settings.dashboard_port}")
+        if info.dashboard_url:
+            say(f"Ray        {info.dashboard_url}  (ray job submit --address {info.dashboard_url})")
+        say(f"admin key  {settings.admin_key_path}")
+        say("ready; Ctrl-C stops everything")
+        while not stop.wait(0.5):
+            if dash.poll() is not None:
+                say("the dashboard exited; restarting it")
+                dash = start_dashboard(settings)
+        return 0
+    except Exception as exc:
+        say(f"failed: {exc}")
+        return 1
+    finally:
+        say("stopping")
+        if dash is not None:
+            dash.terminate()
+            try:
+                dash.wait(10)
+            except subprocess.TimeoutExpired:
+                dash.kill()
+        try:
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
+        except Exception as exc:
+            say(f"error while stopping Ray: {exc}")
+        if db_server is not None:
+            db_server.stop()
+        say("stopped")
+
+

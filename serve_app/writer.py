@@ -1,0 +1,223 @@
+"""Group commit: many requests' task inserts and many executions' results share one transaction.
+
+A request's 202 is sent only after its task row is committed (nothing accepted is lost), yet the
+database sees one commit per batch instead of one per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger(__name__)
+
+
+def ts(epoch: float | None) -> datetime | None:
+    """Epoch seconds → aware datetime."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass
+class TaskInsert:
+    """A new task row."""
+
+    id: str
+    namespace: str
+    function_id: int | None
+    function_name: str
+    version: int | None
+    input_json: str | None
+    created_at: float
+    kind: str = "function"
+    status: str = "queued"
+    idempotency_key: str | None = None
+    parent_id: str | None = None
+    step_index: int | None = None
+
+
+@dataclass
+class TaskResult:
+    """A terminal outcome for a task (and its metrics row when it ran)."""
+
+    id: str
+    status: str
+    output_json: str | None
+    error: dict[str, Any] | None
+    logs: str | None
+    started_at: float | None
+    finished_at: float
+    attempt: int
+    metrics: dict[str, Any] | None  # execution_metrics row values, None if it never ran
+
+
+INSERT_TASK = text(
+    "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
+    " idempotency_key, parent_id, step_index, created_at)"
+    " VALUES (:id, :namespace, :function_id, :function_name, :version, :kind, :status, CAST(:input AS jsonb),"
+    " 1, :idempotency_key, :parent_id, :step_index, :created_at)"
+)
+MARK_RUNNING = text(
+    "UPDATE tasks SET status = 'running', started_at = :started_at WHERE id = :id AND status = 'queued'"
+)
+FINISH_TASK = text(
+    "UPDATE tasks SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),"
+    " logs = :logs, started_at = COALESCE(:started_at, started_at), finished_at = :finished_at,"
+    " attempt = :attempt WHERE id = :id AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
+)
+INSERT_METRIC = text(
+    "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
+    " finished_at, duration_ms, cpu_ms, peak_memory_mb, queue_ms, cold_start, error_type, input_bytes,"
+    " output_bytes) VALUES (:task_id, :namespace, :function, :version, :attempt, :status, :started_at,"
+    " :finished_at, :duration_ms, :cpu_ms, :peak_memory_mb, :queue_ms, :cold_start, :error_type,"
+    " :input_bytes, :output_bytes) ON CONFLICT (task_id, attempt) DO NOTHING"
+)
+
+
+class GroupCommitWriter:
+    """Batches task inserts, running marks and results into one transaction per flush."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500,
+                 on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.on_committed = on_committed
+        self._inserts: list[tuple[TaskInsert, asyncio.Future[None]]] = []
+        self._running: dict[str, float] = {}
+        self._results: list[tuple[TaskResult, asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the flush loop on the running event loop."""
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def insert(self, row: TaskInsert) -> None:
+        """Insert a task row; returns once it is committed (raises if the insert failed)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inserts.append((row, fut))
+        self._wake.set()
+        await fut
+
+    def mark_running(self, task_id: str, at: float) -> None:
+        """Record that a task was handed to an executor (written with the next flush)."""
+        self._running[task_id] = at
+        self._wake.set()
+
+    def finish(self, result: TaskResult) -> asyncio.Future[None]:
+        """Queue a terminal result; the returned future resolves once it is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._running.pop(result.id, None)
+        self._results.append((result, fut))
+        self._wake.set()
+        return fut
+
+    async def close(self) -> None:
+        """Flush what is pending and stop."""
+        self._closed = True
+        self._wake.set()
+        if self._loop_task:
+            await self._loop_task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inserts or self._results or self._running:
+                await self._flush_once()
+            if self._closed:
+                return
+
+    async def _flush_once(self) -> None:
+        inserts, self._inserts = self._inserts[: self.max_batch], self._inserts[self.max_batch:]
+        results, self._results = self._results[: self.max_batch], self._results[self.max_batch:]
+        running, self._running = self._running, {}
+        finished = {r.id for r, _ in results}
+        try:
+            async with self.engine.begin() as conn:
+                await self._write(conn, inserts, running, results, finished)
+        except Exception as exc:  # a bad batch must not lose the good rows: retry one by one
+            log.warning("batch write failed (%s); retrying row by row", exc)
+            await self._write_singly(inserts, running, results, finished)
+            return
+        for _, fut in inserts:
+            if not fut.done():
+                fut.set_result(None)
+        self._resolve(results)
+
+    async def _write(self, conn: AsyncConnection, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
+                     running: dict[str, float], results: list[tuple[TaskResult, asyncio.Future[None] | None]],
+                     finished: set[str]) -> None:
+        if inserts:
+            await conn.execute(INSERT_TASK, [_insert_params(r) for r, _ in inserts])
+        marks = [{"id": k, "started_at": ts(v)} for k, v in running.items() if k not in finished]
+        if marks:
+            await conn.execute(MARK_RUNNING, marks)
+        if results:
+            await conn.execute(FINISH_TASK, [_finish_params(r) for r, _ in results])
+            metrics = [r.metrics for r, _ in results if r.metrics is not None]
+            if metrics:
+                await conn.execute(INSERT_METRIC, [_metric_params(m) for m in metrics])
+
+    async def _write_singly(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
+                            running: dict[str, float],
+                            results: list[tuple[TaskResult, asyncio.Future[None] | None]],
+                            finished: set[str]) -> None:
+        for row, fut in inserts:
+            try:
+                async with self.engine.begin() as conn:
+                    await self._write(conn, [(row, fut)], {}, [], set())
+                fut.set_result(None)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+        for item in results:
+            try:
+                async with self.engine.begin() as conn:
+                    await self._write(conn, [], {}, [item], set())
+            except Exception:
+                log.exception("could not persist result of task %s", item[0].id)
+        if running:
+            try:
+                async with self.engine.begin() as conn:
+                    await self._write(conn, [], running, [], finished)
+            except Exception:
+                log.exception("could not mark tasks running")
+        self._resolve(results)
+
+    def _resolve(self, results: list[tuple[TaskResult, asyncio.Future[None] | None]]) -> None:
+        for _, fut in results:
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        if results and self.on_committed is not None:
+            maybe = self.on_committed([r for r, _ in results])
+            if asyncio.iscoroutine(maybe):
+                asyncio.get_running_loop().create_task(maybe)
+
+
+def _insert_params(r: TaskInsert) -> dict[str, Any]:
+    return {"id": r.id, "namespace": r.namespace, "function_id": r.function_id,
+            "function_name": r.function_name, "version": r.version, "kind": r.kind, "status": r.status,
+            "input": r.input_json, "idempotency_key": r.idempotency_key, "parent_id": r.parent_id,
+            "step_index": r.step_index, "created_at": ts(r.created_at)}
+
+
+def _finish_params(r: TaskResult) -> dict[str, Any]:
+    return {"id": r.id, "status": r.status, "output": r.output_json,
+            "error": None if r.error is None else json.dumps(r.error), "logs": r.logs,
+            "started_at": ts(r.started_at), "finished_at": ts(r.finished_at), "attempt": r.attempt}
+
+
+def _metric_params(m: dict[str, Any]) -> dict[str, Any]:
+    out = dict(m)
+    out["started_at"] = ts(m["started_at"])
+    out["finished_at"] = ts(m["finished_at"])
+    return out

@@ -1,0 +1,162 @@
+"""Session-wide real parts: embedded PostgreSQL (or CLOUDFN_DATABASE_URL), one local Ray, the API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def cf_home() -> Iterator[Path]:
+    """A temporary CLOUDFN_HOME for the session."""
+    with tempfile.TemporaryDirectory(prefix="cfhome-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def database_url(cf_home: Path) -> Iterator[str]:
+    """A migrated PostgreSQL: the external one if CLOUDFN_DATABASE_URL is set, else an embedded one."""
+    from core.db.embedded import EmbeddedPostgres
+    from core.db.migrate import upgrade
+
+    url = os.environ.get("CLOUDFN_DATABASE_URL")
+    server = None
+    if not url:
+        server = EmbeddedPostgres(cf_home / "pgdata")
+        url = server.start()
+    upgrade(url)
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(cf_home: Path) -> Any:
+    """Settings for the in-process platform."""
+    from core.settings import Settings
+
+    return Settings(home=cf_home, api_port=free_port(), dashboard_port=free_port())
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(settings: Any) -> Iterator[Any]:
+    """One local Ray cluster for the whole session (2 CPUs)."""
+    import ray
+
+    from cluster.ray_runtime import start_or_join
+
+    info = start_or_join(settings.model_copy(update={"ray_num_cpus": 2}))
+    yield info
+    ray.shutdown()
+
+
+class ApiServer:
+    """The FastAPI app with a real Platform, served by uvicorn on a free port in a thread."""
+
+    def __init__(self, settings: Any, database_url: str) -> None:
+        import uvicorn
+
+        from serve_app.app import create_app
+        from serve_app.platform import Platform
+
+        self.app = create_app()
+        self.platform = Platform(settings, database_url)
+        self.app.state.platform = self.platform
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("API did not start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def api_server(settings: Any, database_url: str, ray_cluster: Any) -> Iterator[ApiServer]:
+    """The API, started once per session."""
+    from core.auth import ensure_admin_key
+    from core.db.engine import make_engine
+
+    eng = make_engine(database_url, pool_size=1)
+    ensure_admin_key(eng, settings.admin_key_path)
+    eng.dispose()
+    srv = ApiServer(settings, database_url)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def admin_key(api_server: ApiServer, settings: Any) -> str:
+    """The admin key the platform created."""
+    return str(settings.admin_key_path.read_text().strip())
+
+
+@pytest.fixture()
+def api(api_server: ApiServer, admin_key: str) -> Iterator[httpx.Client]:
+    """An authenticated HTTP client for the API."""
+    with httpx.Client(base_url=api_server.url, headers={"Authorization": f"Bearer {admin_key}"},
+                      timeout=120) as c:
+        yield c
+
+
+def zip_dir(path: Path) -> bytes:
+    """Zip a folder (the CLI's way)."""
+    from core.bundles import zip_folder
+
+    return zip_folder(path)
+
+
+def deploy(api: httpx.Client, name: str, folder: Path | None = None, *, files: dict[str, str] | None = None,
+           config: dict[str, Any] | None = None, handler: str | None = None) -> httpx.Response:
+    """Deploy a folder or a dict of files as NAME; return the raw response."""
+    import io
+    import json
+    import zipfile
+
+    if files is not None:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, src in files.items():
+                z.writestr(n, src)
+        data = buf.getvalue()
+    else:
+        assert folder is not None
+        data = zip_dir(folder)
+    form: dict[str, str] = {"name": name}
+    if config is not None:
+        form["config"] = json.dumps(config)
+    if handler is not None:
+        form["handler"] = handler
+    return api.post("/v1/functions", data=form, files={"archive": ("f.zip", data, "application/zip")})
