@@ -1,0 +1,142 @@
+"""All detectors of one function, fed every execution in order; the unit the detector actor hosts."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+
+from analytics.detection.aggregate import IntervalAggregator
+from analytics.detection.anomaly import Anomaly
+from analytics.detection.features import FEATURES, raw_features, transform
+from analytics.detection.outlier import OutlierDetector
+from analytics.detection.series import StreamingSeriesDetector
+from core.models import MetricRecord
+
+STATE_FORMAT = 1
+
+
+class FunctionDetectors:
+    """Outliers per execution, time-series anomalies per interval, drift, and version regressions."""
+
+    def __init__(
+        self,
+        function: str,
+        warmup: int = 50,
+        interval_s: float = 60.0,
+        outlier_model: str = "mahalanobis",
+        ts_min_score: float = 0.6,
+    ):
+        self.function = function
+        self.warmup = warmup
+        self.outlier = OutlierDetector(model=outlier_model, warmup=warmup)
+        self.outlier_name = f"robust-{outlier_model}-outlier/{OutlierDetector.VERSION}"
+        self.aggregator = IntervalAggregator(interval_s)
+        self.series: dict[str, StreamingSeriesDetector] = {}
+        self.ts_min_score = ts_min_score
+        self.version: int | None = None
+        self.tolerance: dict[tuple[str, str], float] = {}  # feedback: (kind, metric) -> tolerated deviation
+        self.feedback_log: list[tuple[str, str, str]] = []
+        self.executions = 0
+
+    # -- live path -------------------------------------------------------------------------------
+    def observe(self, rec: MetricRecord) -> list[Anomaly]:
+        """Score one execution (in finish order) and return what stood out."""
+        self.executions += 1
+        out: list[Anomaly] = []
+        if self.version is not None and rec.version != self.version:
+            self.on_version_change(rec.version)
+        self.version = rec.version
+        if not rec.cold_start:  # cold starts are their own population: never scored as outliers
+            a = self._outlier(rec)
+            if a is not None:
+                out.append(a)
+        for ts, agg in self.aggregator.add(rec):
+            out.extend(self._interval(ts, agg, rec.version))
+        return out
+
+    def _outlier(self, rec: MetricRecord) -> Anomaly | None:
+        raw = raw_features(rec)
+        t = transform(raw)
+        v = self.outlier.observe(t)
+        if v is None or not v.anomalous or self.outlier.profile is None:
+            return None
+        f = v.feature
+        low, high = self.outlier.profile.expected_range(f, self.outlier.z_min, float(self.outlier.widen[f]))
+        contrib = {FEATURES[i]: round(float(v.z[i]), 2) for i in range(len(FEATURES))}
+        details: dict[str, Any] = {"robust_z": contrib, "z_min": self.outlier.z_min, "features": raw.tolist()}
+        if v.model_score is not None:
+            details.update(model_score=v.model_score, model_threshold=v.threshold)
+        return Anomaly("outlier", FEATURES[f], float(raw[f]), low, high, round(v.score, 4), self.outlier_name,
+                       rec.task_id, rec.version, details)
+
+    def _interval(self, ts: float, agg: dict[str, float], version: int) -> list[Anomaly]:
+        out: list[Anomaly] = []
+        for name, value in agg.items():
+            det = self.series.setdefault(name, StreamingSeriesDetector())
+            score = det.update(ts, value)
+            if score < self.ts_min_score:
+                continue
+            low, high = det.band()
+            expected = float(det.last_detail.get("expected", value))
+            if abs(value - expected) <= self.tolerance.get(("timeseries", name), -1.0):
+                continue
+            out.append(Anomaly("timeseries", name, value, low, high, round(score, 4),
+                               f"{StreamingSeriesDetector.NAME}/{StreamingSeriesDetector.VERSION}", None, version,
+                               {"interval_end": ts, "interval_s": self.aggregator.interval_s,
+                                "expected": expected}))
+        return out
+
+    def on_version_change(self, new_version: int) -> None:
+        """A new version went active (also detected from the records' version)."""
+        self.version = new_version
+
+    # -- feedback, persistence, batch refit ------------------------------------------------------
+    def feedback(self, anomaly: Anomaly, verdict: str) -> None:
+        """`false_positive` widens the expected range of that metric for this function; `confirmed` is recorded."""
+        if verdict not in ("false_positive", "confirmed"):
+            raise ValueError(f"verdict must be 'false_positive' or 'confirmed', got {verdict!r}")
+        self.feedback_log.append((anomaly.kind, anomaly.metric, verdict))
+        if verdict != "false_positive":
+            return
+        if anomaly.kind == "outlier" and anomaly.metric in FEATURES:
+            raw = np.array(anomaly.details.get("features") or [0.0] * len(FEATURES), dtype=float)
+            f = FEATURES.index(anomaly.metric)
+            raw[f] = anomaly.observed
+            self.outlier.accept(f, transform(raw))
+        elif anomaly.kind == "timeseries":
+            dev = abs(anomaly.observed - float(anomaly.details.get("expected", anomaly.observed)))
+            key = ("timeseries", anomaly.metric)
+            self.tolerance[key] = max(self.tolerance.get(key, 0.0), dev * 1.1)
+
+    def state(self) -> bytes:
+        """Everything fitted, as bytes (pickle, versioned)."""
+        return pickle.dumps({"format": STATE_FORMAT, "detectors": self}, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def from_state(cls, data: bytes) -> FunctionDetectors:
+        """Rebuild from `state()`; ValueError on an unknown format."""
+        obj = pickle.loads(data)
+        if not isinstance(obj, dict) or obj.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported detector state format {obj.get('format') if isinstance(obj, dict) else '?'}")
+        det = obj["detectors"]
+        if not isinstance(det, cls):
+            raise ValueError("detector state does not hold FunctionDetectors")
+        return det
+
+    def refit(self, history: list[MetricRecord]) -> None:
+        """Batch retrain from the lake: the outlier model on the latest warm executions of the newest version."""
+        warm = [r for r in history if not r.cold_start]
+        if not warm:
+            return
+        newest = max(r.version for r in warm)
+        rows = [transform(raw_features(r)) for r in warm if r.version == newest]
+        rows = rows[-(self.outlier.history.maxlen or 1000):]
+        if len(rows) < self.warmup:
+            return
+        self.outlier.history.clear()
+        self.outlier.history.extend(rows)
+        self.outlier.fit()
+        self.outlier.seen = 0
+        self.version = newest

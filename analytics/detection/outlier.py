@@ -1,0 +1,156 @@
+"""Per-execution outlier detection: a robust per-feature screen confirmed by an alibi-detect model.
+
+An execution is an outlier when (1) some feature lies more than `z_min` robust deviations from the
+function's recent normal history (median and max(MAD, 5-95% range) in log space, widened by feedback),
+and (2) the alibi-detect model (Mahalanobis by default, IForest optionally), fitted on the same history
+with its threshold from `infer_threshold` at `threshold_perc`, agrees that the whole feature vector is
+unusual. (1) names the metric and the expected range and is microseconds; (2) runs only when (1)
+fires, which keeps the live cost low and lets the model veto combinations seen before (a big input
+that takes proportionally longer). A feature that was constant in the history has nothing for the
+model to learn from, so a change in it is reported on (1) alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from analytics.detection.features import FEATURES, RobustProfile
+
+logging.getLogger("alibi_detect").setLevel(logging.ERROR)
+
+
+@dataclass
+class OutlierVerdict:
+    """What the detector concluded about one execution."""
+
+    anomalous: bool
+    feature: int
+    z: np.ndarray
+    score: float
+    model_score: float | None = None
+    threshold: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _make_model(kind: str, seed: int) -> Any:
+    from alibi_detect.od import IForest, Mahalanobis
+
+    if kind == "iforest":
+        det = IForest(n_estimators=100)
+        det.isolationforest.set_params(random_state=seed)
+        return det
+    if kind == "mahalanobis":
+        return Mahalanobis(n_components=len(FEATURES), start_clip=10**9)
+    raise ValueError(f"unknown outlier model {kind!r}")
+
+
+class OutlierDetector:
+    """Outliers among one population of executions (e.g. a function's warm starts)."""
+
+    VERSION = 1
+
+    def __init__(
+        self,
+        model: str = "mahalanobis",
+        warmup: int = 50,
+        z_min: float = 4.0,
+        threshold_perc: float = 99.0,
+        history: int = 1000,
+        regime_window: int = 30,
+        seed: int = 0,
+    ):
+        self.model_kind = model
+        self.warmup = warmup
+        self.z_min = z_min
+        self.threshold_perc = threshold_perc
+        self.history: deque[np.ndarray] = deque(maxlen=history)
+        self.recent: deque[tuple[np.ndarray, bool]] = deque(maxlen=regime_window)
+        self.seed = seed
+        self.widen = np.ones(len(FEATURES))
+        self.profile: RobustProfile | None = None
+        self.model: Any = None
+        self.model_cols: np.ndarray = np.zeros(len(FEATURES), dtype=bool)
+        self.fitted_on = 0
+        self.seen = 0
+        self.refits = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once warm-up is over and a model is fitted."""
+        return self.profile is not None
+
+    def fit(self) -> None:
+        """(Re)fit the profile, the model and its threshold on the normal history."""
+        hist = np.vstack(self.history)
+        self.profile = RobustProfile(hist)
+        z = self.profile.z(hist, np.ones(len(FEATURES)))
+        self.model_cols = ~self.profile.constant
+        self.model = None
+        if self.model_cols.sum() >= 1:
+            rng = np.random.default_rng(self.seed + self.refits)
+            train = np.clip(z[:, self.model_cols], -50, 50) + rng.normal(0, 0.05, (len(z), int(self.model_cols.sum())))
+            self.model = _make_model(self.model_kind, self.seed)
+            if self.model_kind == "iforest":
+                self.model.fit(train)
+            self.model.infer_threshold(train, threshold_perc=self.threshold_perc)
+        self.fitted_on = len(hist)
+        self.refits += 1
+
+    def _due(self) -> bool:
+        """Refit when the history has doubled since the last fit, then every `maxlen/2` new normals."""
+        new = self.seen
+        cap = self.history.maxlen or 1000
+        return new >= min(max(self.fitted_on, self.warmup), cap // 2)
+
+    def observe(self, t: np.ndarray) -> OutlierVerdict | None:
+        """Score one transformed feature vector; None during warm-up."""
+        if self.profile is None:
+            self.history.append(t)
+            if len(self.history) >= self.warmup:
+                self.fit()
+                self.seen = 0
+            return None
+        z = self.profile.z(t, self.widen)
+        az = np.abs(z)
+        feat = int(np.argmax(az))
+        zmax = float(az[feat])
+        score = zmax * zmax / (zmax * zmax + self.z_min * self.z_min)
+        verdict = OutlierVerdict(False, feat, z, score)
+        if zmax >= self.z_min:
+            verdict.anomalous = True
+            if self.model is not None and self.model_cols[feat]:
+                x = np.clip(self.profile.z(t, np.ones(len(FEATURES)))[self.model_cols], -50, 50)[None, :]
+                ms = float(self.model.score(x)[0])
+                verdict.model_score, verdict.threshold = ms, float(self.model.threshold)
+                verdict.anomalous = ms > self.model.threshold
+        self._learn(t, verdict.anomalous)
+        return verdict
+
+    def _learn(self, t: np.ndarray, anomalous: bool) -> None:
+        self.recent.append((t, anomalous))
+        if not anomalous:
+            self.history.append(t)
+            self.seen += 1
+        flagged = sum(1 for _, a in self.recent if a)
+        if len(self.recent) == self.recent.maxlen and flagged >= 0.8 * len(self.recent):
+            # a sustained new regime: accept it as the new normal (the time-series/drift detectors report it)
+            self.history.clear()
+            self.history.extend(v for v, _ in self.recent)
+            self.recent.clear()
+            self.fit()
+            self.seen = 0
+        elif self._due():
+            self.fit()
+            self.seen = 0
+
+    def accept(self, feature: int, t: np.ndarray, margin: float = 1.1) -> None:
+        """Feedback: widen a feature's range so that `t` (and anything as far) counts as normal."""
+        if self.profile is None:
+            return
+        need = abs(float(t[feature] - self.profile.median[feature])) / (self.profile.scale[feature] * self.z_min)
+        self.widen[feature] = max(self.widen[feature], need * margin)
