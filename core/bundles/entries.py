@@ -93,8 +93,7 @@ def _check_entry(raw: RawEntry, path: str, is_dir: bool, limits: BundleLimits) -
     if raw.method == STORED and raw.compress_size != raw.file_size:
         reject(
             "size_mismatch",
-            f"stored entry {shown} declares {raw.compress_size} bytes stored but "
-            f"{raw.file_size} bytes unpacked",
+            f"stored entry {shown} declares {raw.compress_size} bytes stored but {raw.file_size} bytes unpacked",
             entry=shown,
         )
     if raw.file_size >= limits.ratio_floor_bytes:

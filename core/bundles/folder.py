@@ -26,10 +26,10 @@ def zip_folder(path: Path) -> bytes:
     root = Path(path)
     if not root.is_dir():
         raise InvalidInput(f"{str(root)!r} is not a folder")
-    writer = CleanZipWriter()
-    for name, file in sorted(_walk(root, "")):
-        writer.add(name, _read(file), file.stat().st_size)
-    return writer.finish()
+    with CleanZipWriter() as writer:
+        for name, file in sorted(_walk(root, "")):
+            writer.add(name, _read(file), file.stat().st_size)
+        return writer.finish()
 
 
 def _walk(folder: Path, prefix: str) -> Iterator[tuple[str, Path]]:

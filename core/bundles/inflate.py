@@ -31,9 +31,7 @@ def iter_content(data: bytes, entry: Entry) -> Iterator[bytes]:
             pending: bytes = bytes(view[i : i + CHUNK])
             while pending:
                 if inflater.eof:
-                    reject(
-                        "corrupt", f"entry {shown} has bytes after the end of its deflate stream", entry=shown
-                    )
+                    reject("corrupt", f"entry {shown} has bytes after the end of its deflate stream", entry=shown)
                 try:
                     out = inflater.decompress(pending, budget - produced + 1)
                 except zlib.error as exc:

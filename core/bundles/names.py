@@ -36,10 +36,7 @@ def check_name(raw: bytes, flags: int, limits: BundleLimits) -> tuple[str, bool]
         why = (
             "is flagged UTF-8 but is not valid UTF-8"
             if flags & UTF8_FLAG
-            else (
-                "is not ASCII or UTF-8 (legacy cp437 names are not accepted; "
-                "re-create the ZIP with UTF-8 names)"
-            )
+            else ("is not ASCII or UTF-8 (legacy cp437 names are not accepted; re-create the ZIP with UTF-8 names)")
         )
         reject("non_utf8_name", f"entry name {shown} {why}", entry=shown)
     if _CONTROL.search(name):
@@ -56,9 +53,7 @@ def check_name(raw: bytes, flags: int, limits: BundleLimits) -> tuple[str, bool]
     if _DRIVE.match(name):
         reject("drive_letter", f"entry name {shown} starts with a drive letter", entry=shown)
     if ":" in name:
-        reject(
-            "colon", f"entry name {shown} contains ':' (a drive letter or Windows stream name)", entry=shown
-        )
+        reject("colon", f"entry name {shown} contains ':' (a drive letter or Windows stream name)", entry=shown)
     is_dir = name.endswith("/")
     path = name[:-1] if is_dir else name
     parts = path.split("/")

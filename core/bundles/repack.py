@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterable
+from types import TracebackType
 
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644
@@ -15,7 +16,7 @@ _UNIX = 3
 
 
 class CleanZipWriter:
-    """Writes entries, which the caller must add in sorted order, into an in-memory ZIP."""
+    """Writes entries, which the caller must add in sorted order, into an in-memory ZIP; use it as a context manager."""
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
@@ -43,3 +44,12 @@ class CleanZipWriter:
         """Close the archive and return its bytes."""
         self._zip.close()
         return self._buffer.getvalue()
+
+    def __enter__(self) -> CleanZipWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        """Drop a half-written archive quietly, so the original error is the one reported."""
+        if kind is not None:
+            self._zip.fp = None  # abandon: nothing more is written
+            self._buffer.close()

@@ -15,9 +15,7 @@ from core.bundles.errors import reject, show
 from core.bundles.inflate import iter_content
 from core.bundles.model import BundleLimits
 
-_UNCAPPED = BundleLimits(
-    max_zip_bytes=2**62, max_unpacked_bytes=2**62, max_entries=2**62, max_ratio=float("inf")
-)
+_UNCAPPED = BundleLimits(max_zip_bytes=2**62, max_unpacked_bytes=2**62, max_entries=2**62, max_ratio=float("inf"))
 
 
 def unpack(bundle_zip: Path | bytes, dest: Path) -> None:

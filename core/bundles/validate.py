@@ -27,11 +27,11 @@ def validate_and_repack(data: bytes, handler: str, limits: BundleLimits) -> Bund
     if not files:
         reject("no_files", "the archive holds only directories and no files")
     _check_handler(handler, module_path, [e.path for e in files])
-    writer = CleanZipWriter()
     total = 0
-    for entry in files:
-        total += writer.add(entry.path, iter_content(data, entry), entry.raw.file_size)
-    clean = writer.finish()
+    with CleanZipWriter() as writer:
+        for entry in files:
+            total += writer.add(entry.path, iter_content(data, entry), entry.raw.file_size)
+        clean = writer.finish()
     names = tuple(e.path for e in files)
     return Bundle(
         data=clean,

@@ -66,25 +66,8 @@ def read_archive(data: bytes, max_entries: int) -> list[RawEntry]:
 
 
 def _read_end(data: bytes, max_entries: int) -> _Directory:
-    tail = max(0, len(data) - _EOCD.size - _U16)
-    pos = data.rfind(EOCD_SIG, tail)
-    if pos < 0 or pos + _EOCD.size > len(data):
-        reject("not_zip", "not a ZIP archive: no end-of-central-directory record found")
-    sig, disk, cd_disk, disk_count, count, cd_size, cd_offset, comment_len = _EOCD.unpack_from(data, pos)
-    end = pos + _EOCD.size + comment_len
-    if end != len(data):
-        earlier = data.rfind(EOCD_SIG, tail, pos)
-        if end < len(data) and earlier < 0:
-            reject(
-                "trailing_data",
-                f"{len(data) - end} bytes of data after the end of the ZIP archive "
-                "(polyglot input or data appended to the archive); upload the ZIP file alone",
-            )
-        reject(
-            "ambiguous_end",
-            "the end-of-central-directory record is ambiguous (a second signature inside the "
-            "archive comment, or a truncated archive)",
-        )
+    pos = _find_end_record(data)
+    _, disk, cd_disk, disk_count, count, cd_size, cd_offset, _ = _EOCD.unpack_from(data, pos)
     if disk or cd_disk or disk_count != count:
         reject("multi_disk", "split (multi-disk) ZIP archives are not supported")
     cd_end = pos
@@ -116,15 +99,43 @@ def _read_end(data: bytes, max_entries: int) -> _Directory:
     return _Directory(cd_offset=cd_offset, cd_size=cd_size, cd_end=cd_end, count=count)
 
 
+def _find_end_record(data: bytes) -> int:
+    """The one end record that ends the input; reject trailing data and ambiguous (doubled) records."""
+    tail = max(0, len(data) - _EOCD.size - _U16)
+    candidates = []
+    pos = data.rfind(EOCD_SIG, tail)
+    while pos >= 0:
+        candidates.append(pos)
+        pos = data.rfind(EOCD_SIG, tail, pos)
+    if not candidates:
+        reject("not_zip", "not a ZIP archive: no end-of-central-directory record found")
+    ends = {p: p + _EOCD.size + _EOCD.unpack_from(data, p)[-1] for p in candidates if p + _EOCD.size <= len(data)}
+    exact = [p for p, end in ends.items() if end == len(data)]
+    if len(exact) > 1:
+        reject(
+            "ambiguous_end",
+            "ambiguous archive: it has more than one end-of-central-directory record (a second one "
+            "hidden in the archive comment); different unpackers would read different files",
+        )
+    if not exact:
+        last = max(ends.values(), default=len(data))
+        if last < len(data):
+            reject(
+                "trailing_data",
+                f"{len(data) - last} bytes of data after the end of the ZIP archive "
+                "(polyglot input or data appended to the archive); upload the ZIP file alone",
+            )
+        reject("corrupt", "corrupt ZIP archive: the end-of-central-directory record is truncated")
+    return exact[0]
+
+
 def _read_zip64_end(data: bytes, locator_pos: int) -> tuple[int, int, int, int]:
     _, disk, record_pos, disks = _ZIP64_LOCATOR.unpack_from(data, locator_pos)
     if disk != 0 or disks != 1:
         reject("multi_disk", "split (multi-disk) ZIP archives are not supported")
     if record_pos + _ZIP64_EOCD.size != locator_pos:
         reject("corrupt", "corrupt ZIP archive: the ZIP64 end record is not where its locator says")
-    sig, size, _, _, rdisk, rcd_disk, disk_count, count, cd_size, cd_offset = _ZIP64_EOCD.unpack_from(
-        data, record_pos
-    )
+    sig, size, _, _, rdisk, rcd_disk, disk_count, count, cd_size, cd_offset = _ZIP64_EOCD.unpack_from(data, record_pos)
     if sig != ZIP64_EOCD_SIG or size != _ZIP64_EOCD.size - 12:
         reject("corrupt", "corrupt ZIP archive: bad ZIP64 end record")
     if rdisk or rcd_disk or disk_count != count:
@@ -185,9 +196,7 @@ def _read_central(data: bytes, directory: _Directory) -> list[RawEntry]:
             )
         )
     if pos != directory.cd_end:
-        reject(
-            "hidden_data", f"{directory.cd_end - pos} unaccounted bytes at the end of the central directory"
-        )
+        reject("hidden_data", f"{directory.cd_end - pos} unaccounted bytes at the end of the central directory")
     return entries
 
 
@@ -284,9 +293,7 @@ def _descriptor_size(data: bytes, pos: int, local_extra: bytes, raw_name: bytes)
     return (4 if data[pos : pos + 4] == DESCRIPTOR_SIG else 0) + 4 + (16 if zip64 else 8)
 
 
-def _with_local(
-    data: bytes, e: RawEntry, data_offset: int, lnlen: int, lflags: int, lmethod: int
-) -> RawEntry:
+def _with_local(data: bytes, e: RawEntry, data_offset: int, lnlen: int, lflags: int, lmethod: int) -> RawEntry:
     """Check the local header agrees with the central record; return the entry with its data offset."""
     start = e.header_offset + _LOCAL.size
     if data[start : start + lnlen] != e.raw_name:
