@@ -1,0 +1,482 @@
+"""Sandbox child: stdlib only, run as `python -I -S bootstrap.py`; isolates itself, then serves invocations.
+
+Protocol (both directions): a 12-byte header `>III` = (header_len, body_len, logs_len), then the JSON
+header, the raw body and the raw logs. The first parent message is the init spec; the child answers with
+a ready message, then serves `invoke` messages until its pipe closes. This file must not import anything
+outside the standard library: it runs with no site-packages, before and after dropping privileges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import io
+import json
+import logging
+import os
+import resource
+import signal
+import struct
+import sys
+import time
+import traceback
+from typing import Any
+
+FRAME = struct.Struct(">III")
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+TRUNCATED = "\n[... log output truncated: limit of {limit} bytes reached ...]\n"
+
+
+class CpuLimitExceeded(BaseException):  # noqa: N818 - the name is the error type users see
+    """Raised in the handler when its per-invocation CPU allowance (RLIMIT_CPU soft limit) is used up."""
+
+
+class Channel:
+    """Blocking length-prefixed framing over two pipe fds."""
+
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.rfd, self.wfd = rfd, wfd
+
+    def _read(self, n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = os.read(self.rfd, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def recv(self) -> tuple[dict[str, Any], bytes]:
+        hlen, blen, _ = FRAME.unpack(self._read(FRAME.size))
+        header = json.loads(self._read(hlen))
+        return header, self._read(blen) if blen else b""
+
+    def send(self, header: dict[str, Any], body: bytes = b"", logs: bytes = b"") -> None:
+        h = json.dumps(header, separators=(",", ":")).encode()
+        data = memoryview(FRAME.pack(len(h), len(body), len(logs)) + h + body + logs)
+        while data:
+            data = data[os.write(self.wfd, data) :]
+
+
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    return libc
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(libc: Any, src: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    enc = (lambda s: s.encode() if s is not None else None)  # noqa: E731
+    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _build_mounts(libc: Any, spec: dict[str, Any]) -> list[str]:
+    """New mount namespace: hide sensitive trees under empty tmpfs, re-expose what the child needs read-only."""
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None)
+    notes: list[str] = []
+    exposes = [p for p in [*spec["expose"], *sys.path] if os.path.isdir(p)]  # sys.path: the stdlib
+    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in exposes}
+    tmp_size = f"size={spec['tmp_mb']}m"
+    for hidden in sorted(set(spec["hide"]), key=len):
+        if not os.path.isdir(hidden) or any(_under(hidden, h) and h != hidden for h in spec["hide"]):
+            continue
+        opts = f"{tmp_size},mode=1777" if hidden in spec["scratch"] else "size=64k,mode=0755"
+        _mount(libc, "tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, opts)
+        notes.append(hidden)
+    old_umask = os.umask(0o022)
+    for path, fd in fds.items():
+        if any(_under(path, h) for h in notes):
+            os.makedirs(path, 0o755, exist_ok=True)
+            _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+            _mount(libc, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+        os.close(fd)
+    work = spec["work_dir"]
+    os.makedirs(work, 0o755, exist_ok=True)
+    os.umask(old_umask)
+    owner = f"uid={spec['uid']},gid={spec['gid']}"
+    _mount(libc, "tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"{tmp_size},mode=0700,{owner}")
+    try:
+        _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        notes.append("proc:hidepid")
+    except OSError:
+        pass
+    return notes
+
+
+def _isolate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Namespaces, privilege drop, parent-death signal; returns what applied."""
+    iso: dict[str, Any] = {"root": os.geteuid() == 0}
+    libc = _libc()
+    if iso["root"]:
+        try:
+            iso["hidden"] = _build_mounts(libc, spec)
+            iso["mount_ns"] = True
+        except OSError as exc:
+            iso["mount_ns"] = f"failed: {exc}"
+    if not spec["network"]:
+        try:
+            _check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+            iso["network"] = "none (own network namespace)"
+        except OSError as exc:
+            iso["network"] = f"host (could not unshare network: {exc})"
+    else:
+        iso["network"] = "host (config.network)"
+    os.chdir(spec["work_dir"])
+    if iso["root"]:
+        os.setgroups([])
+        os.setresgid(spec["gid"], spec["gid"], spec["gid"])
+        os.setresuid(spec["uid"], spec["uid"], spec["uid"])
+        if os.getuid() == 0 or os.getgid() == 0:
+            raise PermissionError("privilege drop did not take effect")
+        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # /proc/self owned by us again (clear_refs, status)
+    iso["uid"], iso["gid"] = os.getuid(), os.getgid()
+    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != spec["parent_pid"]:
+        os._exit(70)  # the supervisor died before the death signal was armed
+    return iso
+
+
+def _apply_rlimits(limits: dict[str, list[int]]) -> None:
+    for name, (soft, hard) in limits.items():
+        res = getattr(resource, name)
+        cur_soft, cur_hard = resource.getrlimit(res)
+        if cur_hard != resource.RLIM_INFINITY:
+            hard = min(hard, cur_hard) if hard != resource.RLIM_INFINITY else cur_hard
+            soft = min(soft, hard) if soft != resource.RLIM_INFINITY else hard
+        resource.setrlimit(res, (soft, hard))
+
+
+class Capture(io.TextIOBase):
+    """stdout/stderr/logging sink for one invocation, capped at `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def reset(self) -> None:
+        self.parts, self.size, self.truncated = [], 0, False
+
+    def write(self, s: str) -> int:  # type: ignore[override]
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        n = len(s)
+        if self.size + n > self.limit:
+            if not self.truncated:
+                self.parts.append(s[: max(0, self.limit - self.size)])
+                self.truncated = True
+            self.size = self.limit
+            return n
+        self.parts.append(s)
+        self.size += n
+        return n
+
+    def getvalue(self) -> str:
+        text = "".join(self.parts)
+        return text + TRUNCATED.format(limit=self.limit) if self.truncated else text
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+class Context:
+    """The Lambda-style `context` argument."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.function_name: str = fields["function_name"]
+        self.function_version: str = fields["function_version"]
+        self.aws_request_id: str = fields["aws_request_id"]
+        self.memory_limit_in_mb: int = fields["memory_limit_in_mb"]
+        self.invoked_function_arn: str = fields["invoked_function_arn"]
+        self.log_group_name: str = fields["log_group_name"]
+        self.log_stream_name: str = fields["log_stream_name"]
+        self._deadline: float = fields["deadline_epoch"]
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+class _RequestId(logging.Filter):
+    request_id = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.request_id
+        return True
+
+
+def _error(exc: BaseException, etype: str | None = None, skip: int = 0) -> dict[str, Any]:
+    tb = exc.__traceback__
+    for _ in range(skip):
+        tb = tb.tb_next if tb is not None else None
+    try:
+        message = str(exc)
+    except Exception:  # a hostile __str__
+        message = "<unprintable exception>"
+    try:
+        stack = [line.rstrip("\n") for line in traceback.format_list(traceback.extract_tb(tb))]
+    except Exception:
+        stack = []
+    return {"type": etype or type(exc).__name__, "message": message, "stack": stack}
+
+
+def _classify(exc: BaseException) -> str | None:
+    if isinstance(exc, MemoryError):
+        return "MemoryLimitExceeded"
+    if isinstance(exc, CpuLimitExceeded):
+        return "CpuLimitExceeded"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "FileSizeLimitExceeded"
+    return None
+
+
+def _peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _clear_peak() -> bool:
+    try:
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False
+
+
+class Runtime:
+    """Loads the handler the way Lambda's Python runtime does and runs invocations."""
+
+    def __init__(self, spec: dict[str, Any], fdlog: int) -> None:
+        self.spec = spec
+        self.cap = spec["max_output_bytes"]
+        self.capture = Capture(self.cap)
+        self.fdlog = fdlog
+        self.cpu_s: float = spec["cpu_s"]
+        self.cpu_hard: int = spec["rlimits"]["RLIMIT_CPU"][1]
+        self.handler: Any = None
+        self.two_args = True
+        self.req = _RequestId()
+        sys.stdout = sys.stderr = self.capture
+        root = logging.getLogger()
+        root.handlers.clear()
+        handler = logging.StreamHandler(self.capture)
+        fmt = logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+                                "%Y-%m-%dT%H:%M:%S")
+        fmt.converter = time.gmtime
+        handler.setFormatter(fmt)
+        handler.terminator = ""
+        handler.addFilter(self.req)
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        signal.signal(signal.SIGXCPU, self._on_sigxcpu)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        self.cpu_exceeded = False
+
+    def _on_sigxcpu(self, signum: int, frame: Any) -> None:
+        self.cpu_exceeded = True
+        raise CpuLimitExceeded(f"CPU time limit of {self.cpu_s:g} s exceeded")
+
+    def load(self) -> dict[str, Any] | None:
+        """Import and resolve the handler; None or the failure."""
+        import importlib
+        import inspect
+
+        name = self.spec["handler"]
+        modname, _, fname = name.rpartition(".")
+        modname = modname.replace("/", ".")
+        try:
+            module = importlib.import_module(modname)
+        except BaseException as exc:
+            return _error(exc, _classify(exc) or type(exc).__name__)
+        fn = getattr(module, fname, None)
+        if fn is None:
+            return {"type": "HandlerNotFound", "message": f"Handler {fname!r} missing on module {modname!r}",
+                    "stack": []}
+        if not callable(fn):
+            return {"type": "HandlerNotCallable",
+                    "message": f"{name!r} is a {type(fn).__name__}, not a callable", "stack": []}
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in pos if p.default is p.empty]
+        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+        required_kw = [p for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        if params and (len(required) > 2 or required_kw or (not pos and not varargs)):
+            return {"type": "HandlerSignatureError",
+                    "message": f"handler {name!r} must take (event, context) or (event); "
+                               f"signature is {inspect.signature(fn)}", "stack": []}
+        self.two_args = not params or varargs or len(pos) >= 2
+        self.handler = fn
+        return None
+
+    def _fd_logs(self) -> str:
+        """Output written straight to fds 1/2 (subprocesses, C code) since the last call."""
+        size = os.fstat(self.fdlog).st_size
+        if not size:
+            return ""
+        data = os.pread(self.fdlog, min(size, self.cap), 0)
+        os.ftruncate(self.fdlog, 0)
+        os.lseek(self.fdlog, 0, os.SEEK_SET)
+        return data.decode("utf-8", "replace")
+
+    def invoke(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes, bytes]:
+        ctx = Context(header["ctx"])
+        self.capture.reset()
+        self.req.request_id = ctx.aws_request_id
+        used = sum(os.times()[:4])
+        if used + self.cpu_s >= self.cpu_hard:
+            retire = True
+        else:
+            retire = False
+            resource.setrlimit(resource.RLIMIT_CPU, (int(used + self.cpu_s) + 1, self.cpu_hard))
+        out = b""
+        error: dict[str, Any] | None = None
+        mem_reset = _clear_peak()
+        t_cpu0 = os.times()
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            event = json.loads(body)
+            result = self.handler(event, ctx) if self.two_args else self.handler(event)
+            t1 = time.perf_counter()
+            t_cpu1 = os.times()
+            try:
+                out = json.dumps(result, allow_nan=False).encode()
+            except (TypeError, ValueError, RecursionError) as exc:
+                error = {"type": "OutputNotSerializable",
+                         "message": f"handler returned a value that is not JSON-serialisable: {exc}",
+                         "stack": []}
+        except BaseException as exc:
+            t1 = time.perf_counter()
+            t_cpu1 = os.times()
+            etype = _classify(exc) or ("CpuLimitExceeded" if self.cpu_exceeded else None)
+            error = _error(exc, etype, skip=1)
+            del exc
+        finished = time.time()
+        if self.cpu_exceeded:
+            retire = True
+            if error is None or error["type"] != "CpuLimitExceeded":
+                error = {"type": "CpuLimitExceeded",
+                         "message": f"CPU time limit of {self.cpu_s:g} s exceeded", "stack": []}
+            resource.setrlimit(resource.RLIMIT_CPU, (self.cpu_hard, self.cpu_hard))
+        if error is None and len(out) > self.cap:
+            error = {"type": "OutputLimitExceeded",
+                     "message": f"output of {len(out)} bytes exceeds the limit of {self.cap} bytes", "stack": []}
+        if error is not None:
+            out = b""
+        fd_text = self._fd_logs()
+        if fd_text:
+            self.capture.write(fd_text)
+        logs = self.capture.getvalue().encode("utf-8", "replace")
+        self.capture.reset()
+        resp = {
+            "status": "succeeded" if error is None else "failed",
+            "error": error,
+            "duration_ms": (t1 - t0) * 1000.0,
+            "cpu_ms": (sum(t_cpu1[:4]) - sum(t_cpu0[:4])) * 1000.0,
+            "peak_memory_mb": _peak_rss_mb(),
+            "peak_memory_source": "VmHWM" if mem_reset else "ru_maxrss",
+            "started_at": started,
+            "finished_at": finished,
+            "retire": retire,
+            "cpu_total_s": sum(os.times()[:4]),
+        }
+        return resp, out, logs
+
+
+def _serve(chan: Channel) -> None:
+    spec, _ = chan.recv()
+    t0 = time.perf_counter()
+    try:
+        iso = _isolate(spec)
+        os.umask(0o077)
+        try:
+            fdlog = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError:  # filesystems without O_TMPFILE
+            fdlog = os.open(".stdout", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            os.unlink(".stdout")
+        os.dup2(fdlog, 1)
+        os.dup2(fdlog, 2)
+        for path in reversed(spec["sys_path"]):
+            sys.path.insert(0, path)
+        runtime = Runtime(spec, fdlog)
+        _apply_rlimits(spec["rlimits"])
+        load_error = runtime.load()
+    except BaseException as exc:
+        chan.send({"ok": False, "setup_error": _error(exc, "SandboxSetupFailed")})
+        return
+    ready: dict[str, Any] = {"ok": load_error is None, "error": load_error, "isolation": iso,
+                             "init_ms": (time.perf_counter() - t0) * 1000.0,
+                             "cpu_total_s": sum(os.times()[:4])}
+    chan.send(ready, logs=runtime.capture.getvalue().encode("utf-8", "replace"))
+    runtime.capture.reset()
+    if load_error is not None or spec.get("check_only"):
+        return
+    while True:
+        try:
+            header, body = chan.recv()
+        except EOFError:
+            return
+        resp, out, logs = runtime.invoke(header, body)
+        try:
+            chan.send(resp, out, logs)
+        except MemoryError:
+            chan.send({"status": "failed", "retire": True, "error": {
+                "type": "MemoryLimitExceeded", "message": "out of memory sending the result", "stack": []}})
+        if resp["retire"]:
+            return
+
+
+def main() -> None:
+    """Move the protocol pipes off fds 0/1, park fds 0-2 on /dev/null, and serve."""
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    with contextlib.suppress(EOFError, BrokenPipeError):
+        _serve(Channel(rfd, wfd))
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

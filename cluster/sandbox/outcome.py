@@ -1,0 +1,73 @@
+"""Turning child replies and child deaths into `ExecutionOutcome`s."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+from core.models import ExecutionOutcome, FunctionConfig, TaskStatus
+
+from .child import Child, Exit
+from .spec import cpu_limit_s
+
+TRUNCATED = "\n[... log output truncated: limit of {limit} bytes reached ...]\n"
+
+
+def err(etype: str, message: str) -> dict[str, Any]:
+    """An error dict without a stack."""
+    return {"type": etype, "message": message, "stack": []}
+
+
+def join_logs(parts: list[bytes], cap: int) -> str:
+    """Concatenate log chunks (init + invocation), capped at `cap` bytes with a marker."""
+    data = b"".join(parts)
+    if len(data) > cap + len(TRUNCATED) + 64:
+        return data[:cap].decode("utf-8", "replace") + TRUNCATED.format(limit=cap)
+    return data.decode("utf-8", "replace")
+
+
+def from_reply(header: dict[str, Any], body: bytes, logs: str, input_bytes: int) -> ExecutionOutcome:
+    """A completed round trip."""
+    error = header.get("error")
+    ok = header.get("status") == "succeeded" and error is None
+    output = None
+    if ok and body:
+        try:
+            output = json.loads(body)
+        except ValueError:
+            ok, error = False, err("OutputNotSerializable", "handler output is not valid JSON")
+    return ExecutionOutcome(
+        status=TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
+        output=output,
+        error=None if ok else error,
+        logs=logs,
+        started_at=float(header.get("started_at", 0.0)),
+        finished_at=float(header.get("finished_at", 0.0)),
+        duration_ms=float(header.get("duration_ms", 0.0)),
+        cpu_ms=float(header.get("cpu_ms", 0.0)),
+        peak_memory_mb=float(header.get("peak_memory_mb", 0.0)),
+        input_bytes=input_bytes,
+        output_bytes=len(body) if ok else 0,
+    )
+
+
+def death_error(child: Child, exit: Exit | None, config: FunctionConfig, why: str) -> dict[str, Any]:
+    """Name what killed a child that stopped answering (a limit if we can tell, else SandboxCrashed)."""
+    sig = exit.signal if exit is not None else None
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and exit is not None and exit.cpu_s >= child.cpu_hard - 0.5):
+        return err("CpuLimitExceeded", f"CPU time limit of {cpu_limit_s(config):g} s exceeded")
+    if sig == signal.SIGXFSZ:
+        return err("FileSizeLimitExceeded", f"file size limit of {config.max_file_mb} MB exceeded")
+    if child.cg.oom_killed():
+        return err("MemoryLimitExceeded", f"memory limit of {config.memory_mb} MB exceeded")
+    what = exit.describe() if exit is not None else "did not exit"
+    return err("SandboxCrashed", f"the function's process {what} ({why})")
+
+
+def failure(status: TaskStatus, error: dict[str, Any], started_at: float, finished_at: float, logs: str,
+            input_bytes: int) -> ExecutionOutcome:
+    """An outcome without a reply from the handler."""
+    return ExecutionOutcome(status=status, error=error, logs=logs, started_at=started_at,
+                            finished_at=finished_at, duration_ms=(finished_at - started_at) * 1000.0,
+                            input_bytes=input_bytes)

@@ -1,0 +1,271 @@
+"""The pool of warm sandboxed children, keyed by function version: invoke, activation check, kill, reaping."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, handler_module_path
+
+from . import layout
+from .child import Child
+from .context import InvocationContext
+from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation
+from .outcome import death_error, err, failure, from_reply, join_logs
+from .spec import init_message
+
+
+class SandboxPool:
+    """One per Ray worker process (module-level singleton via get_pool()); warm children keyed by `key`."""
+
+    def __init__(self, root: Path, idle_ttl_s: float = 600.0, max_warm: int = 16) -> None:
+        self.root = Path(root)
+        self.idle_ttl_s = idle_ttl_s
+        self.max_warm = max_warm
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[Child, None] = OrderedDict()  # least recently used first
+        self._busy: set[Child] = set()
+        self._dirs: dict[str, layout.KeyDirs] = {}
+        self._root_ready = False
+        self._closed = False
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # -- public API ---------------------------------------------------------------------------------------
+
+    def invoke(self, *, key: str, code_dir: Path, handler: str, config: FunctionConfig,
+               event_json: bytes, context: InvocationContext) -> ExecutionOutcome:
+        """Run one invocation in the key's warm child (starting one if needed); never raises for user faults."""
+        started = time.time()
+        nin = len(event_json)
+        child = self._checkout(key, config)
+        cold = child is None
+        init_logs = b""
+        init_ms = None
+        if child is None:
+            started_child = self._cold_start(key, code_dir, handler, config, context, started, nin)
+            if isinstance(started_child, ExecutionOutcome):
+                return started_child
+            child, init_ms, init_logs = started_child
+        ctx = context.to_wire()
+        cap = child.cap
+        try:
+            header, body, logs = child.call(ctx, event_json, time.monotonic() + config.timeout_s)
+        except ChannelTimeout:
+            return self._lost(child, config, started, nin, cold, init_logs, timed_out=True, why="")
+        except (ChannelClosed, ProtocolViolation) as exc:
+            return self._lost(child, config, started, nin, cold, init_logs, timed_out=False, why=str(exc))
+        out = from_reply(header, body, join_logs([init_logs, logs], cap) if init_logs else
+                         logs.decode("utf-8", "replace"), nin)
+        out.cold_start = cold
+        out.extra["isolation"] = child.isolation
+        if init_ms is not None:
+            out.extra["init_ms"] = init_ms
+        if header.get("retire"):
+            self._discard(child)
+        else:
+            self._checkin(child)
+        return out
+
+    def check_handler(self, *, code_dir: Path, handler: str, config: FunctionConfig) -> dict[str, Any] | None:
+        """Activation gate: None if the handler imports and resolves to a callable taking 1 or 2 positional
+        params; else {"type","message","stack"} of the failure. Runs in a fresh sandbox, not warm."""
+        try:
+            handler_module_path(handler)
+        except ValueError as exc:
+            return err("InvalidHandler", str(exc))
+        self._ensure_root()
+        dirs = layout.prepare(self.root, "", Path(code_dir), layout.check_uid(), one_shot=True)
+        ctx = InvocationContext("activation-check", "0", "activation-check", config.memory_mb, "", "", "",
+                                time.time() + config.timeout_s)
+        child: Child | None = None
+        try:
+            child = Child.spawn("", dirs, config, handler, ctx)
+            ready, _ = child.start(init_message(config, dirs, handler, check_only=True),
+                                   time.monotonic() + config.timeout_s)
+        except ChannelTimeout:
+            return err("TimeoutError", f"importing the handler took longer than {config.timeout_s:g} s")
+        except (ChannelClosed, ProtocolViolation) as exc:
+            assert child is not None
+            return death_error(child, child.reap(0.5), config, str(exc))
+        except OSError as exc:
+            return err("SandboxSetupFailed", f"could not start the sandbox: {exc}")
+        finally:
+            if child is not None:
+                child.kill()
+            layout.remove(dirs)
+        if ready.get("ok"):
+            return None
+        error: dict[str, Any] = ready.get("error") or ready.get("setup_error") or err("SandboxCrashed", "no reply")
+        return error
+
+    def kill(self, key: str) -> None:
+        """Kill that key's children, warm and busy (cancellation: a busy call returns `cancelled`)."""
+        with self._lock:
+            idle = [c for c in self._idle if c.key == key]
+            for c in idle:
+                del self._idle[c]
+            busy = [c for c in self._busy if c.key == key]
+            for c in busy:
+                c.cancelled = True
+        for c in busy:
+            c.signal_kill()
+        for c in idle:
+            c.kill()
+
+    def close(self) -> None:
+        """Kill every child and stop the reaper."""
+        self._stop.set()
+        with self._lock:
+            self._closed = True
+            idle, self._idle = list(self._idle), OrderedDict()
+            busy = list(self._busy)
+        for c in busy:
+            c.signal_kill()
+        for c in idle:
+            c.kill()
+
+    def warm_count(self, key: str | None = None) -> int:
+        """Idle warm children (for one key, or all)."""
+        with self._lock:
+            return sum(1 for c in self._idle if key is None or c.key == key)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _ensure_root(self) -> None:
+        if not self._root_ready:
+            layout.ensure_root(self.root)
+            self._root_ready = True
+
+    def _key_dirs(self, key: str, code_dir: Path) -> layout.KeyDirs:
+        dirs = self._dirs.get(key)
+        if dirs is None:
+            self._ensure_root()
+            dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key))
+            self._dirs[key] = dirs
+        return dirs
+
+    def _checkout(self, key: str, config: FunctionConfig) -> Child | None:
+        stale: list[Child] = []
+        found = None
+        with self._lock:
+            for child in reversed(self._idle):
+                if child.key == key:
+                    del self._idle[child]
+                    if child.config is config or child.config == config:
+                        found = child
+                        self._busy.add(child)
+                        break
+                    stale.append(child)
+                    break
+        for c in stale:
+            c.kill()
+        return found
+
+    def _checkin(self, child: Child) -> None:
+        evicted: list[Child] = []
+        with self._lock:
+            self._busy.discard(child)
+            if self._closed or child.dead:
+                evicted.append(child)
+            else:
+                self._idle[child] = None
+                while len(self._idle) > self.max_warm:
+                    evicted.append(self._idle.popitem(last=False)[0])
+            if self._reaper is None and not self._closed:
+                self._reaper = threading.Thread(target=self._reap_loop, name="cloudfn-sandbox-reaper", daemon=True)
+                self._reaper.start()
+        for c in evicted:
+            c.kill()
+
+    def _discard(self, child: Child) -> None:
+        with self._lock:
+            self._busy.discard(child)
+        child.kill()
+
+    def _reap_loop(self) -> None:
+        interval = max(0.05, min(self.idle_ttl_s / 2.0, 30.0))
+        while not self._stop.wait(interval):
+            cutoff = time.monotonic() - self.idle_ttl_s
+            with self._lock:
+                expired = [c for c in self._idle if c.last_used < cutoff]
+                for c in expired:
+                    del self._idle[c]
+            for c in expired:
+                c.kill()
+
+    def _cold_start(self, key: str, code_dir: Path, handler: str, config: FunctionConfig,
+                    context: InvocationContext, started: float,
+                    nin: int) -> tuple[Child, float, bytes] | ExecutionOutcome:
+        """Spawn and initialise a child; on failure the outcome to return instead."""
+        try:
+            dirs = self._key_dirs(key, code_dir)
+            child = Child.spawn(key, dirs, config, handler, context)
+        except OSError as exc:
+            return failure(TaskStatus.FAILED, err("SandboxSetupFailed", f"could not start the sandbox: {exc}"),
+                           started, time.time(), "", nin)
+        with self._lock:
+            self._busy.add(child)
+        try:
+            ready, logs = child.start(init_message(config, dirs, handler, check_only=False),
+                                      time.monotonic() + config.timeout_s)
+        except ChannelTimeout:
+            return self._lost(child, config, started, nin, True, b"", timed_out=True, why="during init")
+        except (ChannelClosed, ProtocolViolation) as exc:
+            return self._lost(child, config, started, nin, True, b"", timed_out=False, why=str(exc))
+        child.isolation = {**ready.get("isolation", {}), "cgroups": child.cg.controllers}
+        if not ready.get("ok"):
+            self._discard(child)
+            error = ready.get("error") or ready.get("setup_error") or err("SandboxCrashed", "no reply")
+            out = failure(TaskStatus.FAILED, error, started, time.time(),
+                          logs.decode("utf-8", "replace"), nin)
+            out.cold_start = True
+            out.extra["isolation"] = child.isolation
+            return out
+        return child, float(ready.get("init_ms", 0.0)), logs
+
+    def _lost(self, child: Child, config: FunctionConfig, started: float, nin: int, cold: bool,
+              init_logs: bytes, *, timed_out: bool, why: str) -> ExecutionOutcome:
+        """The child stopped answering (deadline, EOF, bad frame): kill it and say why."""
+        exit = None if timed_out or child.cancelled else child.reap(0.3)
+        if exit is None:
+            child.kill()
+            exit = child.exit
+        else:
+            child.kill()
+        with self._lock:
+            self._busy.discard(child)
+        if child.cancelled:
+            status, error = TaskStatus.CANCELLED, err("Cancelled", "the invocation was cancelled")
+        elif timed_out:
+            status = TaskStatus.TIMED_OUT
+            error = err("TimeoutError", f"Task timed out after {config.timeout_s:.2f} seconds")
+        else:
+            status, error = TaskStatus.FAILED, death_error(child, exit, config, why)
+        out = failure(status, error, started, time.time(), join_logs([init_logs], child.cap), nin)
+        out.cold_start = cold
+        out.extra["isolation"] = child.isolation
+        if exit is not None and exit.status is not None:
+            out.cpu_ms = max(0.0, (exit.cpu_s - child.cpu_total_s) * 1000.0)
+            out.peak_memory_mb = exit.maxrss_mb
+        return out
+
+
+_pool: SandboxPool | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> SandboxPool:
+    """Process-wide pool; root from env CLOUDFN_SANDBOX_ROOT or /tmp/cloudfn-sandbox-<uid>."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            root = os.environ.get("CLOUDFN_SANDBOX_ROOT") or f"/tmp/cloudfn-sandbox-{os.getuid()}"
+            _pool = SandboxPool(Path(root))
+            atexit.register(_pool.close)
+        return _pool
