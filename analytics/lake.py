@@ -13,6 +13,11 @@ once in a small one), which is why the aggregates deduplicate by ``(task_id, att
 reader can see such a duplicate only during that instant. A table format with a manifest (Delta, Iceberg)
 would remove that window; it is not worth it at this scale.
 
+A reader that lists files and then opens them could find one deleted in between. ``ParquetLake.reading()``
+prevents that for readers that use it (the aggregates do): it holds a shared ``flock`` that compaction's
+delete step waits for, with a second "gate" lock so a steady stream of readers cannot starve compaction.
+Other readers (a DuckDB shell) may need to retry a query that ran into a compaction.
+
 All path handling is in this module (``_root_from``, ``partition_dir``, ``files``), so moving the lake to
 object storage means replacing those and the write/rename/unlink calls.
 """
@@ -165,9 +170,7 @@ class ParquetLake:
         """Data files (no temp files), optionally only one function's and only some days'."""
         if not self.root.is_dir():
             return []
-        day_names = (
-            self.dates() if days is None else [d if isinstance(d, str) else d.isoformat() for d in days]
-        )
+        day_names = self.dates() if days is None else [str(d) for d in days]  # date's str() is ISO
         fn = "*" if function is None else f"function={function}"
         if function is not None:
             _check_function(function)
@@ -216,6 +219,13 @@ class ParquetLake:
 
     # -- compaction ------------------------------------------------------------------------------
 
+    def _lock_fd(self, name: str) -> int | None:
+        """Open (creating) a lock file in the root; None where that is not possible (a read-only lake)."""
+        try:
+            return os.open(self.root / name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
+
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Hold the lake's compaction lock (threads of this process and other processes)."""
@@ -227,26 +237,64 @@ class ParquetLake:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def _compact_partition(self, folder: Path) -> int:
-        """Merge a partition's files into one; returns how many files were removed."""
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """While held, compaction deletes no file, so files listed inside stay readable."""
+        fds = [fd for fd in (self._lock_fd(".gate.lock"), self._lock_fd(".readers.lock")) if fd is not None]
+        try:
+            if len(fds) == 2:
+                fcntl.flock(fds[0], fcntl.LOCK_SH)  # waits while a compaction is deleting
+                fcntl.flock(fds[1], fcntl.LOCK_SH)
+                fcntl.flock(fds[0], fcntl.LOCK_UN)
+            yield
+        finally:
+            for fd in fds:
+                os.close(fd)  # releases the locks
+
+    @contextlib.contextmanager
+    def _deleting(self) -> Iterator[None]:
+        """Wait for current readers (keeping new ones at the gate), for deleting files."""
+        gate, readers = self._lock_fd(".gate.lock"), self._lock_fd(".readers.lock")
+        try:
+            if gate is not None and readers is not None:
+                fcntl.flock(gate, fcntl.LOCK_EX)
+                fcntl.flock(readers, fcntl.LOCK_EX)
+            yield
+        finally:
+            for fd in (readers, gate):
+                if fd is not None:
+                    os.close(fd)
+
+    def _compact_partition(self, folder: Path, min_files: int, target_bytes: int) -> int:
+        """Merge a partition's files smaller than `target_bytes` into one; returns files removed."""
         now = time.time()
         for tmp in folder.glob(f".*{TMP_SUFFIX}"):  # a crashed writer's leftovers
             with contextlib.suppress(FileNotFoundError):
                 if now - tmp.stat().st_mtime > STALE_TMP_S:
                     tmp.unlink()
-        inputs = sorted(folder.glob("*.parquet"))
-        if len(inputs) < 2:
+        inputs = []
+        for p in sorted(folder.glob("*.parquet")):
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_size < target_bytes:
+                    inputs.append(p)
+        if len(inputs) < max(min_files, 2):
             return 0
         tables = [pq.ParquetFile(p).read().cast(FILE_SCHEMA) for p in inputs]
         merged = pa.concat_tables(tables).sort_by("finished_at")
         self._write_atomic(merged, folder)
-        for p in inputs:  # only the files read: a file appended meanwhile stays
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        with self._deleting():
+            for p in inputs:  # only the files read: a file appended meanwhile stays
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
         return len(inputs)
 
-    def compact(self, date: str | None = None) -> int:
-        """Merge each partition's small files (of one date, or all) into one; returns files removed."""
+    def compact(self, date: str | None = None, *, min_files: int = 2, target_bytes: int = 64 << 20) -> int:
+        """Merge small files per partition (of one date, or all) into one; returns files removed.
+
+        Size-tiered, so it is cheap to call often: only files under `target_bytes` are merged, and only
+        where there are at least `min_files` of them; a merged file that outgrows the target is left alone.
+        Rows are kept exactly as they are (no deduplication).
+        """
         if not self.root.is_dir():
             return 0
         days = self.dates() if date is None else [date]
@@ -255,5 +303,5 @@ class ParquetLake:
             for d in days:
                 day_dir = self.root / f"date={d}"
                 for folder in sorted(p for p in day_dir.glob("function=*") if p.is_dir()):
-                    removed += self._compact_partition(folder)
+                    removed += self._compact_partition(folder, min_files, target_bytes)
         return removed

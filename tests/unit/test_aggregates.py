@@ -134,9 +134,7 @@ def test_lake_plus_pending_deduplicated_matches_numpy(lake: ParquetLake) -> None
     other_fn = [rec(20_000 + i, NOW - 10, function="g", rng=rng) for i in range(50)]
     flushed, unflushed = inside[:2000], inside[2000:]
     for chunk in range(0, 2000, 400):
-        lake.append(
-            flushed[chunk : chunk + 400] + outside + other_fn
-        )  # repeated, excluded
+        lake.append(flushed[chunk : chunk + 400] + outside + other_fn)  # repeated, excluded
     # The sink may hand over rows it already flushed: they count once.
     pending = unflushed + flushed[-300:]
     assert len({p.parent.parent.name for p in lake.files()}) == 2  # the window spans two date partitions
@@ -164,16 +162,11 @@ def test_namespace_filter(lake: ParquetLake) -> None:
     lake.append([rec(1, NOW - 1, namespace="a"), rec(2, NOW - 1, namespace="b")])
     assert function_metrics(lake, "f", 60, now=NOW)["count"] == 2
     assert function_metrics(lake, "f", 60, now=NOW, namespace="a")["count"] == 1
-    assert (
-        function_metrics(lake, "f", 60, now=NOW, namespace="c", pending=[rec(3, NOW, namespace="c")])["count"]
-        == 1
-    )
+    assert function_metrics(lake, "f", 60, now=NOW, namespace="c", pending=[rec(3, NOW, namespace="c")])["count"] == 1
 
 
 def test_aggregate_for_rules(lake: ParquetLake) -> None:
-    rows = [
-        rec(i, NOW - i, duration_ms=float(i), status="failed" if i < 5 else "succeeded") for i in range(1, 21)
-    ]
+    rows = [rec(i, NOW - i, duration_ms=float(i), status="failed" if i < 5 else "succeeded") for i in range(1, 21)]
     lake.append(rows)
     d = np.arange(1.0, 21.0)
 

@@ -206,3 +206,18 @@ def test_concurrent_compactions_do_not_duplicate(tmp_path: Path) -> None:
         t.join()
     assert sorted(removed) == [0, 0, 0, 20]
     assert len(read_all(lake)) == 20
+
+
+def test_compaction_is_size_tiered(tmp_path: Path) -> None:
+    lake = ParquetLake(tmp_path)
+    for i in range(3):
+        lake.append([rec(i)])
+    assert lake.compact(min_files=4) == 0  # too few small files yet
+    assert lake.compact() == 3
+    (merged,) = lake.files()
+    lake.append([rec(3)])
+    lake.append([rec(4)])
+    target = merged.stat().st_size  # the merged file is now "big": it is left as it is
+    assert lake.compact(target_bytes=target) == 2
+    assert merged in lake.files() and len(lake.files()) == 2
+    assert [r[0] for r in read_all(lake)] == [f"f-{i}" for i in range(5)]

@@ -13,9 +13,7 @@ from analytics.prometheus import DURATION_BUCKETS, PromRegistry
 from core.models import MetricRecord
 
 
-def rec(
-    function: str, status: str, duration_ms: float, *, cold: bool = False, mem: float = 64.0
-) -> MetricRecord:
+def rec(function: str, status: str, duration_ms: float, *, cold: bool = False, mem: float = 64.0) -> MetricRecord:
     """A metric record with the figures the registry reads."""
     return MetricRecord(
         task_id="t",
@@ -107,9 +105,7 @@ def test_content_type(reg: PromRegistry) -> None:
     assert reg.render().endswith(b"\n")
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not on PATH (Debian package `prometheus`)"
-)
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not on PATH (Debian package `prometheus`)")
 def test_promtool_check_metrics(reg: PromRegistry) -> None:
     proc = subprocess.run(
         ["promtool", "check", "metrics"], input=reg.render(), capture_output=True, timeout=30, check=False
