@@ -65,9 +65,7 @@ class Notifier:
         self.sms_url, self.sms_token = sms_url, sms_token
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
-        self._http = httpx.Client(
-            timeout=timeout_s, follow_redirects=False, headers={"user-agent": USER_AGENT}
-        )
+        self._http = httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"user-agent": USER_AGENT})
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -101,9 +99,7 @@ class Notifier:
             try:
                 outcome = self._once(channel, notification)
             except Exception as exc:  # a bug must not lose the record of the attempt
-                outcome = Outcome(
-                    ok=False, retryable=False, error=f"internal error: {type(exc).__name__}: {exc}"
-                )
+                outcome = Outcome(ok=False, retryable=False, error=f"internal error: {type(exc).__name__}: {exc}")
             attempt = Attempt(
                 channel=name,
                 attempt=n,

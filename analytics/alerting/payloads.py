@@ -139,11 +139,7 @@ def slack_message(
     ]
     if status == "resolved":
         fields.append(("Resolved", rfc3339(ended_at) if ended_at is not None else "n/a"))
-    extra = {
-        k: v
-        for k, v in alert_labels(rule_name, function, labels).items()
-        if k not in ("alertname", "function")
-    }
+    extra = {k: v for k, v in alert_labels(rule_name, function, labels).items() if k not in ("alertname", "function")}
     fields += [(k, _mrkdwn_escape(v)) for k, v in sorted(extra.items())][: 10 - len(fields)]
     blocks: list[dict[str, object]] = [
         {

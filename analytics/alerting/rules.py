@@ -22,9 +22,8 @@ ANOMALY_FIELDS = ("min_score", "anomaly_kinds")
 CHANNEL_TYPES = ("webhook", "slack", "email", "sms")
 MAX_WINDOW_S = 31 * 86400.0
 
-_EMAIL_RE = re.compile(
-    r"^[^@\s<>,;\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
-)
+_EMAIL_RE = re.compile(r"^[^@\s<>,;\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+_UNION_MEMBER_RE = re.compile(r"[-\[(]|^(str|int|float|bool|list|dict)$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
 
@@ -180,22 +179,16 @@ class AlertRuleSpec(_Strict):
         if self.kind == "threshold":
             missing = [f for f in THRESHOLD_FIELDS if getattr(self, f) is None]
             if missing:
-                raise ValueError(
-                    f"a threshold rule needs {', '.join(THRESHOLD_FIELDS)}; missing: {', '.join(missing)}"
-                )
+                raise ValueError(f"a threshold rule needs {', '.join(THRESHOLD_FIELDS)}; missing: {', '.join(missing)}")
             extra = [f for f in ANOMALY_FIELDS if getattr(self, f) is not None]
             if extra:
-                raise ValueError(
-                    f"{', '.join(extra)} {_verb(extra)} only to anomaly rules; remove {_it(extra)}"
-                )
+                raise ValueError(f"{', '.join(extra)} {_verb(extra)} only to anomaly rules; remove {_it(extra)}")
         else:
             extra = [f for f in THRESHOLD_FIELDS if getattr(self, f) is not None]
             if self.for_s:
                 extra.append("for_s")
             if extra:
-                raise ValueError(
-                    f"{', '.join(extra)} {_verb(extra)} only to threshold rules; remove {_it(extra)}"
-                )
+                raise ValueError(f"{', '.join(extra)} {_verb(extra)} only to threshold rules; remove {_it(extra)}")
         return self
 
 
@@ -207,15 +200,23 @@ def _it(names: list[str]) -> str:
     return "it" if len(names) == 1 else "them"
 
 
+def _is_tag(loc: tuple[int | str, ...], i: int) -> bool:
+    """Whether loc[i] names a union member (a channel type, "constrained-str", ...) rather than a field."""
+    part = loc[i]
+    if not isinstance(part, str) or i == 0:
+        return False
+    if loc[0] == "channels" and i == 2 and part in CHANNEL_TYPES:
+        return True
+    return bool(_UNION_MEMBER_RE.search(part))
+
+
 def _loc(loc: tuple[int | str, ...]) -> str:
     """Render a pydantic error location as `channels[0].url`, dropping union tags."""
     out = ""
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i >= 2 and loc[0] == "channels" and isinstance(loc[i - 1], int) and part in CHANNEL_TYPES:
-            continue
-        else:
+        elif not _is_tag(loc, i):
             out += f".{part}" if out else part
     return out
 

@@ -81,9 +81,7 @@ def _transport_error(exc: Exception) -> Outcome:
     return Outcome(ok=False, retryable=not final, error=f"{type(exc).__name__}: {exc}".strip())
 
 
-def post_webhook(
-    client: httpx.Client, url: str, secret: str, notification: Notification, timestamp: int
-) -> Outcome:
+def post_webhook(client: httpx.Client, url: str, secret: str, notification: Notification, timestamp: int) -> Outcome:
     """POST the Alertmanager payload, signed per Standard Webhooks over the exact bytes sent."""
     body = json.dumps(notification.alertmanager(), separators=(",", ":"), ensure_ascii=False).encode()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
@@ -95,9 +93,7 @@ def post_webhook(
     return classify_http(resp.status_code, resp.headers, resp.text)
 
 
-def post_sms(
-    client: httpx.Client, url: str, token: str | None, to: str, notification: Notification
-) -> Outcome:
+def post_sms(client: httpx.Client, url: str, token: str | None, to: str, notification: Notification) -> Outcome:
     """POST `{"to", "body"}` to the SMS provider (bearer token; the notice id as Idempotency-Key)."""
     headers = {"user-agent": USER_AGENT, "idempotency-key": notification.id}
     if token:
@@ -133,9 +129,7 @@ def post_slack(webhook_url: str, notification: Notification, timeout_s: float) -
     if resp.status_code == 200 and body == "ok":
         return Outcome(ok=True, http_status=200)
     if resp.status_code == 200:
-        return Outcome(
-            ok=False, error=f"Slack answered 200 with {_excerpt(body)!r}, not 'ok'", http_status=200
-        )
+        return Outcome(ok=False, error=f"Slack answered 200 with {_excerpt(body)!r}, not 'ok'", http_status=200)
     return classify_http(resp.status_code, headers, body)
 
 
@@ -168,13 +162,9 @@ def send_email(
             refused = smtp.send_message(msg, from_addr=sender, to_addrs=list(recipients))
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
-        return Outcome(
-            ok=False, retryable=any(400 <= c < 500 for c in codes), error=f"recipients refused: {codes}"
-        )
+        return Outcome(ok=False, retryable=any(400 <= c < 500 for c in codes), error=f"recipients refused: {codes}")
     except smtplib.SMTPResponseException as exc:
-        msg_text = (
-            exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
-        )
+        msg_text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
         return Outcome(
             ok=False,
             retryable=400 <= exc.smtp_code < 500,
