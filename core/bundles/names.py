@@ -17,6 +17,7 @@ from core.bundles.model import BundleLimits
 UTF8_FLAG = 0x800
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})  # e.g. U+202E RIGHT-TO-LEFT OVERRIDE, which disguises names
 
 
 def check_name(raw: bytes, flags: int, limits: BundleLimits) -> tuple[str, bool]:
@@ -39,8 +40,10 @@ def check_name(raw: bytes, flags: int, limits: BundleLimits) -> tuple[str, bool]
             else ("is not ASCII or UTF-8 (legacy cp437 names are not accepted; re-create the ZIP with UTF-8 names)")
         )
         reject("non_utf8_name", f"entry name {shown} {why}", entry=shown)
-    if _CONTROL.search(name):
-        reject("control_in_name", f"entry name {shown} contains a control character", entry=shown)
+    if _CONTROL.search(name) or any(unicodedata.category(ch) in _INVISIBLE for ch in name):
+        reject(
+            "control_in_name", f"entry name {shown} contains a control or invisible formatting character", entry=shown
+        )
     if "\\" in name:
         reject(
             "backslash",

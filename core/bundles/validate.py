@@ -50,8 +50,8 @@ def _module_path(handler: str) -> str:
 
 
 def _check_handler(handler: str, module_path: str, paths: list[str]) -> None:
-    """The handler's module file must be in the archive; say what was found instead."""
-    if module_path in paths:
+    """The handler's module (`mod.py` or the package `mod/__init__.py`) must be in the archive."""
+    if module_path in paths or module_path.removesuffix(".py") + "/__init__.py" in paths:
         return
     top = [p for p in paths if "/" not in p and p.endswith(".py")]
     found = ", ".join(top[:20]) + (", ..." if len(top) > 20 else "") if top else "none"

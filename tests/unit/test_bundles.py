@@ -110,6 +110,8 @@ HAZARDS: list[Hazard] = [
      "nul_in_name", ("NUL", "evil.py")),
     ("control-char", lambda: bundle(**{"a\nb.py": ""}), "main.handler", LIMITS, InvalidBundle,
      "control_in_name", ("control",)),
+    ("rtl-override", lambda: bundle(**{"evil\u202eyp.txt": ""}), "main.handler", LIMITS, InvalidBundle,
+     "control_in_name", ("invisible",)),
     ("non-utf8-unflagged", lambda: craft(with_main(Member(b"caf\xe9.py"))), "main.handler", LIMITS,
      InvalidBundle, "non_utf8_name", ("not ASCII or UTF-8", "caf")),
     ("non-utf8-flagged", lambda: craft(with_main(Member(b"caf\xe9.py", flags=0x800))), "main.handler", LIMITS,
@@ -302,6 +304,18 @@ def test_data_descriptors_and_zip64_are_accepted() -> None:
     for data in (streamed_zip(files), zip64_zip(files)):
         assert data != zip_of(files)
         assert validate_and_repack(data, "main.handler", LIMITS).sha256 == plain.sha256
+
+
+def test_zip64_extra_fields_in_the_central_directory_are_read() -> None:
+    members = with_main(Member("x.py", b"X = 1\n"))
+    data = craft(members, central=[Central(0, zip64=True), Central(1, zip64=True)])
+    assert validate_and_repack(data, "main.handler", LIMITS).sha256 == validate_and_repack(
+        craft(members), "main.handler", LIMITS).sha256
+
+
+def test_handler_module_may_be_a_package() -> None:
+    """As Lambda imports it: `pkg.func` resolves to pkg.py or pkg/__init__.py."""
+    assert validate_and_repack(zip_of({"pkg/__init__.py": "def func(e): pass\n"}), "pkg.func", LIMITS).files
 
 
 def test_small_repetitive_files_are_not_ratio_bombs() -> None:

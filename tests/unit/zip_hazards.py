@@ -43,6 +43,7 @@ class Central:
     member: int
     name: bytes | None = None
     compress_size: int | None = None
+    zip64: bool = False  # sizes and offset saturated in the record, real values in a ZIP64 extra field
 
 
 def deflate(data: bytes, level: int = 9) -> bytes:
@@ -84,9 +85,13 @@ def craft(
         m, offset, crc, size, payload = records[c.member]
         name = c.name if c.name is not None else m.raw_name
         csize = c.compress_size if c.compress_size is not None else len(payload)
+        extra = b""
+        if c.zip64:
+            extra = struct.pack("<2H3Q", 1, 24, size, csize, offset)
+            size, csize, offset = 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF
         cd += _CENTRAL.pack(b"PK\x01\x02", (3 << 8) | 20, 20, _flags(m), m.method, 0, 0x21, crc, csize, size,
-                            len(name), 0, 0, 0, 0, (m.mode << 16) & 0xFFFFFFFF, offset)
-        cd += name
+                            len(name), len(extra), 0, 0, 0, (m.mode << 16) & 0xFFFFFFFF, offset)
+        cd += name + extra
     count = len(central) if central is not None else len(members)
     eocd = _EOCD.pack(b"PK\x05\x06", 0, 0, count, count, len(cd), base + len(body), len(comment))
     return prefix + bytes(body) + bytes(cd) + eocd + comment + suffix
