@@ -15,7 +15,7 @@ from analytics.alerting.notification import Notification
 from analytics.alerting.rules import Channel, EmailChannel, SlackChannel, SmsChannel, WebhookChannel
 from analytics.alerting.transports import USER_AGENT, Outcome, post_slack, post_sms, post_webhook, send_email
 
-__all__ = ["Attempt", "Notification", "Notifier"]
+__all__ = ["Attempt", "Notification", "Notifier", "delivered"]
 
 
 @dataclass
@@ -30,8 +30,17 @@ class Attempt:
     http_status: int | None = None
 
 
+def delivered(attempts: list[Attempt]) -> bool:
+    """Whether the last attempt got through (False: the caller should keep the notice and try later)."""
+    return bool(attempts) and attempts[-1].status == "delivered"
+
+
 class Notifier:
-    """Sends notifications to channels; synchronous and blocking (run it in a thread). Thread-safe."""
+    """Sends notifications to channels; synchronous and blocking (run it in a thread). Thread-safe.
+
+    Worst case one `deliver` blocks for max_attempts x timeout_s plus the backoffs (or Retry-After, each capped
+    at retry_after_max_s): about 33 s with the defaults, longer only if a server asks for it.
+    """
 
     def __init__(
         self,

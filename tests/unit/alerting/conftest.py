@@ -76,9 +76,17 @@ class Receiver:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}{path}"
 
-    def then(self, *replies: Reply) -> Receiver:
-        """Queue answers for the next requests."""
-        self.script.extend(replies)
+    def answer(
+        self,
+        status: int,
+        body: bytes = b"ok",
+        headers: dict[str, str] | None = None,
+        *,
+        delay_s: float = 0.0,
+        times: int = 1,
+    ) -> Receiver:
+        """Queue an answer for the next `times` requests (later requests get 200 "ok")."""
+        self.script.extend([Reply(status, body, dict(headers or {}), delay_s)] * times)
         return self
 
     def start(self) -> None:

@@ -13,9 +13,8 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from conftest import Reply  # tests/unit/alerting/conftest.py
 
-from analytics.alerting.delivery import Attempt, Notification, Notifier
+from analytics.alerting.delivery import Attempt, Notification, Notifier, delivered
 from analytics.alerting.rules import Channel, parse_rule
 
 PLAIN = "plain-secret"
@@ -106,7 +105,7 @@ def test_resolved_notice_has_end_time(receiver: Any, notifier: Notifier) -> None
 def test_webhook_retries_after_500_with_the_same_id_and_fresh_valid_signatures(
     receiver: Any, notifier: Notifier, rec: Recorder
 ) -> None:
-    receiver.then(Reply(500, b"boom"), Reply(503, b"busy"))
+    receiver.answer(500, b"boom").answer(503, b"busy")
     seen: list[Attempt] = []
     ch = channel({"type": "webhook", "url": receiver.url(), "secret": WHSEC})
     attempts = notifier.deliver(ch, notice(), on_attempt=seen.append)
@@ -115,7 +114,7 @@ def test_webhook_retries_after_500_with_the_same_id_and_fresh_valid_signatures(
         (2, "failed", 503),
         (3, "delivered", 200),
     ]
-    assert seen == attempts
+    assert seen == attempts and delivered(attempts)
     assert attempts[0].error == "HTTP 500: boom"
     assert len(receiver.requests) == 3
     assert {r.headers["webhook-id"] for r in receiver.requests} == {"msg_2bXkq9"}
@@ -126,14 +125,14 @@ def test_webhook_retries_after_500_with_the_same_id_and_fresh_valid_signatures(
 
 
 def test_no_retry_on_400(receiver: Any, notifier: Notifier, rec: Recorder) -> None:
-    receiver.then(Reply(400, b"bad payload"))
+    receiver.answer(400, b"bad payload")
     attempts = notifier.deliver(channel({"type": "webhook", "url": receiver.url(), "secret": PLAIN}), notice())
     assert [(a.status, a.http_status, a.error) for a in attempts] == [("failed", 400, "HTTP 400: bad payload")]
     assert len(receiver.requests) == 1 and rec.sleeps == []
 
 
 def test_retry_after_seconds_is_honoured_on_429(receiver: Any, notifier: Notifier, rec: Recorder) -> None:
-    receiver.then(Reply(429, b"slow down", {"Retry-After": "7"}))
+    receiver.answer(429, b"slow down", {"Retry-After": "7"})
     attempts = notifier.deliver(channel({"type": "webhook", "url": receiver.url(), "secret": PLAIN}), notice())
     assert [a.status for a in attempts] == ["failed", "delivered"] and attempts[0].http_status == 429
     assert rec.sleeps == [7.0]
@@ -141,17 +140,18 @@ def test_retry_after_seconds_is_honoured_on_429(receiver: Any, notifier: Notifie
 
 def test_retry_after_http_date_is_honoured_and_capped(receiver: Any, rec: Recorder) -> None:
     later = format_datetime(datetime.fromtimestamp(datetime.now(UTC).timestamp() + 3600, UTC), usegmt=True)
-    receiver.then(Reply(503, b"", {"Retry-After": later}))
+    receiver.answer(503, b"", {"Retry-After": later})
     with Notifier(sleep=rec.sleep, clock=rec.clock, retry_after_max_s=45) as n:
         attempts = n.deliver(channel({"type": "webhook", "url": receiver.url(), "secret": PLAIN}), notice())
     assert [a.status for a in attempts] == ["failed", "delivered"] and rec.sleeps == [45]
 
 
 def test_gives_up_after_max_attempts_with_capped_backoff(receiver: Any, rec: Recorder) -> None:
-    receiver.then(*[Reply(502, b"")] * 10)
+    receiver.answer(502, b"", times=10)
     with Notifier(sleep=rec.sleep, clock=rec.clock, max_attempts=6, backoff_s=1, backoff_max_s=4) as n:
         attempts = n.deliver(channel({"type": "webhook", "url": receiver.url(), "secret": PLAIN}), notice())
     assert [a.attempt for a in attempts] == [1, 2, 3, 4, 5, 6] and {a.status for a in attempts} == {"failed"}
+    assert not delivered(attempts)
     assert len(receiver.requests) == 6 and len(rec.sleeps) == 5
     for delay, base in zip(rec.sleeps, [1, 2, 4, 4, 4], strict=True):
         assert base / 2 <= delay <= base
@@ -169,7 +169,7 @@ def test_connection_refused_is_retried_and_recorded(dead_url: str, rec: Recorder
 
 
 def test_a_timeout_is_retried(receiver: Any, rec: Recorder) -> None:
-    receiver.then(Reply(200, b"ok", delay_s=1.5))
+    receiver.answer(200, b"ok", delay_s=1.5)
     with Notifier(sleep=rec.sleep, clock=rec.clock, timeout_s=0.3) as n:
         attempts = n.deliver(channel({"type": "webhook", "url": receiver.url(), "secret": PLAIN}), notice())
     assert [a.status for a in attempts] == ["failed", "delivered"]
@@ -194,26 +194,26 @@ def test_slack_gets_block_kit_with_a_text_fallback(receiver: Any, notifier: Noti
 
 
 def test_slack_500_is_retried_and_every_attempt_counted(receiver: Any, notifier: Notifier) -> None:
-    receiver.then(Reply(500, b"internal_error"), Reply(500, b"internal_error"))
+    receiver.answer(500, b"internal_error", times=2)
     attempts = notifier.deliver(channel({"type": "slack", "webhook_url": receiver.url("/s")}), notice())
     assert [(a.status, a.http_status) for a in attempts] == [("failed", 500), ("failed", 500), ("delivered", 200)]
     assert len(receiver.requests) == 3  # slack-sdk did not retry on its own
 
 
 def test_slack_429_honours_retry_after(receiver: Any, notifier: Notifier, rec: Recorder) -> None:
-    receiver.then(Reply(429, b"rate_limited", {"Retry-After": "3"}))
+    receiver.answer(429, b"rate_limited", {"Retry-After": "3"})
     attempts = notifier.deliver(channel({"type": "slack", "webhook_url": receiver.url("/s")}), notice())
     assert [a.http_status for a in attempts] == [429, 200] and rec.sleeps == [3.0]
 
 
 def test_slack_4xx_is_final(receiver: Any, notifier: Notifier) -> None:
-    receiver.then(Reply(404, b"no_service"))
+    receiver.answer(404, b"no_service")
     attempts = notifier.deliver(channel({"type": "slack", "webhook_url": receiver.url("/s")}), notice())
     assert [(a.status, a.http_status, a.error) for a in attempts] == [("failed", 404, "HTTP 404: no_service")]
 
 
 def test_slack_200_without_ok_body_is_a_failure(receiver: Any, notifier: Notifier) -> None:
-    receiver.then(Reply(200, b"invalid_token"))
+    receiver.answer(200, b"invalid_token")
     attempts = notifier.deliver(channel({"type": "slack", "webhook_url": receiver.url("/s")}), notice())
     assert len(attempts) == 1 and attempts[0].status == "failed" and "invalid_token" in (attempts[0].error or "")
 
@@ -258,7 +258,7 @@ def test_email_without_smtp_configured_fails_once(notifier: Notifier) -> None:
 
 
 def test_sms_posts_to_the_generic_provider(receiver: Any, rec: Recorder) -> None:
-    receiver.then(Reply(500, b""), Reply(202, b'{"id": "sms1"}'))
+    receiver.answer(500, b"").answer(202, b'{"id": "sms1"}')
     with Notifier(sleep=rec.sleep, clock=rec.clock, sms_url=receiver.url("/sms"), sms_token="tok") as n:
         attempts = n.deliver(channel({"type": "sms", "to": "+4915112345678"}), notice())
     assert [(a.status, a.http_status) for a in attempts] == [("failed", 500), ("delivered", 202)]
