@@ -308,6 +308,7 @@ class Runtime:
         signal.signal(signal.SIGXCPU, self._on_sigxcpu)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         self.cpu_exceeded = False
+        self.pid = os.getpid()
 
     def _on_sigxcpu(self, signum: int, frame: Any) -> None:
         self.cpu_exceeded = True
@@ -333,18 +334,20 @@ class Runtime:
             return {"type": "HandlerNotCallable",
                     "message": f"{name!r} is a {type(fn).__name__}, not a callable", "stack": []}
         try:
-            params = list(inspect.signature(fn).parameters.values())
-        except (TypeError, ValueError):
-            params = []
-        pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        required = [p for p in pos if p.default is p.empty]
-        varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
-        required_kw = [p for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
-        if params and (len(required) > 2 or required_kw or (not pos and not varargs)):
-            return {"type": "HandlerSignatureError",
-                    "message": f"handler {name!r} must take (event, context) or (event); "
-                               f"signature is {inspect.signature(fn)}", "stack": []}
-        self.two_args = not params or varargs or len(pos) >= 2
+            sig: Any = inspect.signature(fn)
+        except (TypeError, ValueError):  # no introspectable signature (some builtins): assume (event, context)
+            sig = None
+        if sig is not None:
+            params = list(sig.parameters.values())
+            pos = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            required = [p for p in pos if p.default is p.empty]
+            varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+            required_kw = [p for p in params if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+            if len(required) > 2 or required_kw or (not pos and not varargs):
+                return {"type": "HandlerSignatureError",
+                        "message": f"handler {name!r} must take (event, context) or (event); signature is {sig}",
+                        "stack": []}
+            self.two_args = varargs or len(pos) >= 2
         self.handler = fn
         return None
 
@@ -391,6 +394,8 @@ class Runtime:
             etype = _classify(exc) or ("CpuLimitExceeded" if self.cpu_exceeded else None)
             error = _error(exc, etype, skip=1)
             del exc
+        if os.getpid() != self.pid:  # a process the handler forked returned into the runtime: not ours to answer
+            os._exit(0)
         finished = time.time()
         if self.cpu_exceeded:
             retire = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -21,4 +21,4 @@ class InvocationContext:
 
     def to_wire(self) -> dict[str, Any]:
         """Plain dict for the child protocol."""
-        return asdict(self)
+        return self.__dict__.copy()
