@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
@@ -75,6 +75,7 @@ class FunctionStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
                           config: FunctionConfig, size_bytes: int) -> dict[str, Any]:
@@ -116,7 +117,7 @@ class FunctionStore:
 
     async def list(self, namespace: str) -> list[dict[str, Any]]:
         """All live functions of a namespace with their active versions."""
-        async with self.engine.connect() as conn:
+        async with self.sessions() as conn:
             rows = (await conn.execute(
                 select(Function, FunctionVersion).outerjoin(FunctionVersion, (
                     FunctionVersion.function_id == Function.id) & (FunctionVersion.version == Function.active_version))
@@ -126,8 +127,11 @@ class FunctionStore:
 
     async def versions(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Every version of a function, newest first."""
-        async with self.engine.connect() as conn:
-            fn = await self._row(conn, namespace, name)
+        async with self.sessions() as conn:
+            fn = (await conn.execute(select(Function).where(
+                Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)))).scalar()
+            if fn is None:
+                raise NotFound(f"no function named {name!r}")
             rows = (await conn.execute(select(FunctionVersion).where(FunctionVersion.function_id == fn.id)
                                        .order_by(FunctionVersion.version.desc()))).scalars().all()
         return [version_view(v) for v in rows]

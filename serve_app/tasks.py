@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db.tables import ExecutionMetric, Task
 from core.errors import InvalidInput, NotFound
@@ -31,10 +31,11 @@ class TaskStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def get(self, namespace: str, task_id: str) -> dict[str, Any]:
         """One task record; NotFound for an unknown id."""
-        async with self.engine.connect() as conn:
+        async with self.sessions() as conn:
             row = (await conn.execute(
                 select(Task, ExecutionMetric).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (
                     ExecutionMetric.attempt == Task.attempt)).where(Task.id == task_id, Task.namespace == namespace)
@@ -63,6 +64,6 @@ class TaskStore:
         if status:
             q = q.where(Task.status == status)
         q = q.order_by(Task.created_at.desc()).limit(limit)
-        async with self.engine.connect() as conn:
+        async with self.sessions() as conn:
             rows = (await conn.execute(q)).all()
         return [task_view(t, m) for t, m in rows]
