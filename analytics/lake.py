@@ -8,15 +8,13 @@ add ``hive_types={'date': DATE, 'function': VARCHAR}`` so an all-digit function 
 
 Writers put a file under a dot-prefixed ``.tmp`` name in the target folder and rename it into place, so a
 reader's ``*.parquet`` glob never matches a partial file. Compaction writes the merged file the same way and
-only then unlinks the inputs: a reader listing files in between may see a row twice (once in the merged file,
-once in a small one), which is why the aggregates deduplicate by ``(task_id, attempt)``; a plain external
-reader can see such a duplicate only during that instant. A table format with a manifest (Delta, Iceberg)
-would remove that window; it is not worth it at this scale.
-
-A reader that lists files and then opens them could find one deleted in between. ``ParquetLake.reading()``
-prevents that for readers that use it (the aggregates do): it holds a shared ``flock`` that compaction's
-delete step waits for, with a second "gate" lock so a steady stream of readers cannot starve compaction.
-Other readers (a DuckDB shell) may need to retry a query that ran into a compaction.
+only then unlinks the inputs. Readers that use ``ParquetLake.reading()`` (the aggregates do) hold a shared
+``flock`` while listing and reading; compaction renames its file in and deletes the inputs under the exclusive
+lock (behind a "gate" lock, so a steady stream of readers cannot starve it), so these readers see either the
+inputs or the merged file, never both and never a vanished file. Other readers (a DuckDB shell) may, during
+that instant, see a row twice or need to retry; a table format with a manifest (Delta, Iceberg) would close
+that gap and is not worth it at this scale. The aggregates deduplicate by ``(task_id, attempt)`` anyway, for
+pending rows that are also flushed and for a flush that was retried.
 
 All path handling is in this module (``_root_from``, ``partition_dir``, ``files``), so moving the lake to
 object storage means replacing those and the write/rename/unlink calls.
@@ -31,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -187,8 +185,13 @@ class ParquetLake:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _write_atomic(self, table: pa.Table, folder: Path) -> Path:
-        """Write `table` as a new file in `folder`: temp name, optional fsync, rename."""
+    def _write_atomic(
+        self,
+        table: pa.Table,
+        folder: Path,
+        publish: Callable[[], contextlib.AbstractContextManager[object]] | None = None,
+    ) -> Path:
+        """Write `table` as a new file in `folder`: temp name, optional fsync, rename (inside `publish()`)."""
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / _part_name()
         tmp = folder / f".{final.name}{TMP_SUFFIX}"
@@ -198,7 +201,8 @@ class ParquetLake:
                 if self.fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
-            os.replace(tmp, final)
+            with publish() if publish else contextlib.nullcontext():
+                os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -281,11 +285,18 @@ class ParquetLake:
             return 0
         tables = [pq.ParquetFile(p).read().cast(FILE_SCHEMA) for p in inputs]
         merged = pa.concat_tables(tables).sort_by("finished_at")
-        self._write_atomic(merged, folder)
-        with self._deleting():
-            for p in inputs:  # only the files read: a file appended meanwhile stays
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+
+        @contextlib.contextmanager
+        def swap() -> Iterator[None]:
+            # Rename the merged file in and delete its inputs while no reader of ours is listing or reading,
+            # so such readers see either the inputs or the merged file, never both and never a missing file.
+            with self._deleting():
+                yield
+                for p in inputs:  # only the files read: a file appended meanwhile stays
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+
+        self._write_atomic(merged, folder, publish=swap)
         return len(inputs)
 
     def compact(self, date: str | None = None, *, min_files: int = 2, target_bytes: int = 64 << 20) -> int:

@@ -221,3 +221,45 @@ def test_compaction_is_size_tiered(tmp_path: Path) -> None:
     assert lake.compact(target_bytes=target) == 2
     assert merged in lake.files() and len(lake.files()) == 2
     assert [r[0] for r in read_all(lake)] == [f"f-{i}" for i in range(5)]
+
+
+def test_readers_under_reading_see_exact_rows_during_compaction(tmp_path: Path) -> None:
+    lake = ParquetLake(tmp_path, fsync=False)
+    n = 0
+    for _ in range(60):
+        lake.append([rec(n + i) for i in range(10)])
+        n += 10
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        con = duckdb.connect()
+        try:
+            while not done.is_set():
+                with lake.reading():
+                    files = [str(p) for p in lake.files()]
+                    row = con.execute(
+                        "SELECT count(*), count(DISTINCT task_id) FROM read_parquet(?)", [files]
+                    ).fetchone()
+                assert row is not None and row[0] == row[1], f"duplicates seen: {row}"
+                seen.append(row[0])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):  # each round: a few more small files, merged with the previous merge
+            lake.append([rec(n + i) for i in range(10)])
+            lake.append([rec(n + 10 + i) for i in range(10)])
+            n += 20
+            assert lake.compact() >= 2
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert seen and all(600 <= c <= n and c % 10 == 0 for c in seen)
+    assert len(read_all(lake)) == n
