@@ -31,7 +31,7 @@ def p_to_score(p: float, decades: float = 8.0) -> float:
 class TailCalibrator:
     """Empirical tail probability of a non-negative raw score, O(1) amortised per update."""
 
-    def __init__(self, prior_n: float = 50.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0):
+    def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0):
         self.prior_n = prior_n
         self.tail_q = tail_q
         self.refresh = refresh
@@ -77,7 +77,8 @@ class TailCalibrator:
             return
         self._u = _EDGES[idx]
         self._q = float(surv[idx])
-        centers = np.asarray(_EDGES[idx:]) * 1.0145  # ~geometric bin midpoints
-        mass = self.counts[idx:]
-        excess = float((mass * (centers - self._u)).sum() / max(mass.sum(), 1e-12))
-        self._beta = max(excess, 1e-3 * max(self._u, 1e-3), 1e-6)
+        # exponential tail scale from the MEDIAN excess (beta = median / ln 2): one huge past anomaly
+        # must not fatten the tail the way it would inflate a mean excess
+        half = int(np.searchsorted(-surv, -0.5 * self._q, side="left"))
+        med_excess = _EDGES[min(half, len(_EDGES) - 1)] - self._u
+        self._beta = max(med_excess / math.log(2.0), 1e-3 * max(self._u, 1e-3), 1e-6)

@@ -9,12 +9,17 @@ import numpy as np
 
 from analytics.detection.aggregate import IntervalAggregator
 from analytics.detection.anomaly import Anomaly
+from analytics.detection.calibrate import p_to_score
+from analytics.detection.drift import DriftDetector, DriftFinding
 from analytics.detection.features import FEATURES, raw_features, transform
 from analytics.detection.outlier import OutlierDetector
+from analytics.detection.regression import RegressionDetector, RegressionFinding
 from analytics.detection.series import StreamingSeriesDetector
 from core.models import MetricRecord
 
 STATE_FORMAT = 1
+DRIFT_METRICS = ("duration_ms", "cpu_ms", "peak_memory_mb")
+NEW_VERSION_WARMUP = 20  # a new version gets its own outlier model after this many warm executions
 
 
 class FunctionDetectors:
@@ -30,7 +35,10 @@ class FunctionDetectors:
     ):
         self.function = function
         self.warmup = warmup
+        self.outlier_model = outlier_model
         self.outlier = OutlierDetector(model=outlier_model, warmup=warmup)
+        self.drift = DriftDetector(DRIFT_METRICS)
+        self.regression = RegressionDetector()
         self.outlier_name = f"robust-{outlier_model}-outlier/{OutlierDetector.VERSION}"
         self.aggregator = IntervalAggregator(interval_s)
         self.series: dict[str, StreamingSeriesDetector] = {}
@@ -48,10 +56,15 @@ class FunctionDetectors:
         if self.version is not None and rec.version != self.version:
             self.on_version_change(rec.version)
         self.version = rec.version
-        if not rec.cold_start:  # cold starts are their own population: never scored as outliers
+        self.regression.start_version(rec.version)
+        if not rec.cold_start:  # cold starts are their own population: never scored, never a baseline
             a = self._outlier(rec)
             if a is not None:
                 out.append(a)
+            values = {"duration_ms": rec.duration_ms, "cpu_ms": rec.cpu_ms, "peak_memory_mb": rec.peak_memory_mb,
+                      "error": 1.0 if rec.is_error else 0.0}
+            out.extend(self._drift(f, rec) for f in self.drift.update(values))
+            out.extend(self._regression(f, rec) for f in self.regression.update(values))
         for ts, agg in self.aggregator.add(rec):
             out.extend(self._interval(ts, agg, rec.version))
         return out
@@ -88,9 +101,30 @@ class FunctionDetectors:
                                 "expected": expected}))
         return out
 
+    def _drift(self, f: DriftFinding, rec: MetricRecord) -> Anomaly:
+        msg = f"{f.metric} median {f.rel_change:+.0%} vs reference ({f.ref_median:.4g} -> {f.cur_median:.4g})"
+        return Anomaly("drift", f.metric, f.cur_median, f.ref_low, f.ref_high, round(p_to_score(f.p_value), 4),
+                       f"{DriftDetector.NAME}/{DriftDetector.VERSION}", rec.task_id, rec.version,
+                       {"message": msg, "p_value": f.p_value, "effect_sd": f.effect, "rel_change": f.rel_change,
+                        "reference_median": f.ref_median})
+
+    def _regression(self, f: RegressionFinding, rec: MetricRecord) -> Anomaly:
+        return Anomaly("regression", f.metric, f.new_p95, f.old_low, f.old_high, round(p_to_score(f.p_value), 4),
+                       f"{RegressionDetector.NAME}/{RegressionDetector.VERSION}", rec.task_id, rec.version,
+                       {"message": f.message, "p_value": f.p_value, "rel_change": f.rel_change,
+                        "old_version": f.old_version, "new_version": f.new_version, "old_p95": f.old_p95,
+                        "new_p95": f.new_p95, "n_old": f.n_old, "n_new": f.n_new})
+
     def on_version_change(self, new_version: int) -> None:
         """A new version went active (also detected from the records' version)."""
+        if new_version == self.version:
+            return
         self.version = new_version
+        self.regression.start_version(new_version)
+        self.drift.reset()
+        widen = self.outlier.widen
+        self.outlier = OutlierDetector(model=self.outlier_model, warmup=min(self.warmup, NEW_VERSION_WARMUP))
+        self.outlier.widen = widen
 
     # -- feedback, persistence, batch refit ------------------------------------------------------
     def feedback(self, anomaly: Anomaly, verdict: str) -> None:
@@ -104,7 +138,14 @@ class FunctionDetectors:
             raw = np.array(anomaly.details.get("features") or [0.0] * len(FEATURES), dtype=float)
             f = FEATURES.index(anomaly.metric)
             raw[f] = anomaly.observed
-            self.outlier.accept(f, transform(raw))
+            self.outlier.accept(transform(raw))
+        elif anomaly.kind == "drift" and anomaly.metric in self.drift.metrics:
+            d = self.drift.metrics[anomaly.metric]
+            d.min_rel = max(d.min_rel, abs(float(anomaly.details.get("rel_change", 0.0))) * 1.1)
+        elif anomaly.kind == "regression":
+            rel = abs(float(anomaly.details.get("rel_change", 0.0))) * 1.1
+            cur = self.regression.min_rel_by_metric.get(anomaly.metric, 0.0)
+            self.regression.min_rel_by_metric[anomaly.metric] = max(cur, rel)
         elif anomaly.kind == "timeseries":
             dev = abs(anomaly.observed - float(anomaly.details.get("expected", anomaly.observed)))
             key = ("timeseries", anomaly.metric)

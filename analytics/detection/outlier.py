@@ -148,9 +148,12 @@ class OutlierDetector:
             self.fit()
             self.seen = 0
 
-    def accept(self, feature: int, t: np.ndarray, margin: float = 1.1) -> None:
-        """Feedback: widen a feature's range so that `t` (and anything as far) counts as normal."""
+    def accept(self, t: np.ndarray, margin: float = 1.1) -> list[int]:
+        """Feedback: widen every feature that stood out in `t` so that it (and anything as far) is normal."""
         if self.profile is None:
-            return
-        need = abs(float(t[feature] - self.profile.median[feature])) / (self.profile.scale[feature] * self.z_min)
-        self.widen[feature] = max(self.widen[feature], need * margin)
+            return []
+        need = np.abs(t - self.profile.median) / (self.profile.scale * self.z_min)
+        widened = [int(i) for i in np.nonzero(need * margin > self.widen)[0] if need[i] >= 1.0 / margin]
+        for i in widened:
+            self.widen[i] = need[i] * margin
+        return widened

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from analytics.detection.calibrate import TailCalibrator, p_to_score
 from analytics.detection.periods import acf_period, calendar_periods
@@ -91,15 +92,18 @@ class StreamingSeriesDetector:
         if not math.isfinite(x):
             return 0.0
         self._track_time(float(timestamp))
-        z_point, errs, expected = self._point_deviation(x)
+        z_point, errs, expected, warm = self._point_deviation(x)
         resid = errs.get(self._best) if self._best else None
         z_shift = self._shift_deviation(x, resid)
-        p = self.cal_point.pvalue(z_point)
+        if warm:
+            p = self.cal_point.pvalue(z_point)
+        else:  # a handful of points: Student t with the window's degrees of freedom
+            p = float(student_t.sf(z_point, max(1, len(self.window) - 1))) * 2.0 if z_point > 0 else 1.0
         if z_shift is not None:
             p = min(1.0, 2.0 * min(p, self.cal_shift.pvalue(z_shift)))
         score = p_to_score(p, self.decades) if self.n >= 2 else 0.0
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "p": p, "expected": expected}
-        self._learn(x, z_point, z_shift, errs, resid)
+        self._learn(x, z_point if warm else None, z_shift, errs, resid)
         return score
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
@@ -127,7 +131,7 @@ class StreamingSeriesDetector:
             out[f"season{p}"] = cands[k // 2] if k % 2 else 0.5 * (cands[k // 2 - 1] + cands[k // 2])
         return out
 
-    def _point_deviation(self, x: float) -> tuple[float, dict[str, float], float]:
+    def _point_deviation(self, x: float) -> tuple[float, dict[str, float], float, bool]:
         preds = self._forecasts()
         errs = {k: x - v for k, v in preds.items()}
         ready = [(self.fc[k].scale, k) for k in errs if k in self.fc and self.fc[k].count >= 16]
@@ -145,7 +149,7 @@ class StreamingSeriesDetector:
             self.last_scale = _MAD_SD * self.window.mad(m)
         else:
             z, expected = 0.0, x
-        return min(z, 1e6), errs, expected
+        return min(z, 1e6), errs, expected, bool(ready)
 
     def _shift_deviation(self, x: float, resid: float | None) -> float | None:
         """Median of the best forecaster's last few residuals, in units of its error scale."""
@@ -164,9 +168,9 @@ class StreamingSeriesDetector:
 
     # -- learning --------------------------------------------------------------------------------
     def _learn(
-        self, x: float, z_point: float, z_shift: float | None, errs: dict[str, float], resid: float | None
+        self, x: float, z_point: float | None, z_shift: float | None, errs: dict[str, float], resid: float | None
     ) -> None:
-        if self.n >= 2:
+        if z_point is not None:
             self.cal_point.update(z_point)
         if z_shift is not None:
             self.cal_shift.update(z_shift)
