@@ -90,7 +90,8 @@ def test_file_size_limit(pool: SandboxPool, tmp_path: Path) -> None:
 
 
 def test_crash_is_reported_and_pool_recovers(pool: SandboxPool, tmp_path: Path) -> None:
-    code = write_code(tmp_path, "import os\ndef handler(event, context):\n    if event:\n        os._exit(3)\n    return 1\n")
+    code = write_code(tmp_path, "import os\ndef handler(event, context):\n    if event:\n        os._exit(3)\n"
+                                "    return 1\n")
     key = f"t/crash/{uuid.uuid4().hex}"
     out = invoke(pool, code, True, key=key)
     assert out.status == TaskStatus.FAILED and out.error is not None
