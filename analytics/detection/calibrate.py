@@ -17,8 +17,8 @@ _EDGES: list[float] = [0.0, *np.geomspace(1e-3, 1e6, 400).tolist()]
 
 
 def prior_tail(z: float) -> float:
-    """Conservative tail P(Z >= z) for a robust z-score before any calibration data (Student-t5-like)."""
-    return min(1.0, (1.0 + z * z / 5.0) ** -2.5)
+    """Tail P(Z >= z) for a robust z-score before calibration data: heavier than normal (Student-t8-like)."""
+    return min(1.0, (1.0 + z * z / 8.0) ** -4.5)
 
 
 def p_to_score(p: float, decades: float = 8.0) -> float:

@@ -58,7 +58,7 @@ class OutlierDetector:
         self,
         model: str = "mahalanobis",
         warmup: int = 50,
-        z_min: float = 4.0,
+        z_min: float = 5.0,
         threshold_perc: float = 99.0,
         history: int = 1000,
         regime_window: int = 30,

@@ -15,6 +15,7 @@ and the probability is mapped to [0, 1] on a log scale (0.5 ~ one in 10,000 norm
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -62,6 +63,7 @@ class StreamingSeriesDetector:
         max_period: int = 20000,
         acf_every: int = 1024,
         decades: float = 8.0,
+        explain_ratio: float = 1.0,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
@@ -83,6 +85,8 @@ class StreamingSeriesDetector:
         self.cal_shift = TailCalibrator()
         self.last_detail: dict[str, float] = {}
         self._best: str | None = None
+        self.snapshots: deque[tuple[float, float]] = deque(maxlen=short)
+        self.explain_ratio = explain_ratio
         self.last_scale = 0.0
 
     # -- the public step -------------------------------------------------------------------------
@@ -93,8 +97,7 @@ class StreamingSeriesDetector:
             return 0.0
         self._track_time(float(timestamp))
         z_point, errs, expected, warm = self._point_deviation(x)
-        resid = errs.get(self._best) if self._best else None
-        z_shift = self._shift_deviation(x, resid)
+        z_shift = self._shift_deviation(x)
         if warm:
             p = self.cal_point.pvalue(z_point)
         else:  # a handful of points: Student t with the window's degrees of freedom
@@ -103,7 +106,7 @@ class StreamingSeriesDetector:
             p = min(1.0, 2.0 * min(p, self.cal_shift.pvalue(z_shift)))
         score = p_to_score(p, self.decades) if self.n >= 2 else 0.0
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "p": p, "expected": expected}
-        self._learn(x, z_point if warm else None, z_shift, errs, resid)
+        self._learn(x, z_point if warm else None, z_shift, errs)
         return score
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
@@ -138,7 +141,7 @@ class StreamingSeriesDetector:
         if ready:
             best = min(s for s, _ in ready)
             fl = self._floor(x)
-            z = min(abs(errs[k]) / (_MAE_SD * s + fl) for s, k in ready if s <= 1.25 * best)
+            z = min(abs(errs[k]) / (_MAE_SD * s + fl) for s, k in ready if s <= self.explain_ratio * best)
             self._best = min(ready)[1]
             expected = preds[self._best]
             self.last_scale = _MAE_SD * self.fc[self._best].scale
@@ -151,24 +154,23 @@ class StreamingSeriesDetector:
             z, expected = 0.0, x
         return min(z, 1e6), errs, expected, bool(ready)
 
-    def _shift_deviation(self, x: float, resid: float | None) -> float | None:
-        """Median of the best forecaster's last few residuals, in units of its error scale."""
-        if resid is None or len(self.short) < self.short.size - 1:
+    def _shift_deviation(self, x: float) -> float | None:
+        """Median error of the last `short` points against the Holt forecast made before them."""
+        k = self.short.size
+        if len(self.snapshots) < k or self.fc["holt"].count < 16:
             return None
-        vals = list(self.short.fifo)[1:] if len(self.short) == self.short.size else list(self.short.fifo)
-        vals.append(resid)
-        vals.sort()
-        k = len(vals)
-        ms = vals[k // 2] if k % 2 else 0.5 * (vals[k // 2 - 1] + vals[k // 2])
-        best = self.fc[self._best] if self._best else None
-        if best is None:
-            return None
-        sd = _MAE_SD * best.scale * 1.25 / math.sqrt(k)
-        return min(abs(ms) / (sd + self._floor(x)), 1e6)
+        level, trend = self.snapshots[0]  # state before the oldest of the last k points
+        vals = list(self.short.fifo)[1:] if len(self.short) == k else list(self.short.fifo)
+        vals.append(x)
+        m = len(vals)
+        res = sorted(v - (level + (j + 1 + k - m) * trend) for j, v in enumerate(vals))
+        med = res[m // 2] if m % 2 else 0.5 * (res[m // 2 - 1] + res[m // 2])
+        sd = _MAE_SD * self.fc["holt"].scale * 1.25 / math.sqrt(m)
+        return min(abs(med) / (sd + self._floor(x)), 1e6)
 
     # -- learning --------------------------------------------------------------------------------
     def _learn(
-        self, x: float, z_point: float | None, z_shift: float | None, errs: dict[str, float], resid: float | None
+        self, x: float, z_point: float | None, z_shift: float | None, errs: dict[str, float]
     ) -> None:
         if z_point is not None:
             self.cal_point.update(z_point)
@@ -178,6 +180,7 @@ class StreamingSeriesDetector:
             self.fc.setdefault(k, _Forecaster(k)).record(e)
         if self.n == 0:
             self.level, self.trend = x, 0.0
+            self.snapshots.append((x, 0.0))
         else:
             e = x - (self.level + self.trend)
             s = self.fc["holt"].scale
@@ -186,8 +189,8 @@ class StreamingSeriesDetector:
                 e = max(-lim, min(lim, e))
             self.level += self.trend + 0.3 * e
             self.trend += 0.03 * e
-        if resid is not None:
-            self.short.push(resid)
+        self.snapshots.append((self.level, self.trend))
+        self.short.push(x)
         self.window.push(x)
         self.hist.append(x)
         self.med_hist.append(self.window.median())
