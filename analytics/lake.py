@@ -166,12 +166,12 @@ class ParquetLake:
 
     def files(self, function: str | None = None, days: Iterable[date | str] | None = None) -> list[Path]:
         """Data files (no temp files), optionally only one function's and only some days'."""
+        if function is not None:
+            _check_function(function)
         if not self.root.is_dir():
             return []
         day_names = self.dates() if days is None else [str(d) for d in days]  # date's str() is ISO
         fn = "*" if function is None else f"function={function}"
-        if function is not None:
-            _check_function(function)
         out: list[Path] = []
         for d in day_names:
             out.extend(sorted((self.root / f"date={d}").glob(f"{fn}/*.parquet")))

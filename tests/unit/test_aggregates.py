@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,3 +263,16 @@ def test_concurrent_calls_with_compaction(lake: ParquetLake) -> None:
     assert len(results) >= 3
     for got in results:
         assert_matches(got, want)
+
+
+def test_bad_function_name(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="invalid function name"):
+        function_metrics(ParquetLake(tmp_path / "missing"), "../etc", 60, now=NOW)
+
+
+def test_modules_do_not_import_ray() -> None:
+    code = (
+        "import sys, analytics.lake, analytics.aggregates, analytics.prometheus; "
+        "sys.exit(1 if any(m == 'ray' or m.startswith('ray.') for m in sys.modules) else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0
