@@ -14,6 +14,19 @@ V1 = Path("/sys/fs/cgroup")
 PARENT = "cloudfn-sandbox"
 
 
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup v1 path per controller."""
+    paths: dict[str, str] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, ctrls, path = line.split(":", 2)
+            for ctrl in ctrls.split(","):
+                paths[ctrl] = path
+    except (OSError, ValueError):
+        pass
+    return paths
+
+
 class CgroupSet:
     """The memory and/or pids cgroup of one child."""
 
@@ -25,8 +38,9 @@ class CgroupSet:
         """Make whichever controllers are writable; never raises."""
         dirs: dict[str, Path] = {}
         settings = {"memory": ("memory.limit_in_bytes", memory_bytes), "pids": ("pids.max", pids_max)}
+        own = _own_paths()
         for ctrl, (fname, value) in settings.items():
-            base = V1 / ctrl
+            base = V1 / ctrl / own.get(ctrl, "").lstrip("/")  # nested under ours: outer limits still apply
             if not os.access(base, os.W_OK):
                 continue
             d = base / PARENT / name
