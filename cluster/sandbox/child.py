@@ -88,7 +88,11 @@ class Child:
                 stderr=subprocess.DEVNULL, env=env, cwd="/", close_fds=True, process_group=0,
             )
 
-        proc = _spawner.submit(popen).result()
+        try:
+            proc = _spawner.submit(popen).result()
+        except BaseException:
+            cg.remove()
+            raise
         with contextlib.suppress(OSError):
             cg.add(proc.pid)
         return cls(key, proc, cg, config)

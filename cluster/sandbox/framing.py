@@ -7,7 +7,6 @@ size caps, so a hostile child can neither hang the supervisor nor make it alloca
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import select
@@ -106,8 +105,3 @@ class ParentChannel:
         if not isinstance(header, dict):
             raise ProtocolViolation("frame header is not an object")
         return header, body, logs
-
-    def close(self) -> None:
-        for fd in (self.wfd, self.rfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)

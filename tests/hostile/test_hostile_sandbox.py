@@ -248,3 +248,12 @@ def test_cannot_kill_parent_or_other_sandboxes(pool: SandboxPool, normal_code: P
     warm = run(pool, normal_code, 1, key=bystander)
     assert warm.status == TaskStatus.SUCCEEDED and not warm.cold_start, "kill -9 -1 must not reach other keys"
     assert_pool_healthy(pool, normal_code)
+
+
+def test_forged_protocol_frames_rejected(pool: SandboxPool, normal_code: Path) -> None:
+    key = f"forge/{uuid.uuid4().hex}"
+    out = run(pool, HOSTILE / "forge_protocol", {}, key=key)
+    assert out.status == TaskStatus.FAILED and out.error is not None
+    assert out.error["type"] == "SandboxCrashed" and out.output is None
+    assert pool.warm_count(key) == 0, "a child that broke the protocol is never reused"
+    assert_pool_healthy(pool, normal_code)

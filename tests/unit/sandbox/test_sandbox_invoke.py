@@ -148,3 +148,12 @@ def test_deps_dir_on_path(pool: SandboxPool, tmp_path: Path) -> None:
     (tmp_path / "deps" / "helperlib.py").write_text("VALUE = 'from deps'\n")
     out = invoke(pool, code, {})
     assert (out.status, out.output) == (TaskStatus.SUCCEEDED, "from deps"), out.error
+
+
+def test_large_event_and_output_round_trip(pool: SandboxPool, tmp_path: Path) -> None:
+    code = write_code(tmp_path, "def handler(event, context):\n    return {'len': len(event), 'back': event}\n")
+    event = "e" * (3 * 1024 * 1024)
+    out = invoke(pool, code, event, config=FunctionConfig(max_output_kb=8192, memory_mb=256))
+    assert out.status == TaskStatus.SUCCEEDED, out.error
+    assert out.output["len"] == len(event) and out.output["back"] == event
+    assert out.input_bytes == len(event) + 2 and out.output_bytes > len(event)

@@ -156,3 +156,31 @@ def test_activation_gate_accepts(pool: SandboxPool, tmp_path: Path, source: str)
     code = write_code(tmp_path, source)
     assert pool.check_handler(code_dir=code, handler="main.handler", config=FunctionConfig()) is None
     assert not list((pool.root / "c").iterdir()), "one-shot check dirs are removed"
+
+
+def test_concurrent_calls_on_one_key_get_separate_children(pool: SandboxPool, tmp_path: Path) -> None:
+    code = write_code(tmp_path, "import os, time\ndef handler(event, context):\n    time.sleep(0.3)\n"
+                                "    return os.getpid()\n")
+    key = f"t/conc/{uuid.uuid4().hex}"
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(invoke(pool, code, {}, key=key).output))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and results[0] != results[1]
+    assert pool.warm_count(key) == 2
+
+
+def test_get_pool_is_a_process_singleton(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cluster.sandbox import get_pool
+    from cluster.sandbox import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_pool", None)
+    monkeypatch.setenv("CLOUDFN_SANDBOX_ROOT", str(tmp_path / "sbx"))
+    first = get_pool()
+    try:
+        assert first is get_pool() and first.root == tmp_path / "sbx"
+    finally:
+        first.close()
