@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 import uuid
@@ -68,7 +69,11 @@ ROW_SCHEMA = FILE_SCHEMA.append(pa.field("function", pa.string(), nullable=False
 
 COMPRESSION = "zstd"
 TMP_SUFFIX = ".tmp"
-STALE_TMP_S = 3600.0  # compaction removes temp files older than this (left by a crashed writer)
+STALE_TMP_S = 3600.0
+_STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+_PART_RE = re.compile(
+    r"^part-(\d{8}T\d{12}Z)-[0-9a-f]{32}\.parquet$"
+)  # compaction removes temp files older than this (left by a crashed writer)
 
 
 def epoch_to_us(t: float) -> int:
@@ -130,8 +135,15 @@ def _check_function(function: str) -> None:
 
 def _part_name() -> str:
     """A new data file name: sortable by write time, unique by UUID."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+    return f"part-{datetime.now(UTC).strftime(_STAMP_FORMAT)}-{uuid.uuid4().hex}.parquet"
+
+
+def written_at(path: Path) -> float | None:
+    """The write time in a data file's name, as epoch seconds (None for a name this module did not make)."""
+    m = _PART_RE.match(path.name)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), _STAMP_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
 class ParquetLake:
@@ -164,8 +176,19 @@ class ParquetLake:
             return []
         return sorted(p.name[5:] for p in self.root.glob("date=*") if p.is_dir())
 
-    def files(self, function: str | None = None, days: Iterable[date | str] | None = None) -> list[Path]:
-        """Data files (no temp files), optionally only one function's and only some days'."""
+    def files(
+        self,
+        function: str | None = None,
+        days: Iterable[date | str] | None = None,
+        *,
+        written_after: float | None = None,
+    ) -> list[Path]:
+        """Data files (no temp files), optionally only one function's, only some days', only newer ones.
+
+        `written_after` skips files whose name says they were written before that epoch time: a file holds
+        only rows that had finished when it was written (compaction's file takes the compaction's time), so a
+        window starting at T needs no file written before T minus the clock skew between nodes.
+        """
         if function is not None:
             _check_function(function)
         if not self.root.is_dir():
@@ -175,6 +198,8 @@ class ParquetLake:
         out: list[Path] = []
         for d in day_names:
             out.extend(sorted((self.root / f"date={d}").glob(f"{fn}/*.parquet")))
+        if written_after is not None:
+            out = [p for p in out if (w := written_at(p)) is None or w >= written_after]
         return out
 
     @staticmethod

@@ -6,6 +6,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,11 @@ def test_modules_do_not_import_ray() -> None:
         "sys.exit(1 if any(m == 'ray' or m.startswith('ray.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60, check=False).returncode == 0
+
+
+def test_real_clock_short_window(lake: ParquetLake) -> None:
+    t = time.time()
+    lake.append([rec(i, t - 30 + i) for i in range(20)])  # files are written now, after their rows finished
+    lake.append([rec(100, t - 600)])  # outside the window
+    assert function_metrics(lake, "f", 60)["count"] == 20
+    assert aggregate(lake, "f", "invocations", "count", 3600) == 21.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from analytics.lake import FILE_SCHEMA, ParquetLake
+from analytics.lake import FILE_SCHEMA, ParquetLake, written_at
 from core.models import MetricRecord
 
 DAY = 86400.0
@@ -263,3 +265,18 @@ def test_readers_under_reading_see_exact_rows_during_compaction(tmp_path: Path) 
     assert not errors
     assert seen and all(600 <= c <= n and c % 10 == 0 for c in seen)
     assert len(read_all(lake)) == n
+
+
+def test_files_written_after(tmp_path: Path) -> None:
+    lake = ParquetLake(tmp_path)
+    (new,) = lake.append([rec(1)])
+    w = written_at(new)
+    assert w is not None and abs(w - time.time()) < 60
+    old = new.with_name("part-20240301T120000000000Z-" + "0" * 32 + ".parquet")
+    foreign = new.with_name("from-another-writer.parquet")
+    shutil.copy(new, old)
+    shutil.copy(new, foreign)
+    assert written_at(old) == T0
+    assert written_at(foreign) is None
+    assert lake.files(written_after=T0 + 1) == sorted([new, foreign])  # unknown names are always kept
+    assert lake.files(written_after=T0) == sorted([new, old, foreign])
