@@ -112,3 +112,26 @@ class CgroupSet:
                     break
                 except OSError:
                     time.sleep(0.01)
+
+
+def sweep_stale() -> int:
+    """Remove empty child groups left by supervisors that died without cleaning up; how many went."""
+    own = _own_paths()
+    removed = 0
+    for ctrl in ("memory", "pids"):
+        parent = V1 / ctrl / own.get(ctrl, "").lstrip("/") / PARENT
+        try:
+            entries = list(parent.iterdir())
+        except OSError:
+            continue
+        for d in entries:
+            owner = d.name.partition("-")[0]
+            if not d.is_dir() or not owner.isdigit() or Path(f"/proc/{owner}").exists():
+                continue
+            try:
+                if not (d / "cgroup.procs").read_text().strip():
+                    d.rmdir()
+                    removed += 1
+            except OSError:
+                pass
+    return removed

@@ -12,7 +12,7 @@ from typing import Any
 
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, handler_module_path
 
-from . import layout
+from . import cgroups, layout
 from .child import Child
 from .context import InvocationContext
 from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation
@@ -140,6 +140,8 @@ class SandboxPool:
     def _ensure_root(self) -> None:
         if not self._root_ready:
             layout.ensure_root(self.root)
+            if layout.is_root():
+                cgroups.sweep_stale()
             self._root_ready = True
 
     def _key_dirs(self, key: str, code_dir: Path) -> layout.KeyDirs:
