@@ -5,10 +5,12 @@ window, a robust Holt level+trend, and seasonal-naive forecasts at each candidat
 cycles derived from the sampling interval, plus the autocorrelation peak once enough history exists).
 Each forecaster's error scale is tracked (EW mean absolute error, winsorised); the point deviation is
 the smallest standardised error among the forecasters that are about as good as the best one, so a
-value that any good model explains is not an anomaly. A second component compares the median of the
-last few points with the (lagged) median of a longer window, to catch level shifts and ramps that no
-single point reveals. Each component's deviation is turned into a tail probability under that
-component's own past deviations (TailCalibrator), the two are combined with a Bonferroni minimum,
+value that any good model explains is not an anomaly (`explain_ratio`; 1.0 = the best one only, which
+measured better). A second component compares the median of the last 8 points with the Holt forecast
+made before them (level shifts), a third the median of the last 16 with the median of an older
+256-point window (ramps and slow drifts) -- what no single point reveals. Each component's deviation
+is turned into a tail probability under that
+component's own past deviations (TailCalibrator), combined with a weighted Bonferroni minimum,
 and the probability is mapped to [0, 1] on a log scale (0.5 ~ one in 10,000 normal points).
 """
 
@@ -64,6 +66,9 @@ class StreamingSeriesDetector:
         acf_every: int = 1024,
         decades: float = 8.0,
         explain_ratio: float = 1.0,
+        slow_recent: int = 16,
+        slow_lag: int = 64,
+        slow_window: int = 256,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
@@ -83,6 +88,11 @@ class StreamingSeriesDetector:
         self.last_t: float | None = None
         self.cal_point = TailCalibrator()
         self.cal_shift = TailCalibrator()
+        self.cal_slow = TailCalibrator()
+        self.recent = SortedWindow(slow_recent)
+        self.lag: deque[float] = deque(maxlen=slow_lag)
+        self.older = SortedWindow(slow_window)
+        self._older_mad: float | None = None
         self.last_detail: dict[str, float] = {}
         self._best: str | None = None
         self.snapshots: deque[tuple[float, float]] = deque(maxlen=short)
@@ -98,14 +108,24 @@ class StreamingSeriesDetector:
         self._track_time(float(timestamp))
         z_point, errs, expected, warm = self._point_deviation(x)
         z_shift = self._shift_deviation(x)
+        z_slow = self._slow_deviation(x)
         if warm:
             p = self.cal_point.pvalue(z_point)
         else:  # a handful of points: Student t with the window's degrees of freedom
             p = float(student_t.sf(z_point, max(1, len(self.window) - 1))) * 2.0 if z_point > 0 else 1.0
+        # weighted Bonferroni over the components: half the error budget for single points
+        ps = [(p, 1.0)]
         if z_shift is not None:
-            p = min(1.0, 2.0 * min(p, self.cal_shift.pvalue(z_shift)))
+            ps.append((self.cal_shift.pvalue(z_shift), 0.25))
+        if z_slow is not None:
+            ps.append((self.cal_slow.pvalue(z_slow), 0.25))
+            self.cal_slow.update(z_slow)
+        if len(ps) > 1:
+            ps[0] = (p, 1.0 - sum(w for _, w in ps[1:]))
+        p = min(1.0, min(pi / w for pi, w in ps))
         score = p_to_score(p, self.decades) if self.n >= 2 else 0.0
-        self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "p": p, "expected": expected}
+        self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0, "p": p,
+                            "expected": expected}
         self._learn(x, z_point if warm else None, z_shift, errs)
         return score
 
@@ -167,6 +187,21 @@ class StreamingSeriesDetector:
         med = res[m // 2] if m % 2 else 0.5 * (res[m // 2 - 1] + res[m // 2])
         sd = _MAE_SD * self.fc["holt"].scale * 1.25 / math.sqrt(m)
         return min(abs(med) / (sd + self._floor(x)), 1e6)
+
+    def _slow_deviation(self, x: float) -> float | None:
+        """Median of the last `recent` points against the median of an older, longer window (ramps)."""
+        self.recent.push(x)
+        lagged = self.lag.popleft() if len(self.lag) == self.lag.maxlen else None
+        self.lag.append(x)
+        if lagged is not None:
+            self.older.push(lagged)
+        if len(self.older) < self.older.size:
+            return None
+        ml = self.older.median()
+        if self.n % 16 == 0 or self._older_mad is None:
+            self._older_mad = self.older.mad(ml)
+        sd = _MAD_SD * self._older_mad * 1.25 / math.sqrt(self.recent.size)
+        return min(abs(self.recent.median() - ml) / (sd + self._floor(ml)), 1e6)
 
     # -- learning --------------------------------------------------------------------------------
     def _learn(
