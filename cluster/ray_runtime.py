@@ -43,6 +43,42 @@ def ray_temp_dir(settings: Settings) -> Path:
     return Path("/tmp") / f"cfray-{instance_id(settings)}"
 
 
+def haproxy_dir(settings: Settings) -> Path:
+    """Where this instance's HAProxy keeps its config and sockets (Ray's default is shared by all instances)."""
+    return ray_temp_dir(settings) / "haproxy"
+
+
+def haproxy_env(settings: Settings) -> dict[str, str]:
+    """Per-instance HAProxy files and ports, so two platforms can run side by side on one host."""
+    d = haproxy_dir(settings)
+    d.mkdir(parents=True, exist_ok=True)
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(d / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(d / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(d),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(d / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+
+
+def kill_strays(settings: Settings) -> int:
+    """Kill processes a previous run of this instance left behind (e.g. HAProxy after a SIGKILL)."""
+    import psutil
+
+    marker = str(haproxy_dir(settings))
+    killed = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if marker in cmd:
+            try:
+                proc.kill()
+                killed += 1
+            except psutil.Error:
+                pass
+    return killed
+
+
 def start_or_join(settings: Settings) -> RayInfo:
     """Connect this process to Ray as the platform's driver."""
     namespace = f"cloudfn-{instance_id(settings)}"
@@ -51,6 +87,7 @@ def start_or_join(settings: Settings) -> RayInfo:
         return RayInfo(ctx.gcs_address, None, ctx.namespace, None)
     for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
+    os.environ.update(haproxy_env(settings))
     if settings.ray_address:
         ctx = ray.init(address=settings.ray_address, namespace=namespace, logging_level="WARNING",
                        log_to_driver=False)

@@ -12,9 +12,18 @@ from serve_app import errors
 from serve_app.platform import Caller, Platform
 
 
+_current: list[Platform] = []
+
+
+def set_platform(app: FastAPI, platform: Platform) -> None:
+    """Attach the runtime (Serve may run a copy of the app object, so keep a process-wide reference too)."""
+    app.state.platform = platform
+    _current[:] = [platform]
+
+
 async def platform_of(request: Request) -> Platform:
     """The process's platform runtime (started on first use)."""
-    p: Platform = request.app.state.platform
+    p: Platform = getattr(request.app.state, "platform", None) or _current[0]
     if not p.started:
         await p.start()
     return p

@@ -7,7 +7,7 @@ from typing import Any
 from ray import serve
 
 from core.settings import Settings
-from serve_app.app import create_app
+from serve_app.app import create_app, set_platform
 from serve_app.platform import Platform
 
 app = create_app()
@@ -21,7 +21,7 @@ class CloudFnApi:
 
     def __init__(self, settings: dict[str, Any], database_url: str) -> None:
         self.platform = Platform(Settings(**settings), database_url)
-        app.state.platform = self.platform
+        set_platform(app, self.platform)
 
     async def check_health(self) -> None:
         """Serve health check: start the platform on first call, then check the database."""

@@ -34,6 +34,9 @@ def prepare_database(settings: Settings) -> tuple[str, Any]:
         server = EmbeddedPostgres(settings.home / "pgdata")
         say(f"starting embedded PostgreSQL in {server.data_dir}")
         url = server.start()
+        from cluster.ray_runtime import haproxy_dir
+
+        server.guard(kill_match=str(haproxy_dir(settings)))
     upgrade(url)
     return url, server
 
@@ -93,7 +96,7 @@ def run(settings: Settings) -> int:
     import ray
     from ray import serve
 
-    from cluster.ray_runtime import start_or_join
+    from cluster.ray_runtime import kill_strays, start_or_join
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine
     from serve_app.deployment import build
@@ -109,6 +112,8 @@ def run(settings: Settings) -> int:
         engine = make_engine(url, pool_size=1)
         ensure_admin_key(engine, settings.admin_key_path)
         engine.dispose()
+        if kill_strays(settings):
+            say("killed processes a previous run of this instance left behind")
         say("starting Ray")
         info = start_or_join(settings)
         serve.start(http_options={"host": settings.api_host, "port": settings.api_port})

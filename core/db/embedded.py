@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -25,6 +28,12 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self._server = get_server(self.data_dir, cleanup_mode="stop")
         return to_sqlalchemy_url(self._server.get_uri())
+
+    def guard(self, kill_match: str = "") -> subprocess.Popen[bytes]:
+        """Start a watchdog (own session) that stops the server if this process dies without cleanup."""
+        env = dict(os.environ, CLOUDFN_PG_GUARD_DATA=str(self.data_dir), CLOUDFN_GUARD_KILL_MATCH=kill_match)
+        return subprocess.Popen([sys.executable, "-m", "core.db.pg_guard", str(os.getpid())], env=env,
+                                start_new_session=True, stdin=subprocess.DEVNULL)
 
     def stop(self) -> None:
         """Stop the server (only when this process is its last user)."""
