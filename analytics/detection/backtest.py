@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,3 +55,13 @@ def read_backtest_csv(path: str | Path) -> list[tuple[float, float]]:
                 raise ValueError(f"line {line}: value {row[1]!r} is not finite")
             rows.append((ts, value))
     return rows
+
+
+def backtest_lines(path: str | Path) -> Iterator[str]:
+    """What `cloudfn detect backtest FILE` prints: one score per data row (ValueError before any output)."""
+    from analytics.detection.series import backtest_scores
+
+    rows = read_backtest_csv(path)
+    for score in backtest_scores(rows):
+        yield f"{score:.6f}"
+

@@ -8,6 +8,14 @@ unusual. (1) names the metric and the expected range and is microseconds; (2) ru
 fires, which keeps the live cost low and lets the model veto combinations seen before (a big input
 that takes proportionally longer). A feature that was constant in the history has nothing for the
 model to learn from, so a change in it is reported on (1) alone.
+
+Measured with `python -m bench.detection.outliers` (4 seeds, 4,000 scored executions each): the screen
+alone and screen + Mahalanobis both catch 100% of injected duration, memory and CPU-bound outliers
+with no flag on normal executions; Mahalanobis vetoes ~5% of rare-but-consistent large-input runs,
+the screen alone none; screen + IForest catches only 10-40% (it rates the multi-feature extremes in
+its own training set as more isolated than a new single-feature outlier, so its 99th-percentile
+threshold sits too high) and costs ~0.5 ms per observe against ~0.08 ms (Mahalanobis scores one row in
+~0.14 ms, IForest ~6.4 ms, so both run only behind the screen). Hence Mahalanobis is the default.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ def _make_model(kind: str, seed: int) -> Any:
         return det
     if kind == "mahalanobis":
         return Mahalanobis(n_components=len(FEATURES), start_clip=10**9)
+    if kind == "none":
+        return None
     raise ValueError(f"unknown outlier model {kind!r}")
 
 
@@ -95,9 +105,12 @@ class OutlierDetector:
             rng = np.random.default_rng(self.seed + self.refits)
             train = np.clip(z[:, self.model_cols], -50, 50) + rng.normal(0, 0.05, (len(z), int(self.model_cols.sum())))
             self.model = _make_model(self.model_kind, self.seed)
-            if self.model_kind == "iforest":
+            if self.model is None:
+                pass
+            elif self.model_kind == "iforest":
                 self.model.fit(train)
-            self.model.infer_threshold(train, threshold_perc=self.threshold_perc)
+            if self.model is not None:
+                self.model.infer_threshold(train, threshold_perc=self.threshold_perc)
         self.fitted_on = len(hist)
         self.refits += 1
 

@@ -63,3 +63,13 @@ def test_read_backtest_csv_names_the_bad_row(tmp_path: Path, body: str, needle: 
     p.write_text(body)
     with pytest.raises(ValueError, match=needle):
         read_backtest_csv(p)
+
+
+def test_backtest_lines_print_one_score_per_row(tmp_path: Path) -> None:
+    from analytics.detection.backtest import backtest_lines
+
+    rows = _series(300)
+    p = tmp_path / "s.csv"
+    p.write_text("timestamp,value\n" + "".join(f"{t},{v!r}\n" for t, v in rows))
+    lines = list(backtest_lines(p))
+    assert len(lines) == 300 and all(0.0 <= float(s) <= 1.0 for s in lines)
