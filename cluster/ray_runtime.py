@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -83,13 +85,13 @@ def start_or_join(settings: Settings) -> RayInfo:
     """Connect this process to Ray as the platform's driver."""
     namespace = f"cloudfn-{instance_id(settings)}"
     if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        return RayInfo(ctx.gcs_address, None, ctx.namespace, None)
+        rctx = ray.get_runtime_context()
+        return RayInfo(rctx.gcs_address, None, rctx.namespace, None)
     for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.update(haproxy_env(settings))
     if settings.ray_address:
-        ctx = ray.init(address=settings.ray_address, namespace=namespace, logging_level="WARNING",
+        ctx: Any = ray.init(address=settings.ray_address, namespace=namespace, logging_level=logging.WARNING,
                        log_to_driver=False)
         return RayInfo(settings.ray_address, ctx.dashboard_url, namespace, None)
     temp = ray_temp_dir(settings)
@@ -97,20 +99,20 @@ def start_or_join(settings: Settings) -> RayInfo:
     os.chmod(temp, 0o700)
     dash_port = settings.ray_dashboard_port or free_port()
     keep_warm_ms = max(settings.keep_warm_s, 1) * 1000
-    ctx = ray.init(
+    ctx2: Any = ray.init(
         num_cpus=settings.ray_num_cpus or os.cpu_count() or 2,
         namespace=namespace,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=dash_port,
         _temp_dir=str(temp),
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=False,
         _system_config={
             # Keep recently used functions' workers (and their warm sandboxes) alive.
             "idle_worker_killing_time_threshold_ms": keep_warm_ms,
         },
     )
-    url = ctx.dashboard_url
-    return RayInfo(ctx.address_info.get("gcs_address", ""), f"http://{url}" if url else None, namespace,
+    url = ctx2.dashboard_url
+    return RayInfo(ctx2.address_info.get("gcs_address", ""), f"http://{url}" if url else None, namespace,
                    str(temp))

@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 
 from core.db.tables import ApiKey
 from core.models import DEFAULT_NAMESPACE
@@ -33,6 +33,6 @@ def ensure_admin_key(engine: Engine, path: Path) -> str:
     with engine.begin() as conn:
         found = conn.execute(select(ApiKey.id).where(ApiKey.key_hash == digest)).first()
         if found is None:
-            conn.execute(ApiKey.__table__.insert().values(
+            conn.execute(insert(ApiKey).values(
                 namespace=DEFAULT_NAMESPACE, name="admin", key_hash=digest, is_admin=True))
     return key

@@ -11,7 +11,6 @@ from core.errors import BundleTooLarge
 from serve_app import errors
 from serve_app.platform import Caller, Platform
 
-
 _current: list[Platform] = []
 
 
@@ -63,7 +62,7 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/functions")
     async def list_functions(p: PlatformDep, c: CallerDep) -> dict[str, Any]:
-        return {"functions": await p.functions.list(c.namespace)}
+        return {"functions": await p.functions.all(c.namespace)}
 
     @app.get("/v1/functions/{name}")
     async def get_function(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:

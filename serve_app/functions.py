@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db.tables import Function, FunctionVersion
@@ -86,14 +86,14 @@ class FunctionStore:
             ).with_for_update())).first()
             now = datetime.now(UTC)
             if fn is None:
-                fid = (await conn.execute(Function.__table__.insert().values(
+                fid = (await conn.execute(insert(Function).values(
                     namespace=namespace, name=name, state="active", created_at=now, updated_at=now
                 ).returning(Function.id))).scalar_one()
             else:
                 fid = fn.id
             next_v = (await conn.execute(select(func.coalesce(func.max(FunctionVersion.version), 0) + 1).where(
                 FunctionVersion.function_id == fid))).scalar_one()
-            await conn.execute(FunctionVersion.__table__.insert().values(
+            await conn.execute(insert(FunctionVersion).values(
                 function_id=fid, version=next_v, sha256=sha256, handler=handler,
                 config=config.model_dump(mode="json"), size_bytes=size_bytes, created_at=now))
             await conn.execute(update(Function).where(Function.id == fid).values(
@@ -115,7 +115,7 @@ class FunctionStore:
                 FunctionVersion.function_id == fn.id, FunctionVersion.version == fn.active_version))).first()
         return function_view(fn, ver)
 
-    async def list(self, namespace: str) -> list[dict[str, Any]]:
+    async def all(self, namespace: str) -> list[dict[str, Any]]:
         """All live functions of a namespace with their active versions."""
         async with self.sessions() as conn:
             rows = (await conn.execute(

