@@ -1,0 +1,106 @@
+"""Turns the API's records into the DataFrames the views show (pure functions, no Panel)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+Record = dict[str, Any]
+DASH = "—"
+
+EXECUTION_COLUMNS = ["task_id", "function", "version", "status", "duration_ms", "memory_mb", "created", "finished"]
+FUNCTION_COLUMNS = ["function", "state", "version", "runs (1h)", "error rate", "p95 ms"]
+ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery"]
+CHART_COLUMNS = ["time", "duration_ms", "peak_memory_mb", "task_id", "status"]
+
+
+def _num(v: Any) -> float | None:
+    """A float, or None for missing/non-numeric values."""
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _clock(iso: Any) -> str:
+    """HH:MM:SS (UTC) of an ISO timestamp, or an empty string."""
+    if not iso:
+        return ""
+    ts = pd.Timestamp(iso)
+    return ts.strftime("%H:%M:%S")
+
+
+def _naive_utc(iso: str) -> pd.Timestamp:
+    """A timestamp in UTC without a zone (Bokeh plots naive datetimes as given)."""
+    ts = pd.Timestamp(iso)
+    return ts.tz_convert(None) if ts.tzinfo is not None else ts
+
+
+def _fmt(v: Any, spec: str) -> str:
+    """V formatted with SPEC, or the dash if it is not a number."""
+    n = _num(v)
+    return DASH if n is None else format(n, spec)
+
+
+def functions_frame(functions: list[Record], metrics: dict[str, Record | None]) -> pd.DataFrame:
+    """One row per function: state, active version and the last hour's figures (dash when unknown)."""
+    rows = []
+    for f in functions:
+        m = metrics.get(f["name"]) or {}
+        raw = m.get("duration_ms")
+        dur: Record = raw if isinstance(raw, dict) else {}
+        rate = _num(m.get("error_rate"))
+        rows.append({"function": f["name"], "state": str(f.get("state", "")),
+                     "version": DASH if f.get("active_version") is None else str(f["active_version"]),
+                     "runs (1h)": _fmt(m.get("count"), ".0f"),
+                     "error rate": DASH if rate is None else f"{rate:.1%}",
+                     "p95 ms": _fmt(dur.get("p95"), ".1f")})
+    return pd.DataFrame(rows, columns=FUNCTION_COLUMNS)
+
+
+def executions_frame(tasks: list[Record]) -> pd.DataFrame:
+    """The tasks oldest first (the API lists newest first), indexed by task id."""
+    rows = []
+    for t in reversed(tasks):
+        m = t.get("metrics") or {}
+        rows.append({"task_id": t["task_id"], "function": t.get("function", ""), "version": t.get("version"),
+                     "status": t.get("status", ""), "duration_ms": _num(m.get("duration_ms")),
+                     "memory_mb": _num(m.get("peak_memory_mb")), "created": _clock(t.get("created_at")),
+                     "finished": _clock(t.get("finished_at"))})
+    return pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
+
+
+def chart_frame(tasks: list[Record]) -> pd.DataFrame:
+    """Finished tasks of one function with a duration, oldest first, for the time-series chart."""
+    rows = []
+    for t in tasks:
+        m = t.get("metrics") or {}
+        when = t.get("finished_at") or t.get("created_at")
+        if when and _num(m.get("duration_ms")) is not None:
+            rows.append({"time": _naive_utc(when), "duration_ms": _num(m.get("duration_ms")),
+                         "peak_memory_mb": _num(m.get("peak_memory_mb")), "task_id": t["task_id"],
+                         "status": t.get("status", "")})
+    df = pd.DataFrame(rows, columns=CHART_COLUMNS)
+    return df.sort_values("time").reset_index(drop=True)
+
+
+def anomaly_frame(chart: pd.DataFrame, anomalies: list[Record] | None) -> pd.DataFrame:
+    """The chart's rows whose task has an anomaly, with the anomaly's metric and score."""
+    if not anomalies or chart.empty:
+        return chart.iloc[0:0].assign(metric=pd.Series(dtype=str), score=pd.Series(dtype=float))
+    by_task = {a.get("task_id"): a for a in anomalies if a.get("task_id")}
+    hit = chart[chart["task_id"].isin(by_task)].copy()
+    hit["metric"] = [str(by_task[t].get("metric", "")) for t in hit["task_id"]]
+    hit["score"] = [_num(by_task[t].get("score")) for t in hit["task_id"]]
+    return hit
+
+
+def alerts_frame(alerts: list[Record]) -> pd.DataFrame:
+    """One row per firing alert with its latest delivery's status."""
+    rows = []
+    for a in alerts:
+        deliveries = a.get("deliveries") or []
+        last = deliveries[-1] if deliveries else {}
+        rows.append({"alert": str(a.get("id", "")), "function": a.get("function", ""),
+                     "rule": str(a.get("rule_id", "")), "value": _fmt(a.get("value"), ".4g"),
+                     "since": _clock(a.get("started_at")),
+                     "last delivery": f"{last.get('channel', '')} {last.get('status', '')}".strip() or DASH})
+    return pd.DataFrame(rows, columns=ALERT_COLUMNS)

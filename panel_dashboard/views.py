@@ -1,0 +1,206 @@
+"""The dashboard's views: each owns its Panel components and redraws itself from a Snapshot."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import holoviews as hv
+import hvplot.pandas  # noqa: F401  (registers DataFrame.hvplot)
+import pandas as pd
+import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter
+
+from panel_dashboard.frames import (
+    alerts_frame,
+    anomaly_frame,
+    chart_frame,
+    executions_frame,
+    functions_frame,
+)
+from panel_dashboard.store import DataStore, Snapshot
+
+ROLLOVER = 200
+STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#cf222e", "cancelled": "#6e7781",
+                 "running": "#0969da", "queued": "#9a6700"}
+
+
+class View:
+    """A piece of the page: `panel` is what gets laid out, `update` redraws from the cache."""
+
+    panel: pn.viewable.Viewable
+
+    def __init__(self, store: DataStore) -> None:
+        self.store = store
+
+    def update(self, snap: Snapshot) -> None:
+        """Redraw from SNAP (called by the session's periodic callback)."""
+        raise NotImplementedError
+
+
+class HeaderView(View):
+    """The API URL, the time of the last successful poll, and a banner when the API is unreachable."""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        self.info = pn.pane.Markdown(self._info(store.snapshot), margin=(0, 10))
+        self.banner = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
+        self.panel = pn.Column(self.info, self.banner, sizing_mode="stretch_width")
+
+    def _info(self, snap: Snapshot) -> str:
+        """The header line."""
+        last = snap.last_ok.strftime("%Y-%m-%d %H:%M:%S UTC") if snap.last_ok else "never"
+        return f"**API** `{self.store.api_url}` &nbsp;·&nbsp; **last successful poll** {last}"
+
+    def update(self, snap: Snapshot) -> None:
+        """Refresh the header line and show or hide the banner."""
+        self.info.object = self._info(snap)
+        self.banner.object = f"**API unreachable** — showing the last data seen. {snap.error}" if snap.error else ""
+        self.banner.visible = bool(snap.error)
+
+
+class FunctionsView(View):
+    """Functions with state, active version and last-hour count, error rate and p95 duration."""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        self.table = pn.widgets.Tabulator(functions_frame([], {}), show_index=False, disabled=True,
+                                          sizing_mode="stretch_width", height=260, layout="fit_data_stretch",
+                                          configuration={"placeholder": "No functions deployed"})
+        self.panel = pn.Column("### Functions", self.table, sizing_mode="stretch_width")
+
+    def update(self, snap: Snapshot) -> None:
+        """Replace the rows when anything changed."""
+        df = functions_frame(snap.functions, snap.metrics)
+        if not df.equals(self.table.value):
+            self.table.value = df
+
+
+class ExecutionsView(View):
+    """The newest executions, newest first; new tasks are streamed in and changed ones patched."""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        fmt = NumberFormatter(format="0.0")
+        self.table = pn.widgets.Tabulator(
+            executions_frame([]), hidden_columns=["index"], disabled=True, sizing_mode="stretch_width", height=420,
+            layout="fit_data_stretch", sorters=[{"field": "index", "dir": "desc"}],
+            formatters={"duration_ms": fmt, "memory_mb": fmt}, titles={"memory_mb": "peak_memory_mb"},
+            configuration={"placeholder": "No executions yet"})
+        if self.table.style is not None:
+            self.table.style.map(_status_style, subset=["status"])
+        self.panel = pn.Column("### Newest executions", self.table, sizing_mode="stretch_width")
+
+    def update(self, snap: Snapshot) -> None:
+        """Patch rows whose fields changed and stream the new ones (full reset if order is inconsistent)."""
+        new = executions_frame(snap.tasks)
+        old = self.table.value
+        pos = {tid: idx for idx, tid in zip(old.index, old["task_id"], strict=True)}
+        fresh = [tid for tid in new["task_id"] if tid not in pos]
+        if fresh and list(new["task_id"].iloc[-len(fresh):]) != fresh:
+            self.table.value = new  # the new ones are not all newer than what is shown: start over
+            return
+        patch: dict[str, list[tuple[Any, Any]]] = {}
+        for _, row in new[new["task_id"].isin(pos)].iterrows():
+            idx = pos[row["task_id"]]
+            for col in new.columns:
+                if not _same(old.at[idx, col], row[col]):
+                    patch.setdefault(col, []).append((idx, row[col]))
+        if patch:
+            self.table.patch(patch, as_index=True)
+        if fresh:
+            self.table.stream(new[new["task_id"].isin(fresh)], rollover=ROLLOVER, follow=False)
+
+
+class ChartView(View):
+    """Duration and peak memory over time for one function, anomalies as red points."""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        self.select = pn.widgets.Select(name="Function", options=[], width=260)
+        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=460)
+        self.note = pn.pane.Markdown("", margin=(0, 10))
+        self._drawn: tuple[Any, ...] | None = None
+        self.select.param.watch(self._on_select, "value")
+        self.panel = pn.Column("### Duration and memory over time", self.select, self.note, self.plot,
+                               sizing_mode="stretch_width")
+
+    def _on_select(self, _event: Any) -> None:
+        """Register interest at once and redraw from whatever the cache holds."""
+        if self.select.value:
+            self.store.watch(self.select.value)
+        self.update(self.store.snapshot)
+
+    def update(self, snap: Snapshot) -> None:
+        """Keep the function list current and redraw the chart when its data changed."""
+        names = [f["name"] for f in snap.functions]
+        if names != self.select.options:
+            self.select.options = names
+        name = self.select.value
+        if not name:
+            self.note.object = "No functions deployed yet."
+            return
+        self.store.watch(name)
+        tasks = snap.function_tasks.get(name)
+        if tasks is None:
+            self.note.object = f"Loading `{name}`…"
+            return
+        anomalies = snap.anomalies.get(name)
+        key = (name, tuple((t["task_id"], t.get("status")) for t in tasks),
+               None if anomalies is None else tuple(a.get("id") for a in anomalies))
+        if key == self._drawn:
+            return
+        self._drawn = key
+        chart = chart_frame(tasks)
+        marks = anomaly_frame(chart, anomalies)
+        flagged = "—" if anomalies is None else str(len(anomalies))
+        self.note.object = f"`{name}`: {len(chart)} finished executions plotted · anomalies: {flagged}"
+        self.plot.object = _figure(chart, marks) if not chart.empty else None
+
+
+class AlertsView(View):
+    """The alerts currently firing."""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        self.note = pn.pane.Markdown("", margin=(0, 10))
+        self.table = pn.widgets.Tabulator(alerts_frame([]), show_index=False, disabled=True, visible=False,
+                                          sizing_mode="stretch_width", height=200, layout="fit_data_stretch")
+        self.panel = pn.Column("### Firing alerts", self.note, self.table, sizing_mode="stretch_width")
+
+    def update(self, snap: Snapshot) -> None:
+        """Show the table, 'none firing', or a dash when the route is unavailable."""
+        if snap.alerts is None:
+            self.note.object = "— (alerts are not available from the API)"
+            self.table.visible = False
+            return
+        df = alerts_frame(snap.alerts)
+        self.note.object = f"**{len(df)} firing**" if len(df) else "No alerts firing."
+        self.table.visible = bool(len(df))
+        if not df.equals(self.table.value):
+            self.table.value = df
+
+
+def _figure(chart: pd.DataFrame, marks: pd.DataFrame) -> hv.Layout:
+    """Two stacked time series sharing the x axis, with anomalies overlaid in red."""
+    hover = ["task_id", "status"]
+    panels = []
+    for col, label in (("duration_ms", "duration (ms)"), ("peak_memory_mb", "peak memory (MB)")):
+        line = chart.hvplot.line(x="time", y=col, ylabel=label, xlabel="", color="#0969da")
+        dots = chart.hvplot.scatter(x="time", y=col, hover_cols=hover, color="#0969da", size=25)
+        red = marks.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "metric", "score"], color="red",
+                                   size=90, label="anomaly")
+        panels.append((line * dots * red).opts(responsive=True, height=210, show_legend=True))
+    return (panels[0] + panels[1]).cols(1)
+
+
+def _status_style(status: Any) -> str:
+    """CSS for a status cell."""
+    color = STATUS_COLORS.get(str(status))
+    return f"color: {color}; font-weight: 600" if color else ""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that treats two missing values as equal."""
+    if pd.isna(a) and pd.isna(b):
+        return True
+    return bool(a == b)
