@@ -54,7 +54,8 @@ class HeaderView(View):
     def update(self, snap: Snapshot) -> None:
         """Refresh the header line and show or hide the banner."""
         self.info.object = self._info(snap)
-        self.banner.object = f"**API unreachable** — showing the last data seen. {snap.error}" if snap.error else ""
+        lead = "**API unreachable or failing** — showing the last data seen."
+        self.banner.object = f"{lead} {snap.error}" if snap.error else ""
         self.banner.visible = bool(snap.error)
 
 
@@ -64,7 +65,7 @@ class FunctionsView(View):
     def __init__(self, store: DataStore) -> None:
         super().__init__(store)
         self.table = pn.widgets.Tabulator(functions_frame([], {}), show_index=False, disabled=True,
-                                          sizing_mode="stretch_width", height=260, layout="fit_data_stretch",
+                                          sizing_mode="stretch_width", height=220, layout="fit_data_stretch",
                                           configuration={"placeholder": "No functions deployed"})
         self.panel = pn.Column("### Functions", self.table, sizing_mode="stretch_width")
 
@@ -82,9 +83,12 @@ class ExecutionsView(View):
         super().__init__(store)
         fmt = NumberFormatter(format="0.0")
         self.table = pn.widgets.Tabulator(
-            executions_frame([]), hidden_columns=["index"], disabled=True, sizing_mode="stretch_width", height=420,
+            executions_frame([]), hidden_columns=["index"], disabled=True, sizing_mode="stretch_width", height=340,
             layout="fit_data_stretch", sorters=[{"field": "index", "dir": "desc"}],
-            formatters={"duration_ms": fmt, "memory_mb": fmt}, titles={"memory_mb": "peak_memory_mb"},
+            formatters={"duration_ms": fmt, "memory_mb": fmt},
+            titles={"version": "ver", "duration_ms": "duration ms", "memory_mb": "peak MB"},
+            widths={"task_id": 310, "function": 170, "version": 70, "status": 120, "duration_ms": 130,
+                    "memory_mb": 110, "created": 100, "finished": 100},
             configuration={"placeholder": "No executions yet"})
         if self.table.style is not None:
             self.table.style.map(_status_style, subset=["status"])
@@ -96,8 +100,10 @@ class ExecutionsView(View):
         old = self.table.value
         pos = {tid: idx for idx, tid in zip(old.index, old["task_id"], strict=True)}
         fresh = [tid for tid in new["task_id"] if tid not in pos]
-        if fresh and list(new["task_id"].iloc[-len(fresh):]) != fresh:
-            self.table.value = new  # the new ones are not all newer than what is shown: start over
+        if old.empty or (fresh and list(new["task_id"].iloc[-len(fresh):]) != fresh):
+            # First fill (streaming into an empty Tabulator renders nothing in Panel 1.9), or the new
+            # tasks are not all newer than the shown ones: replace the rows.
+            self.table.value = new.set_axis(range(1, len(new) + 1))
             return
         patch: dict[str, list[tuple[Any, Any]]] = {}
         for _, row in new[new["task_id"].isin(pos)].iterrows():
@@ -117,12 +123,13 @@ class ChartView(View):
     def __init__(self, store: DataStore) -> None:
         super().__init__(store)
         self.select = pn.widgets.Select(name="Function", options=[], width=260)
-        self.plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=460)
+        self.duration = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=230)
+        self.memory = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=230)
         self.note = pn.pane.Markdown("", margin=(0, 10))
         self._drawn: tuple[Any, ...] | None = None
         self.select.param.watch(self._on_select, "value")
-        self.panel = pn.Column("### Duration and memory over time", self.select, self.note, self.plot,
-                               sizing_mode="stretch_width")
+        self.panel = pn.Column("### Duration and memory over time", pn.Row(self.select, self.note),
+                               self.duration, self.memory, sizing_mode="stretch_width")
 
     def _on_select(self, _event: Any) -> None:
         """Register interest at once and redraw from whatever the cache holds."""
@@ -154,7 +161,10 @@ class ChartView(View):
         marks = anomaly_frame(chart, anomalies)
         flagged = "—" if anomalies is None else str(len(anomalies))
         self.note.object = f"`{name}`: {len(chart)} finished executions plotted · anomalies: {flagged}"
-        self.plot.object = _figure(chart, marks) if not chart.empty else None
+        empty = chart.empty
+        self.duration.object = None if empty else _series(chart, marks, "duration_ms", "duration (ms)")
+        self.memory.object = None if empty else _series(chart, marks, "peak_memory_mb", "peak memory (MB)",
+                                                               "time (UTC)")
 
 
 class AlertsView(View):
@@ -180,17 +190,14 @@ class AlertsView(View):
             self.table.value = df
 
 
-def _figure(chart: pd.DataFrame, marks: pd.DataFrame) -> hv.Layout:
-    """Two stacked time series sharing the x axis, with anomalies overlaid in red."""
-    hover = ["task_id", "status"]
-    panels = []
-    for col, label in (("duration_ms", "duration (ms)"), ("peak_memory_mb", "peak memory (MB)")):
-        line = chart.hvplot.line(x="time", y=col, ylabel=label, xlabel="", color="#0969da")
-        dots = chart.hvplot.scatter(x="time", y=col, hover_cols=hover, color="#0969da", size=25)
-        red = marks.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "metric", "score"], color="red",
-                                   size=90, label="anomaly")
-        panels.append((line * dots * red).opts(responsive=True, height=210, show_legend=True))
-    return (panels[0] + panels[1]).cols(1)
+def _series(chart: pd.DataFrame, marks: pd.DataFrame, col: str, label: str, xlabel: str = "") -> hv.Overlay:
+    """One metric over time (line and points), with anomalous executions overlaid as red points."""
+    line = chart.hvplot.line(x="time", y=col, ylabel=label, xlabel=xlabel, color="#0969da")
+    dots = chart.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "status"], color="#0969da", size=25)
+    red = marks.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "metric", "score"], color="red", size=90,
+                               label="anomaly")
+    return (line * dots * red).opts(responsive=True, height=230, legend_position="top_left", padding=0.05,
+                                    show_legend=not marks.empty)
 
 
 def _status_style(status: Any) -> str:
