@@ -42,10 +42,11 @@ class ApiConfig:
 class ApiClient:
     """Async GETs against the API with `Authorization: Bearer <key>` on every call."""
 
-    def __init__(self, config: ApiConfig, timeout_s: float = 5.0) -> None:
+    def __init__(self, config: ApiConfig, timeout_s: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         headers = {"Authorization": f"Bearer {config.key}"} if config.key else {}
-        self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout_s)
+        self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout_s, transport=transport)
 
     async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """A required route's JSON body; ApiUnavailable on a transport error or any non-2xx."""

@@ -1,7 +1,8 @@
 """DataStore: the one poller per process and the cache every browser session reads.
 
-`start()` schedules `poll` with `pn.state.schedule_task` (idempotent by name, so one task per
-process however many sessions open). Each poll replaces `snapshot` with a new frozen Snapshot;
+`start()` schedules `poll` (every second) and `poll_metrics` (every 5 s, as DuckDB aggregates cost
+more) with `pn.state.schedule_task`, idempotent by name, so one poller per process however many
+sessions open. Each poll replaces `snapshot` with a new frozen Snapshot;
 sessions never call the API, they read `snapshot`. Per-function chart data is fetched only for
 functions some session has asked for with `watch()` in the last WATCH_TTL_S seconds.
 """
@@ -53,8 +54,10 @@ class DataStore:
         self.client = client
         self.snapshot = Snapshot()
         self._watched: dict[str, float] = {}
-        self._metrics_at = 0.0
+        self._metrics: dict[str, Record | None] = {}
         self._busy = False
+        self._metrics_busy = False
+        self._metrics_task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(MAX_CONCURRENT)
 
     @property
@@ -69,6 +72,8 @@ class DataStore:
         # Panel runs coroutine callbacks on its event loop; its stub only admits sync ones.
         cb = cast(Callable[[], None], self.poll)
         pn.state.schedule_task("cloudfn-dashboard-poll", cb, period=f"{POLL_PERIOD_S:g}s")
+        metrics_cb = cast(Callable[[], None], self.poll_metrics)
+        pn.state.schedule_task("cloudfn-dashboard-metrics", metrics_cb, period=f"{METRICS_EVERY_S:g}s")
 
     def watch(self, function: str) -> None:
         """Ask the poller to fetch chart data for FUNCTION (a session showing it calls this each refresh)."""
@@ -102,16 +107,28 @@ class DataStore:
             asyncio.gather(*(self._chart(f) for f in watched)),
         )
         functions: list[Record] = list(fns_body.get("functions", []))
-        metrics = {f["name"]: prev.metrics.get(f["name"]) for f in functions}
-        if now - self._metrics_at >= METRICS_EVERY_S or set(metrics) - set(prev.metrics):
-            self._metrics_at = now
-            got = await asyncio.gather(*(self._metrics(f["name"]) for f in functions))
-            metrics = {f["name"]: m for f, m in zip(functions, got, strict=True)}
+        if {f["name"] for f in functions} - set(self._metrics) and not self._metrics_busy:
+            # A new function: fetch its figures now rather than at the next 5 s tick.
+            self._metrics_task = asyncio.ensure_future(self.poll_metrics([f["name"] for f in functions]))
+        metrics = {f["name"]: self._metrics.get(f["name"]) for f in functions}
         return Snapshot(
             functions=functions, metrics=metrics, tasks=list(tasks_body.get("tasks", [])), alerts=alerts,
             function_tasks={f: t for f, (t, _) in zip(watched, charts, strict=True)},
             anomalies={f: a for f, (_, a) in zip(watched, charts, strict=True)},
             last_ok=datetime.now(UTC), error=None, version=prev.version + 1)
+
+    async def poll_metrics(self, names: list[str] | None = None) -> None:
+        """Refresh the last-hour figures of NAMES (default: every known function); a task of its own."""
+        if self._metrics_busy:
+            return
+        self._metrics_busy = True
+        try:
+            if names is None:
+                names = [f["name"] for f in self.snapshot.functions]
+            got = await asyncio.gather(*(self._metrics_of(n) for n in names), return_exceptions=True)
+            self._metrics = {n: (m if isinstance(m, dict) else None) for n, m in zip(names, got, strict=True)}
+        finally:
+            self._metrics_busy = False
 
     async def _chart(self, function: str) -> tuple[list[Record], list[Record] | None]:
         """A function's newest tasks and its anomalies (None if that route is missing)."""
@@ -120,7 +137,7 @@ class DataStore:
         anomalies = await self._optional_list("/v1/anomalies", "anomalies", {"function": function})
         return list(body.get("tasks", [])), anomalies
 
-    async def _metrics(self, function: str) -> Record | None:
+    async def _metrics_of(self, function: str) -> Record | None:
         """Last-hour aggregates for FUNCTION, or None if the route is missing or failing."""
         async with self._sem:
             try:
