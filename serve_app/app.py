@@ -111,4 +111,7 @@ def create_app() -> FastAPI:
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: str) -> str:
         return await p.tasks.logs(c.namespace, task_id)
 
+    from serve_app import monitoring_routes
+
+    monitoring_routes.register(app)
     return app

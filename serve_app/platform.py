@@ -15,6 +15,8 @@ import ray
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from actors import handles
+from analytics.lake import ParquetLake
 from cluster.executor import check_handler, execute
 from cluster.packages import runtime_env_for
 from core.auth import hash_key
@@ -26,6 +28,7 @@ from core.models import FunctionConfig
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
+from serve_app.monitoring import MonitoringFeed
 from serve_app.registry import FunctionRuntime, Registry
 from serve_app.tasks import TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
@@ -57,6 +60,11 @@ class Platform:
         self._remotes: dict[tuple[str, float], Any] = {}
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
+        self.lake = ParquetLake(settings.lake_path)
+        self.monitoring: MonitoringFeed | None = None
+        self.detectors: list[Any] = []
+        self.alerts: Any = None
+        self.database_url = database_url
         self.started = False
 
     async def start(self) -> None:
@@ -64,6 +72,13 @@ class Platform:
         if self.started:
             return
         self.started = True
+        self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
+        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
+                                              self.settings.resolved_api_url)
+        await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
+        self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
+                                         shard_of=handles.shard_of)
+        self.result_listeners.append(self.monitoring.on_results)
         self.writer.start()
         await self.recover()
 
@@ -71,6 +86,8 @@ class Platform:
         """Drain and stop."""
         await self.dispatcher.drain()
         await self.writer.close()
+        if self.monitoring is not None:
+            self.monitoring.close()
         await self.engine.dispose()
 
     # ---- auth -------------------------------------------------------------------------------

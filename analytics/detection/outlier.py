@@ -59,6 +59,9 @@ def _make_model(kind: str, seed: int) -> Any:
     raise ValueError(f"unknown outlier model {kind!r}")
 
 
+VETO_LIMIT = 3.0
+
+
 class OutlierDetector:
     """Outliers among one population of executions (e.g. a function's warm starts)."""
 
@@ -101,6 +104,11 @@ class OutlierDetector:
         z = self.profile.z(hist, np.ones(len(FEATURES)))
         self.model_cols = ~self.profile.constant
         self.model = None
+        # train the model (and infer its threshold) on the history's normal rows only: one wild warm-up
+        # execution would otherwise set the 99th-percentile threshold and veto every later outlier like it
+        normal = np.abs(z).max(axis=1) < self.z_min
+        if normal.sum() >= max(10, len(z) // 2):
+            z = z[normal]
         if self.model_cols.sum() >= 1:
             rng = np.random.default_rng(self.seed + self.refits)
             train = np.clip(z[:, self.model_cols], -50, 50) + rng.normal(0, 0.05, (len(z), int(self.model_cols.sum())))
@@ -136,7 +144,8 @@ class OutlierDetector:
         verdict = OutlierVerdict(False, feat, z, score)
         if zmax >= self.z_min:
             verdict.anomalous = True
-            if self.model is not None and self.model_cols[feat]:
+            # the model may veto a marginal screen hit, never an extreme one (VETO_LIMIT x z_min)
+            if self.model is not None and self.model_cols[feat] and zmax < VETO_LIMIT * self.z_min:
                 x = np.clip(self.profile.z(t, np.ones(len(FEATURES)))[self.model_cols], -50, 50)[None, :]
                 ms = float(self.model.score(x)[0])
                 verdict.model_score, verdict.threshold = ms, float(self.model.threshold)

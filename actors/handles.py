@@ -1,0 +1,28 @@
+"""Create or find the platform's long-lived actors by name (one set per Ray namespace, i.e. per instance)."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from actors.alerts import AlertDispatcher
+from actors.detector import DetectorShard
+
+DETECTOR_SHARDS = 1  # raise with the cluster: each shard is one process hosting many functions' models
+
+
+def shard_of(namespace: str, function: str, shards: int = DETECTOR_SHARDS) -> int:
+    """Stable shard index of a function."""
+    return zlib.crc32(f"{namespace}/{function}".encode()) % shards
+
+
+def detector_shards(database_url: str, shards: int = DETECTOR_SHARDS) -> list[Any]:
+    """The detector shard actors (created if missing; detached so they outlive a replica restart)."""
+    return [DetectorShard.options(name=f"cloudfn-detector-{i}", get_if_exists=True, lifetime="detached")  # type: ignore[attr-defined]
+            .remote(database_url) for i in range(shards)]
+
+
+def alert_dispatcher(database_url: str, lake_path: str, api_url: str) -> Any:
+    """The alert dispatcher actor (created if missing)."""
+    return AlertDispatcher.options(name="cloudfn-alerts", get_if_exists=True, lifetime="detached").remote(  # type: ignore[attr-defined]
+        database_url, lake_path, api_url)

@@ -1,0 +1,91 @@
+"""The replica's side of monitoring: every committed result becomes a MetricRecord that feeds Prometheus
+counters, a Parquet lake buffer (flushed every few seconds in a thread) and the detector shards."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from analytics.lake import ParquetLake
+from analytics.prometheus import PromRegistry
+from core.models import MetricRecord
+from serve_app.writer import TaskResult
+
+log = logging.getLogger(__name__)
+
+
+class MonitoringFeed:
+    """Fans committed results out to Prometheus, the lake and the detectors."""
+
+    def __init__(self, lake: ParquetLake, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
+                 shard_of: Any = None) -> None:
+        self.lake = lake
+        self.prom = PromRegistry()
+        self.flush_s = flush_s
+        self.detectors = detectors or []
+        self.shard_of = shard_of
+        self._pending: list[MetricRecord] = []
+        self._flushing: list[MetricRecord] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_compact = time.monotonic()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="lake-flush")
+        self._thread.start()
+
+    def on_results(self, results: list[TaskResult]) -> None:
+        """Called after each committed batch of results."""
+        records = [MetricRecord(**r.metrics) for r in results if r.metrics is not None]
+        if not records:
+            return
+        for rec in records:
+            self.prom.observe(rec)
+        with self._lock:
+            self._pending.extend(records)
+        if self.detectors:
+            by_shard: dict[int, list[dict[str, Any]]] = {}
+            for rec in records:
+                by_shard.setdefault(self.shard_of(rec.namespace, rec.function), []).append(rec.__dict__)
+            for i, batch in by_shard.items():
+                self.detectors[i].observe.remote(batch)  # fire and forget: never blocks the result path
+
+    def pending(self) -> list[MetricRecord]:
+        """Rows not yet in the lake (for queries that must see everything)."""
+        with self._lock:
+            return self._flushing + self._pending
+
+    def flush(self) -> int:
+        """Write buffered rows to the lake now; return how many."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._flushing = batch
+        if not batch:
+            return 0
+        try:
+            self.lake.append(batch)
+        except Exception:
+            log.exception("lake append failed; keeping %d rows for the next flush", len(batch))
+            with self._lock:
+                self._pending = batch + self._pending
+                self._flushing = []
+            return 0
+        with self._lock:
+            self._flushing = []
+        return len(batch)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            self.flush()
+            if time.monotonic() - self._last_compact > 60:
+                self._last_compact = time.monotonic()
+                try:
+                    self.lake.compact(time.strftime("%Y-%m-%d", time.gmtime()))
+                except Exception:
+                    log.exception("lake compaction failed")
+
+    def close(self) -> None:
+        """Flush and stop."""
+        self._stop.set()
+        self._thread.join(5)
+        self.flush()

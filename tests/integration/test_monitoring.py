@@ -1,0 +1,219 @@
+"""The monitoring path end to end: lake, DuckDB aggregates vs PostgreSQL, Prometheus, detector actor, alerts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+
+from tests.conftest import deploy, free_port
+
+SPIN = ("import time\n"
+        "def handler(event, context):\n"
+        "    t = time.perf_counter()\n"
+        "    while time.perf_counter() - t < event.get('ms', 10) / 1000:\n"
+        "        pass\n"
+        "    if event.get('fail'):\n"
+        "        raise ValueError('asked to fail')\n"
+        "    return {'ok': True}\n")
+SECRET = "whsec_" + base64.b64encode(b"integration-secret").decode()
+
+
+class Receiver:
+    """A local HTTP endpoint that records POSTs; answers 500 to the first `fail_first`."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.fail_first = fail_first
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                status = 500 if len(outer.requests) < outer.fail_first else 200
+                outer.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
+                                       "body": body, "status": status, "path": self.path})
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def signature_ok(req: dict[str, Any], secret: str) -> bool:
+    """Standard Webhooks verification, written independently of the platform's signer."""
+    h = req["headers"]
+    key = base64.b64decode(secret[len("whsec_"):]) if secret.startswith("whsec_") else secret.encode()
+    msg = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + req["body"]
+    want = base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode()
+    return any(part.split(",", 1)[1] == want for part in h["webhook-signature"].split() if "," in part)
+
+
+def wait_for(pred: Any, timeout: float = 30.0, every: float = 0.2) -> Any:
+    """Poll until pred() is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    return pred()
+
+
+def run(api: httpx.Client, name: str, event: dict[str, Any]) -> dict[str, Any]:
+    r = api.post(f"/v1/functions/{name}/invocations", params={"wait": 60}, json=event)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_lake_duckdb_and_postgres_agree(api: httpx.Client, settings: Any, database_url: str) -> None:
+    assert deploy(api, "lakefn", files={"main.py": SPIN}).status_code == 201
+    n = 30
+    for i in range(n):
+        run(api, "lakefn", {"ms": 1 + i % 5, "fail": i % 10 == 0})
+    lake = str(settings.lake_path)
+
+    def lake_rows() -> int:
+        try:
+            return int(duckdb.sql(f"select count(*) from read_parquet('{lake}/**/*.parquet', hive_partitioning=true,"
+                                  " hive_types={'function': VARCHAR}) where function = 'lakefn'").fetchone()[0])
+        except duckdb.Error:
+            return 0
+
+    assert wait_for(lambda: lake_rows() == n, 20) is True
+    m = api.get("/v1/functions/lakefn/metrics", params={"window": "1h"}).json()
+    eng = create_engine(database_url)
+    with eng.connect() as c:
+        pg = c.execute(text(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'succeeded'), max(duration_ms),"
+            " percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms), max(peak_memory_mb)"
+            " FROM execution_metrics WHERE function = 'lakefn'")).one()
+    eng.dispose()
+    assert m["count"] == pg[0] == n
+    assert m["errors"] == pg[1] == 3 and abs(m["error_rate"] - 0.1) < 1e-9
+    assert m["duration_ms"]["max"] == pytest.approx(pg[2])
+    assert m["duration_ms"]["p95"] == pytest.approx(pg[3])
+    assert m["peak_memory_mb"]["max"] == pytest.approx(pg[4])
+    assert api.get("/v1/functions/lakefn/metrics", params={"window": "soon"}).status_code == 400
+
+
+def test_prometheus_exposition_parses(api: httpx.Client) -> None:
+    assert deploy(api, "promfn", files={"main.py": SPIN}).status_code == 201
+    run(api, "promfn", {"ms": 1})
+    run(api, "promfn", {"ms": 1, "fail": True})
+    body = api.get("/metrics").text
+    fams = {f.name: f for f in text_string_to_metric_families(body)}
+    inv = [s for s in fams["cloudfn_invocations"].samples if s.labels.get("function") == "promfn"]
+    by_status = {s.labels["status"]: s.value for s in inv if s.name.endswith("_total")}
+    assert by_status == {"succeeded": 1.0, "failed": 1.0}
+    hist = [s for s in fams["cloudfn_duration_seconds"].samples
+            if s.labels.get("function") == "promfn" and s.name.endswith("_count")]
+    assert hist and hist[0].value == 2.0
+
+
+def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client) -> None:
+    hook = Receiver(fail_first=1)
+    try:
+        assert deploy(api, "jumpy", files={"main.py": SPIN}).status_code == 201
+        rule = {"name": "jumpy-anomaly", "function": "jumpy", "kind": "anomaly",
+                "channels": [{"type": "webhook", "url": f"{hook.url}/hook", "secret": SECRET}]}
+        r = api.post("/v1/alert-rules", json=rule)
+        assert r.status_code == 201, r.text
+        rule_id = r.json()["id"]
+        for _ in range(100):
+            run(api, "jumpy", {"ms": 10})
+        assert api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"] == []
+        slow = [run(api, "jumpy", {"ms": 500}) for _ in range(5)]
+        anomalies = wait_for(lambda: api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"], 30)
+        assert anomalies, "no anomaly after a 50x slowdown"
+        slow_ids = {s["task_id"] for s in slow}
+        a = next(x for x in anomalies if x["task_id"] in slow_ids)
+        assert a["metric"] == "duration_ms" and a["observed"] > a["expected_high"]
+        for k in ("id", "function", "version", "kind", "score", "detected_at", "detector", "expected_low"):
+            assert k in a
+        ok = wait_for(lambda: [q for q in hook.requests if q["status"] == 200], 30)
+        assert ok, hook.requests
+        assert hook.requests[0]["status"] == 500  # the first attempt failed and was retried
+        assert hook.requests[0]["headers"]["webhook-id"] == ok[0]["headers"]["webhook-id"]
+        assert signature_ok(ok[0], SECRET)
+        payload = json.loads(ok[0]["body"])
+        assert payload["version"] == "4" and payload["status"] == "firing"
+        assert payload["alerts"][0]["labels"]["alertname"] == "jumpy-anomaly"
+        assert payload["alerts"][0]["labels"]["function"] == "jumpy"
+        alerts = api.get("/v1/alerts", params={"rule_id": rule_id}).json()["alerts"]
+        assert len(alerts) == 1 and alerts[0]["state"] == "firing"
+        statuses = [d["status"] for d in alerts[0]["deliveries"]]
+        assert statuses[:2] == ["failed", "delivered"]
+    finally:
+        hook.close()
+
+
+def test_threshold_rule_fires_once_and_resolves_to_slack(api: httpx.Client) -> None:
+    slack = Receiver()
+    try:
+        assert deploy(api, "thresh", files={"main.py": SPIN}).status_code == 201
+        rule = {"name": "thresh-errors", "function": "thresh", "kind": "threshold", "metric": "error_rate",
+                "aggregate": "avg", "op": ">", "value": 0.5, "window_s": 4, "for_s": 0,
+                "channels": [{"type": "slack", "webhook_url": f"{slack.url}/services/T0/B0/XYZ"}]}
+        assert api.post("/v1/alert-rules", json=rule).status_code == 201
+        for _ in range(4):
+            run(api, "thresh", {"ms": 1, "fail": True})
+        assert wait_for(lambda: len(slack.requests) >= 1, 20)
+        time.sleep(1)
+        # errors stop; after the window passes with successes only, the alert resolves
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(slack.requests) < 2:
+            run(api, "thresh", {"ms": 1})
+            time.sleep(0.5)
+        bodies = [json.loads(r["body"]) for r in slack.requests]
+        assert len(bodies) == 2, bodies
+        assert "FIRING" in bodies[0]["text"].upper() and "RESOLVED" in bodies[1]["text"].upper()
+        assert bodies[0]["blocks"][0]["type"] == "header"
+    finally:
+        slack.close()
+
+
+@pytest.mark.parametrize(("rule", "needle"), [
+    ({"name": "r", "function": "promfn", "kind": "threshold", "metric": "latency", "aggregate": "avg", "op": ">",
+      "value": 1, "window_s": 60, "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"}]}, "metric"),
+    ({"name": "r", "function": "promfn", "kind": "threshold", "metric": "cpu_ms", "aggregate": "avg", "op": "=>",
+      "value": 1, "window_s": 60, "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"}]}, "op"),
+    ({"name": "r", "function": "promfn", "kind": "anomaly", "channels": [{"type": "webhook", "url": "not-a-url",
+                                                                       "secret": "s"}]}, "url"),
+    ({"name": "r", "function": "promfn", "kind": "threshold", "metric": "cpu_ms", "aggregate": "avg", "op": ">",
+      "value": 1, "window_s": 0, "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"}]}, "window"),
+])
+def test_bad_rules_get_a_4xx(api: httpx.Client, rule: dict[str, Any], needle: str) -> None:
+    deploy(api, "promfn", files={"main.py": SPIN})
+    r = api.post("/v1/alert-rules", json=rule)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+
+
+def test_rule_on_unknown_function_is_404(api: httpx.Client) -> None:
+    r = api.post("/v1/alert-rules", json={"name": "r", "function": "ghost", "kind": "anomaly",
+                                          "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"}]})
+    assert r.status_code == 404
