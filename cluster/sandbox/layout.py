@@ -4,6 +4,7 @@
     <root>/uids.json         key digest -> uid, guarded by <root>/uids.lock (flock; shared by all pools)
     <root>/k/<digest>/       0750 root:<key gid>
         code/, deps/         0750/0640 root:<key gid>: readable, not writable, by the sandbox uid
+        code/.deps/          a bundle's vendored requirements (cluster.deps), used when there is no deps/
         work/                0700 <key uid>: its private scratch dir (a private tmpfs when namespaced)
 
 Without root everything belongs to the platform's uid and the modes are what protects the dirs.
@@ -106,7 +107,10 @@ def _copy_readonly(src: Path, dst_final: Path, gid: int) -> None:
 
 
 def prepare(root: Path, key: str, code_dir: Path, uid: int, *, one_shot: bool = False) -> KeyDirs:
-    """Make the key's dirs (idempotent): copy code (and `<code_dir>/../deps` if present), create work."""
+    """Make the key's dirs (idempotent): copy code (and `<code_dir>/../deps` if present), create work.
+
+    `deps` (on sys.path after `code`) is the copied `../deps`, else the bundle's own `code/.deps`.
+    """
     gid = uid
     key_dir = root / ("c" if one_shot else "k") / (secrets.token_hex(16) if one_shot else digest(key))
     key_dir.parent.mkdir(mode=0o711, exist_ok=True)
@@ -121,6 +125,8 @@ def prepare(root: Path, key: str, code_dir: Path, uid: int, *, one_shot: bool = 
     if deps_src.is_dir():
         deps = key_dir / "deps"
         _copy_readonly(deps_src, deps, gid)
+    elif (code / ".deps").is_dir():  # requirements vendored into the bundle (cluster.deps)
+        deps = code / ".deps"
     work = key_dir / "work"
     work.mkdir(mode=0o700, exist_ok=True)
     if is_root():
