@@ -173,6 +173,140 @@ def delete(name: str) -> None:
     out.print(f"{name}: deleted")
 
 
+@app.command()
+def metrics(name: str, window: Annotated[str, typer.Option(help="e.g. 15m, 1h, 7d")] = "1h",
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Aggregates of NAME's executions over a window (DuckDB over the lake)."""
+    m = call(client().json, "GET", f"/v1/functions/{name}/metrics", params={"window": window})
+    if as_json:
+        emit(m)
+        return
+    d, c, mem = m["duration_ms"], m["cpu_ms"], m["peak_memory_mb"]
+    t = Table("figure", "value", title=f"{name}, last {window}")
+    rows = [("count", m["count"]), ("errors", m["errors"]), ("error rate", m["error_rate"]),
+            ("duration p50 / p95 / p99 ms", f"{_f(d['p50'])} / {_f(d['p95'])} / {_f(d['p99'])}"),
+            ("duration avg / max ms", f"{_f(d['avg'])} / {_f(d['max'])}"),
+            ("cpu avg / max ms", f"{_f(c['avg'])} / {_f(c['max'])}"),
+            ("peak memory avg / max MB", f"{_f(mem['avg'])} / {_f(mem['max'])}"), ("cold starts", m["cold_starts"])]
+    for k, v in rows:
+        t.add_row(k, _f(v) if not isinstance(v, str) else v)
+    out.print(t)
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+
+@app.command()
+def anomalies(name: Annotated[str | None, typer.Argument(help="function (all if omitted)")] = None,
+              kind: Annotated[str | None, typer.Option(help="outlier, timeseries, drift, regression")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Detected anomalies, newest first."""
+    params = {k: v for k, v in {"function": name, "kind": kind}.items() if v}
+    data = call(client().json, "GET", "/v1/anomalies", params=params)["anomalies"]
+    if as_json:
+        emit(data)
+        return
+    t = Table("id", "detected", "function", "v", "kind", "metric", "observed", "expected", "score", "detector")
+    for a in data:
+        t.add_row(str(a["id"]), a["detected_at"][:19], a["function"], str(a["version"]), a["kind"], a["metric"],
+                  _f(a["observed"]), f"{_f(a['expected_low'])}..{_f(a['expected_high'])}", _f(a["score"]),
+                  a["detector"])
+    out.print(t)
+
+
+@app.command()
+def feedback(anomaly_id: int, verdict: Annotated[str, typer.Argument(help="false_positive or confirmed")]) -> None:
+    """Tell the detectors whether an anomaly was real."""
+    call(client().json, "POST", f"/v1/anomalies/{anomaly_id}/feedback", json={"verdict": verdict})
+    out.print(f"anomaly {anomaly_id}: {verdict}")
+
+
+@app.command()
+def alerts(state: Annotated[str | None, typer.Option(help="firing or resolved")] = None,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Alerts with their delivery history."""
+    data = call(client().json, "GET", "/v1/alerts", params={"state": state} if state else {})["alerts"]
+    if as_json:
+        emit(data)
+        return
+    t = Table("id", "rule", "function", "state", "value", "started", "resolved", "deliveries")
+    for a in data:
+        ok = sum(1 for d in a["deliveries"] if d["status"] == "delivered")
+        t.add_row(str(a["id"]), str(a["rule_id"]), a["function"], a["state"], _f(a["value"]), a["started_at"][:19],
+                  (a["resolved_at"] or "")[:19], f"{ok} ok / {len(a['deliveries'])}")
+    out.print(t)
+
+
+rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("create")
+def rules_create(rule: Annotated[str, typer.Argument(help="the rule as JSON, or @FILE")]) -> None:
+    """Create an alert rule."""
+    text = Path(rule[1:]).read_text() if rule.startswith("@") else rule
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"the rule is not valid JSON: {exc}")
+    emit(call(client().json, "POST", "/v1/alert-rules", json=body))
+
+
+@rules_app.command("list")
+def rules_list() -> None:
+    """List alert rules (JSON)."""
+    emit(call(client().json, "GET", "/v1/alert-rules")["rules"])
+
+
+@rules_app.command("delete")
+def rules_delete(rule_id: int) -> None:
+    """Delete an alert rule."""
+    call(client().request, "DELETE", f"/v1/alert-rules/{rule_id}")
+    out.print(f"rule {rule_id}: deleted")
+
+
+detect_app = typer.Typer(help="Anomaly detection tools.", no_args_is_help=True)
+app.add_typer(detect_app, name="detect")
+
+
+@detect_app.command("backtest")
+def detect_backtest(path: Path) -> None:
+    """Score a `timestamp,value` CSV with the live streaming detector: one score in [0, 1] per row."""
+    from analytics.detection import backtest_scores, read_backtest_csv
+
+    try:
+        rows = read_backtest_csv(path)
+    except (OSError, ValueError) as exc:
+        fail(f"{path}: {exc}")
+    write = sys.stdout.write
+    for score in backtest_scores(rows):
+        write(f"{score:.6f}\n")
+
+
+@detect_app.command("retrain")
+def detect_retrain(function: Annotated[str | None, typer.Option(help="only this function")] = None,
+                   submit: Annotated[bool, typer.Option(help="run as a Ray job on the cluster")] = True,
+                   ) -> None:
+    """Refit every function's detector models from the lake's history (as a Ray job)."""
+    import os
+    import subprocess
+
+    settings = Settings()
+    args = [sys.executable, "-m", "analytics.jobs.retrain"] + (["--function", function] if function else [])
+    env = dict(os.environ, CLOUDFN_HOME=str(settings.home))
+    if submit:
+        addr_file = settings.home / "ray.address"
+        if not addr_file.exists():
+            fail(f"no {addr_file}: is `cloudfn up` running? (or pass --no-submit to run it here)")
+        dash = addr_file.read_text().strip()
+        runtime_env = json.dumps({"env_vars": {"CLOUDFN_HOME": str(settings.home)}})
+        args = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dash,
+                "--runtime-env-json", runtime_env, "--", *args]
+        env.setdefault("RAY_AUTH_MODE", "token")
+    raise typer.Exit(subprocess.call(args, env=env))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

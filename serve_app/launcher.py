@@ -38,7 +38,16 @@ def prepare_database(settings: Settings) -> tuple[str, Any]:
 
         server.guard(kill_match=str(haproxy_dir(settings)))
     upgrade(url)
+    write_private(settings.home / "database.url", url)  # for batch jobs (python -m analytics.jobs.retrain)
     return url, server
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    os.chmod(path, 0o600)
 
 
 def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
@@ -125,7 +134,8 @@ def run(settings: Settings) -> int:
         say(f"API        {api}")
         say(f"dashboard  http://127.0.0.1:{settings.dashboard_port}")
         if info.dashboard_url:
-            say(f"Ray        {info.dashboard_url}  (ray job submit --address {info.dashboard_url})")
+            write_private(settings.home / "ray.address", info.dashboard_url)
+            say(f"Ray        {info.dashboard_url}  (RAY_AUTH_MODE=token ray job submit --address {info.dashboard_url})")
         say(f"admin key  {settings.admin_key_path}")
         say("ready; Ctrl-C stops everything")
         while not stop.wait(0.5):
