@@ -53,6 +53,14 @@ class MetricDrift:
         self.collecting, self.ref = [], None
         self.window.clear()
 
+    def set_reference(self, values: list[float]) -> None:
+        """Batch refit: `values` (oldest first) become the reference, or its first part if too few."""
+        self.reset()
+        if len(values) >= self.ref_size:
+            self._set_ref(np.asarray(values[-self.ref_size:], dtype=float))
+        else:
+            self.collecting = list(values)
+
     def _set_ref(self, values: np.ndarray) -> None:
         self.ref = np.sort(values)
         med = float(np.median(values))

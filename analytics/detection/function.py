@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,10 @@ NEW_VERSION_WARMUP = 20  # a new version gets its own outlier model after this m
 
 class FunctionDetectors:
     """Outliers per execution, time-series anomalies per interval, drift, and version regressions."""
+
+    # class-level defaults, so that states pickled before these existed load with them
+    refit_generation: int = 0  # how many batch refits (analytics.jobs.retrain) this state has had
+    refitted_at: float | None = None  # epoch seconds of the last batch refit
 
     def __init__(
         self,
@@ -61,8 +66,7 @@ class FunctionDetectors:
             a = self._outlier(rec)
             if a is not None:
                 out.append(a)
-            values = {"duration_ms": rec.duration_ms, "cpu_ms": rec.cpu_ms, "peak_memory_mb": rec.peak_memory_mb,
-                      "error": 1.0 if rec.is_error else 0.0}
+            values = _values(rec)
             out.extend(self._drift(f, rec) for f in self.drift.update(values))
             out.extend(self._regression(f, rec) for f in self.regression.update(values))
         for ts, agg in self.aggregator.add(rec):
@@ -166,18 +170,87 @@ class FunctionDetectors:
             raise ValueError("detector state does not hold FunctionDetectors")
         return det
 
-    def refit(self, history: list[MetricRecord]) -> None:
-        """Batch retrain from the lake: the outlier model on the latest warm executions of the newest version."""
+    def refit(self, history: list[MetricRecord], now: float | None = None) -> dict[str, int]:
+        """Batch retrain from the lake (records in finish order); returns how many rows each model used.
+
+        The outlier model is refitted on the newest version's latest warm executions; the time-series
+        detectors are rebuilt by replaying the per-interval aggregates of the whole history (kept only when
+        the replay covers at least as many intervals as the live detector has seen, or a day); each drift
+        reference becomes the newest window of warm executions; a regression baseline is rebuilt when the
+        model has not yet seen the newest version. Feedback (widened ranges, tolerances) is kept.
+        """
+        used = {"outlier": 0, "timeseries": 0, "drift": 0, "regression": 0}
         warm = [r for r in history if not r.cold_start]
-        if not warm:
-            return
-        newest = max(r.version for r in warm)
-        rows = [transform(raw_features(r)) for r in warm if r.version == newest]
+        if history:
+            used["timeseries"] = self._refit_series(history)
+        if warm:
+            newest = max(r.version for r in warm)
+            cur = [r for r in warm if r.version == newest]
+            used["outlier"] = self._refit_outlier(cur)
+            used["drift"] = self._refit_drift(cur)
+            if self.regression.version != newest:
+                older = [r for r in warm if r.version < newest]
+                prev_version = max((r.version for r in older), default=None)
+                prev = [r for r in older if r.version == prev_version]
+                used["regression"] = self._refit_regression(prev, prev_version, cur, newest)
+            self.version = newest
+        self.refit_generation += 1
+        self.refitted_at = time.time() if now is None else now
+        return used
+
+    def _refit_outlier(self, cur: list[MetricRecord]) -> int:
+        rows = [transform(raw_features(r)) for r in cur]
         rows = rows[-(self.outlier.history.maxlen or 1000):]
         if len(rows) < self.warmup:
-            return
+            return 0
+        if self.version is not None and cur and cur[-1].version != self.version:
+            widen = self.outlier.widen
+            self.outlier = OutlierDetector(model=self.outlier_model, warmup=self.warmup)
+            self.outlier.widen = widen
         self.outlier.history.clear()
         self.outlier.history.extend(rows)
+        self.outlier.recent.clear()
         self.outlier.fit()
         self.outlier.seen = 0
-        self.version = newest
+        return len(rows)
+
+    def _refit_series(self, history: list[MetricRecord]) -> int:
+        agg = IntervalAggregator(self.aggregator.interval_s)
+        series: dict[str, StreamingSeriesDetector] = {}
+        intervals = 0
+        for rec in history:
+            for ts, values in agg.add(rec):
+                intervals += 1
+                for name, value in values.items():
+                    series.setdefault(name, StreamingSeriesDetector()).update(ts, value)
+        seen = max((d.n for d in self.series.values()), default=0)
+        if intervals < min(seen, int(86400 / self.aggregator.interval_s)):
+            return 0  # a shorter history than the live detectors already learnt from: keep them
+        self.aggregator, self.series = agg, series
+        return intervals
+
+    def _refit_drift(self, cur: list[MetricRecord]) -> int:
+        used = 0
+        for name, d in self.drift.metrics.items():
+            values = [float(getattr(r, name)) for r in cur[-d.ref_size:]]
+            d.set_reference(values)
+            used = max(used, len(values))
+        return used
+
+    def _refit_regression(self, prev: list[MetricRecord], prev_version: int | None, cur: list[MetricRecord],
+                          newest: int) -> int:
+        reg = self.regression
+        reg.version, reg.prev, reg.prev_version = None, [], None
+        if prev_version is not None:
+            reg.start_version(prev_version)
+            reg.cur.extend(_values(r) for r in prev[-reg.keep:])
+        reg.start_version(newest)
+        reg.cur.extend(_values(r) for r in cur[-reg.keep:])
+        reg.new_count = len(cur)
+        return len(reg.prev) + len(reg.cur)
+
+
+def _values(rec: MetricRecord) -> dict[str, float]:
+    """The per-execution values the drift and regression detectors take."""
+    return {"duration_ms": rec.duration_ms, "cpu_ms": rec.cpu_ms, "peak_memory_mb": rec.peak_memory_mb,
+            "error": 1.0 if rec.is_error else 0.0}
