@@ -93,9 +93,13 @@ def create_app() -> FastAPI:
     @app.post("/v1/functions/{name}/invocations")
     async def invoke(request: Request, p: PlatformDep, c: CallerDep, name: str,
                      wait: Annotated[float | None, Query(ge=0, le=900)] = None,
-                     version: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+                     version: Annotated[int | None, Query(ge=1)] = None,
+                     then: Annotated[str | None, Query(description="comma-separated functions to chain")] = None,
+                     idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         body = await request.body()
-        record, finished = await p.invoke(c, name, body, version=version, wait_s=wait)
+        chain = [f.strip() for f in then.split(",") if f.strip()] if then else None
+        record, finished = await p.invoke(c, name, body, version=version, wait_s=wait,
+                                          idempotency_key=idempotency_key, then=chain)
         return JSONResponse(record, status_code=200 if finished else 202)
 
     @app.get("/v1/tasks")
@@ -111,7 +115,8 @@ def create_app() -> FastAPI:
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: str) -> str:
         return await p.tasks.logs(c.namespace, task_id)
 
-    from serve_app import monitoring_routes
+    from serve_app import execution_routes, monitoring_routes
 
     monitoring_routes.register(app)
+    execution_routes.register(app)
     return app

@@ -238,6 +238,76 @@ def alerts(state: Annotated[str | None, typer.Option(help="firing or resolved")]
     out.print(t)
 
 
+@app.command()
+def cancel(task_id: str) -> None:
+    """Cancel a queued or running task (its process is killed); prints the record."""
+    emit(call(client().json, "POST", f"/v1/tasks/{task_id}/cancel"))
+
+
+@app.command()
+def resume(task_id: str) -> None:
+    """Continue a failed pipeline run from its failed step."""
+    emit(call(client().json, "POST", f"/v1/tasks/{task_id}/resume"))
+
+
+@app.command("dead-letters")
+def dead_letters(function: Annotated[str | None, typer.Option(help="only this function")] = None,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Tasks that failed for good, with their input."""
+    data = call(client().json, "GET", "/v1/dead-letters", params={"function": function} if function else {})
+    rows = data["dead_letters"]
+    if as_json:
+        emit(rows)
+        return
+    t = Table("task", "function", "status", "attempts", "error", "failed at")
+    for d in rows:
+        err = d.get("error") or {}
+        t.add_row(d["task_id"], d["function"], d["status"], str(d["attempts"]),
+                  f"{err.get('type', '')}: {str(err.get('message', ''))[:60]}", (d["failed_at"] or "")[:19])
+    out.print(t)
+
+
+@app.command()
+def redrive(task_id: str) -> None:
+    """Run a dead letter again (its next attempt, same task id)."""
+    emit(call(client().json, "POST", f"/v1/dead-letters/{task_id}/redrive"))
+
+
+pipeline_app = typer.Typer(help="Pipelines: chains of functions.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+@pipeline_app.command("create")
+def pipeline_create(name: str, steps: Annotated[list[str], typer.Argument(help="functions in order; fn or fn@VERSION")]
+                    ) -> None:
+    """Create (or replace) a pipeline."""
+    body = {"name": name, "steps": [
+        {"function": s.split("@")[0], **({"version": int(s.split("@")[1])} if "@" in s else {})} for s in steps]}
+    emit(call(client().json, "POST", "/v1/pipelines", json=body))
+
+
+@pipeline_app.command("invoke")
+def pipeline_invoke(name: str, input: Annotated[str, typer.Option("--input", help="first step's event JSON")] = "null",
+                    wait: Annotated[bool, typer.Option("--wait")] = False) -> None:
+    """Run a pipeline; print the run's task id (or, with --wait, its record with every step)."""
+    c = client()
+    rec = call(c.json, "POST", f"/v1/pipelines/{name}/invocations", content=input,
+               headers={"content-type": "application/json"}, params={"wait": 60} if wait else {})
+    if not wait:
+        print(rec["task_id"])
+        return
+    while rec.get("status") not in TERMINAL:
+        time.sleep(0.5)
+        rec = call(c.json, "GET", f"/v1/tasks/{rec['task_id']}")
+    emit(rec)
+
+
+@pipeline_app.command("show")
+def pipeline_show(name: str) -> None:
+    """Print a pipeline's definition."""
+    emit(call(client().json, "GET", f"/v1/pipelines/{name}"))
+
+
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 

@@ -1,8 +1,11 @@
-"""Per-function queues with concurrency limits, submission to Ray, and collection of results.
+"""Per-function queues with concurrency limits, submission to Ray, retries, cancellation, and results.
 
 Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
-queue never delays another's invocations. Results are awaited as asyncio futures on the Ray object
-refs: no Ray worker and no request thread is ever blocked waiting.
+queue never delays another's invocations; each queue is served in order of arrival. Results are awaited
+as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
+A failed attempt is retried (same task id, next attempt number, exponential backoff) when the function's
+config allows it; the attempt is recorded. Ray itself never retries (`max_retries=0`), so an execution
+the platform does not know about cannot happen.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -25,6 +28,8 @@ from serve_app.writer import GroupCommitWriter, TaskResult
 
 log = logging.getLogger(__name__)
 BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox enforces)
+LIMIT_ERRORS = {"TimeoutError", "MemoryLimitExceeded", "CpuLimitExceeded", "FileSizeLimitExceeded",
+                "OutputLimitExceeded"}
 
 
 @dataclass
@@ -36,8 +41,12 @@ class Pending:
     event_json: bytes
     created_at: float
     attempt: int = 1
+    parent_id: str | None = None
+    step_index: int | None = None
     done: asyncio.Future[TaskResult] | None = None
     ref: Any = None
+    cancelled: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -48,10 +57,23 @@ class FnQueue:
     running: int = 0
 
 
-class Dispatcher:
-    """Admits, queues, dispatches and completes invocations."""
+def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
+    """Whether a failed attempt should run again under the function's retry policy."""
+    if attempt > rt.config.max_retries or result.status not in ("failed", "timed_out"):
+        return False
+    etype = (result.error or {}).get("type")
+    if etype == "Cancelled":
+        return False
+    if result.status == "timed_out" or etype in LIMIT_ERRORS:
+        return rt.config.retry_on_timeout
+    return True
 
-    def __init__(self, writer: GroupCommitWriter, on_result: Callable[[Pending, TaskResult], None] | None = None):
+
+class Dispatcher:
+    """Admits, queues, dispatches, retries, cancels and completes invocations."""
+
+    def __init__(self, writer: GroupCommitWriter,
+                 on_result: Callable[[Pending, TaskResult], None] | None = None) -> None:
         self.writer = writer
         self.on_result = on_result
         self._queues: dict[tuple[str, str], FnQueue] = {}
@@ -66,8 +88,9 @@ class Dispatcher:
                              f"{rt.config.max_queue}); retry later", retry_after_s=1)
 
     def submit(self, p: Pending) -> asyncio.Future[TaskResult]:
-        """Queue an accepted (already persisted) invocation; the future resolves once its result is committed."""
-        p.done = asyncio.get_running_loop().create_future()
+        """Queue an accepted (already persisted) invocation; the future resolves with its final result."""
+        if p.done is None:
+            p.done = asyncio.get_running_loop().create_future()
         self._inflight[p.task_id] = p
         q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
         q.waiting.append(p)
@@ -77,6 +100,30 @@ class Dispatcher:
     def inflight(self, task_id: str) -> Pending | None:
         """The in-flight invocation with this id, if this replica holds it."""
         return self._inflight.get(task_id)
+
+    def queue_depth(self, namespace: str, name: str) -> tuple[int, int]:
+        """(running, waiting) of a function."""
+        q = self._queues.get((namespace, name))
+        return (q.running, len(q.waiting)) if q else (0, 0)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Stop a queued, backing-off or running invocation held here; False if this replica does not hold it."""
+        p = self._inflight.get(task_id)
+        if p is None:
+            return False
+        p.cancelled = True
+        q = self._queues.get((p.rt.namespace, p.rt.name))
+        if q is not None and p in q.waiting:
+            q.waiting.remove(p)
+            await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled while queued",
+                                               TaskStatus.CANCELLED))
+        elif p.timer is not None:
+            p.timer.cancel()
+            await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled before its retry",
+                                               TaskStatus.CANCELLED))
+        elif p.ref is not None:
+            ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
+        return True
 
     def _pump(self, q: FnQueue, limit: int) -> None:
         while q.waiting and q.running < limit:
@@ -100,18 +147,41 @@ class Dispatcher:
             ray.cancel(p.ref, force=True)
             result = self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
                                 TaskStatus.TIMED_OUT)
-        except (ray.exceptions.TaskCancelledError, asyncio.CancelledError):
-            result = self._lost(p, dispatched, "Cancelled", "the task was cancelled", TaskStatus.CANCELLED)
-        except Exception as exc:  # worker died, runtime_env failed, ...
-            log.warning("task %s lost its executor: %r", p.task_id, exc)
-            result = self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {exc}")
+        except Exception as exc:  # worker died, cancelled, runtime_env failed, ...
+            if p.cancelled:
+                result = self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
+                                    TaskStatus.CANCELLED)
+            else:
+                log.warning("task %s lost its executor: %r", p.task_id, exc)
+                result = self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
         finally:
+            p.ref = None
             q.running -= 1
             self._pump(q, rt.config.max_concurrency)
+        if p.cancelled and result.status != TaskStatus.CANCELLED.value:
+            result = replace(result, status=TaskStatus.CANCELLED.value)
+        if not p.cancelled and retryable(result, rt, p.attempt):
+            delay = rt.config.retry_backoff_s * (2 ** (p.attempt - 1))
+            await self.writer.finish(replace(result, retry_delay_s=delay))
+            p.attempt += 1
+            p.timer = asyncio.get_running_loop().call_later(delay, self._retry, p)
+            return
+        await self._complete(p, result)
+
+    def _retry(self, p: Pending) -> None:
+        p.timer = None
+        q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
+        q.waiting.appendleft(p)  # a retry keeps its place at the head of its function's queue
+        self._pump(q, p.rt.config.max_concurrency)
+
+    async def _complete(self, p: Pending, result: TaskResult) -> None:
         await self.writer.finish(result)
         self._inflight.pop(p.task_id, None)
         if self.on_result is not None:
-            self.on_result(p, result)
+            try:
+                self.on_result(p, result)
+            except Exception:
+                log.exception("result callback failed for %s", p.task_id)
         if p.done is not None and not p.done.done():
             p.done.set_result(result)
 

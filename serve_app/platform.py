@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import ray
@@ -17,18 +18,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.lake import ParquetLake
+from cluster.deps import vendor_requirements
 from cluster.executor import check_handler, execute
 from cluster.packages import runtime_env_for
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
 from core.db.engine import make_async_engine
-from core.db.tables import ApiKey
-from core.errors import HandlerCheckFailed, InvalidInput, Unauthorized
+from core.db.tables import ApiKey, Task
+from core.errors import Conflict, HandlerCheckFailed, InvalidInput, NotFound, Unauthorized
 from core.models import FunctionConfig
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
 from serve_app.monitoring import MonitoringFeed
+from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
 from serve_app.tasks import TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
@@ -56,7 +59,10 @@ class Platform:
         self.tasks = TaskStore(self.engine)
         self.registry = Registry(self.engine, self._build_remote)
         self.writer = GroupCommitWriter(self.engine, on_committed=self._committed)
-        self.dispatcher = Dispatcher(self.writer)
+        self.pipelines = Pipelines(self)
+        self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
+        self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
+        self._pip = asyncio.Semaphore(1)
         self._remotes: dict[tuple[str, float], Any] = {}
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
@@ -125,6 +131,9 @@ class Platform:
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits)
+        if bundle.has_requirements:
+            async with self._pip:  # one pip at a time: each is CPU-heavy on a small host
+                bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
         env = await asyncio.to_thread(runtime_env_for, bundle.sha256, self.bundles.read)
         failure = await check_handler.options(runtime_env=env).remote(
@@ -159,24 +168,169 @@ class Platform:
 
     # ---- invoke -----------------------------------------------------------------------------
     async def invoke(self, caller: Caller, name: str, body: bytes, *, version: int | None = None,
-                     wait_s: float | None = None) -> tuple[dict[str, Any], bool]:
+                     wait_s: float | None = None, idempotency_key: str | None = None,
+                     then: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
         rt = await self.registry.resolve(caller.namespace, name, version)
         event_json = parse_event(body)
+        if then:
+            plan = [{"function": name, "version": version}] + parse_steps(then)
+            label = "chain:" + ">".join(s["function"] for s in plan)
+            return await self._start_run(caller, label, plan, event_json, wait_s, idempotency_key)
         self.dispatcher.admit(rt)
-        task_id = str(uuid.uuid4())
-        now = time.time()
-        await self.writer.insert(TaskInsert(id=task_id, namespace=rt.namespace, function_id=rt.function_id,
-                                            function_name=rt.name, version=rt.version,
-                                            input_json=event_json.decode(), created_at=now))
-        done = self.dispatcher.submit(Pending(task_id, rt, event_json, now))
+        if idempotency_key:
+            task_id, fresh = await self._idempotent_insert(caller, rt, event_json, idempotency_key)
+            if not fresh:
+                return await self._existing(caller, task_id, wait_s)
+        else:
+            task_id = str(uuid.uuid4())
+            await self.writer.insert(TaskInsert(id=task_id, namespace=rt.namespace, function_id=rt.function_id,
+                                                function_name=rt.name, version=rt.version,
+                                                input_json=event_json.decode(), created_at=time.time()))
+        done = self.dispatcher.submit(Pending(task_id, rt, event_json, time.time()))
+        return await self._answer(caller, task_id, done, wait_s)
+
+    async def invoke_pipeline(self, caller: Caller, name: str, body: bytes, *, wait_s: float | None = None,
+                              idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Start a run of a named pipeline."""
+        pipe = await self.pipelines.get(caller, name)
+        return await self._start_run(caller, name, pipe["steps"], parse_event(body), wait_s, idempotency_key)
+
+    async def _start_run(self, caller: Caller, label: str, plan: list[dict[str, Any]], event_json: bytes,
+                         wait_s: float | None, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+        if idempotency_key:
+            async with self.tasks.sessions() as s:
+                found = (await s.execute(select(Task.id).where(
+                    Task.namespace == caller.namespace, Task.function_name == label,
+                    Task.idempotency_key == idempotency_key))).scalar()
+            if found:
+                return await self._existing(caller, found, wait_s)
+        run_id, done = await self.pipelines.start(caller, label, plan, event_json, idempotency_key)
+        return await self._answer(caller, run_id, done, wait_s, accepted="running")
+
+    async def _answer(self, caller: Caller, task_id: str, done: asyncio.Future[TaskResult], wait_s: float | None,
+                      accepted: str = "queued") -> tuple[dict[str, Any], bool]:
         if wait_s:
             try:
                 await asyncio.wait_for(asyncio.shield(done), timeout=wait_s)
             except TimeoutError:
                 return {"task_id": task_id, "status": "running"}, False
             return await self.tasks.get(caller.namespace, task_id), True
-        return {"task_id": task_id, "status": "queued"}, False
+        return {"task_id": task_id, "status": accepted}, False
+
+    async def _existing(self, caller: Caller, task_id: str, wait_s: float | None) -> tuple[dict[str, Any], bool]:
+        """The answer to a repeated Idempotency-Key: the original task, never a second execution."""
+        p = self.dispatcher.inflight(task_id)
+        run = self.pipelines.runs.get(task_id)
+        fut = p.done if p is not None else (run.done if run is not None else None)
+        if fut is not None and wait_s:
+            return await self._answer(caller, task_id, fut, wait_s)
+        rec = await self.tasks.get(caller.namespace, task_id)
+        finished = rec["status"] in ("succeeded", "failed", "timed_out", "cancelled")
+        if wait_s and finished:
+            return rec, True
+        return {"task_id": task_id, "status": rec["status"], "idempotent_replay": True}, False
+
+    async def _idempotent_insert(self, caller: Caller, rt: FunctionRuntime, event_json: bytes,
+                                 key: str) -> tuple[str, bool]:
+        """Insert-or-find by (namespace, function, key) within 24 h; concurrent duplicates share one answer."""
+        if len(key) > 200:
+            raise InvalidInput("Idempotency-Key must be at most 200 characters")
+        ikey = (caller.namespace, rt.name, key)
+        fut = self._idem.get(ikey)
+        if fut is not None:
+            return await asyncio.shield(fut), False
+        fut = self._idem[ikey] = asyncio.get_running_loop().create_future()
+        try:
+            task_id, fresh = await self._insert_or_find(rt, event_json, key)
+        except BaseException as exc:
+            self._idem.pop(ikey, None)
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        fut.set_result(task_id)
+        if len(self._idem) > 10_000:
+            for k in list(self._idem)[:5_000]:
+                self._idem.pop(k, None)
+        return task_id, fresh
+
+    async def _insert_or_find(self, rt: FunctionRuntime, event_json: bytes, key: str) -> tuple[str, bool]:
+        new_id = str(uuid.uuid4())
+        params = {"id": new_id, "namespace": rt.namespace, "function_id": rt.function_id, "function_name": rt.name,
+                  "version": rt.version, "input": event_json.decode(), "key": key}
+        async with self.engine.begin() as conn:
+            # a key older than 24 h may be reused: release it first
+            await conn.execute(text(
+                "UPDATE tasks SET idempotency_key = NULL WHERE namespace = :namespace AND function_name = "
+                ":function_name AND idempotency_key = :key AND created_at < now() - interval '24 hours'"), params)
+            got = (await conn.execute(text(
+                "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
+                " idempotency_key, created_at) VALUES (:id, :namespace, :function_id, :function_name, :version,"
+                " 'function', 'queued', CAST(:input AS jsonb), 1, :key, now())"
+                " ON CONFLICT (namespace, function_name, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                " DO NOTHING RETURNING id"), params)).scalar()
+            if got:
+                return str(got), True
+            old = (await conn.execute(text(
+                "SELECT id FROM tasks WHERE namespace = :namespace AND function_name = :function_name"
+                " AND idempotency_key = :key"), params)).scalar()
+        return str(old), False
+
+    async def cancel(self, caller: Caller, task_id: str) -> dict[str, Any]:
+        """Stop a queued or running task (or pipeline run); return its record once stopped."""
+        rec = await self.tasks.get(caller.namespace, task_id)
+        if rec["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
+            raise Conflict(f"task {task_id} already ended as {rec['status']}")
+        targets = [task_id]
+        if rec.get("kind") == "pipeline":
+            targets = [s["task_id"] for s in rec.get("steps", []) if s["status"] in ("queued", "running")]
+        waits = []
+        for tid in targets:
+            p = self.dispatcher.inflight(tid)
+            if p is not None and await self.dispatcher.cancel(tid) and p.done is not None:
+                waits.append(p.done)
+        if waits:
+            await asyncio.wait([asyncio.ensure_future(w) for w in waits], timeout=10)
+        run = self.pipelines.runs.get(task_id)
+        if run is not None and waits:
+            await asyncio.wait_for(asyncio.shield(run.done), timeout=10)
+        else:
+            # not held by this process (e.g. accepted before a restart and not yet recovered): end it in place
+            async with self.engine.begin() as conn:
+                await conn.execute(text(
+                    "UPDATE tasks SET status = 'cancelled', finished_at = now(), error = CAST(:e AS jsonb)"
+                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running')"),
+                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})})
+        return await self.tasks.get(caller.namespace, task_id)
+
+    async def dead_letters(self, caller: Caller, function: str | None, limit: int) -> list[dict[str, Any]]:
+        """Tasks that failed for good (retries exhausted), with their input."""
+        return await self.tasks.dead_letters(caller.namespace, function=function, limit=limit)
+
+    async def redrive(self, caller: Caller, task_id: str) -> dict[str, Any]:
+        """Run a dead letter again, as its next attempt under the same task id."""
+        async with self.tasks.sessions() as s:
+            t = (await s.execute(select(Task).where(Task.id == task_id, Task.namespace == caller.namespace))).scalar()
+        if t is None:
+            raise NotFound(f"no task with id {task_id!r}")
+        if t.kind != "function" or t.status not in ("failed", "timed_out") or t.parent_id is not None:
+            raise Conflict(f"task {task_id} is not a dead letter (status {t.status}); pipeline runs are resumed "
+                           "with POST /v1/tasks/{id}/resume")
+        rt = await self.registry.resolve(caller.namespace, t.function_name, t.version)
+        async with self.engine.begin() as conn:
+            moved = (await conn.execute(text(
+                "WITH prev AS (UPDATE tasks SET status = 'queued', attempt = attempt + 1, error = NULL, output = NULL,"
+                " finished_at = NULL WHERE id = :id AND status IN ('failed', 'timed_out') RETURNING attempt)"
+                " SELECT attempt FROM prev"), {"id": task_id})).scalar()
+            if moved is None:
+                raise Conflict(f"task {task_id} changed while being redriven")
+            await conn.execute(text(
+                "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
+                " VALUES (:id, :a, :st, CAST(:e AS jsonb), :s, :f)"),
+                {"id": task_id, "a": moved - 1, "st": t.status, "e": json.dumps(t.error), "s": t.started_at,
+                 "f": t.finished_at or datetime.now(UTC)})
+        self.dispatcher.submit(Pending(task_id, rt, json.dumps(t.input).encode(), time.time(), attempt=int(moved)))
+        return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
 
     def _committed(self, results: list[TaskResult]) -> None:
         for listener in self.result_listeners:
@@ -186,28 +340,46 @@ class Platform:
                 log.exception("result listener failed")
 
     async def recover(self) -> None:
-        """Tasks left open by a previous run: queued ones run now, running ones failed as ExecutorLost."""
+        """Tasks a previous run left open: running ones are retried if allowed, else failed (ExecutorLost);
+        queued ones run; open pipeline runs continue."""
+        lost_err = json.dumps({"type": "ExecutorLost", "message": "the platform stopped while this task was "
+                               "running; its executor was lost", "stack": []})
         async with self.engine.begin() as conn:
-            lost = await conn.execute(text(
-                "UPDATE tasks SET status = 'failed', finished_at = now(), error = CAST(:err AS jsonb) "
-                "WHERE status = 'running' AND kind = 'function' RETURNING id"),
-                {"err": json.dumps({"type": "ExecutorLost", "message": "the platform stopped while this task "
-                                    "was running; it was not retried (max_retries = 0)", "stack": []})})
-            n_lost = len(lost.all())
+            running = (await conn.execute(text(
+                "SELECT t.id, t.attempt, COALESCE((v.config->>'max_retries')::int, 0), t.started_at FROM tasks t"
+                " LEFT JOIN function_versions v ON v.function_id = t.function_id AND v.version = t.version"
+                " WHERE t.status = 'running' AND t.kind = 'function'"))).all()
+            retry = [r for r in running if r[1] <= r[2]]
+            fail = [r for r in running if r[1] > r[2]]
+            if retry:
+                await conn.execute(text(
+                    "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
+                    " VALUES (:id, :a, 'failed', CAST(:e AS jsonb), :s, now())"),
+                    [{"id": r[0], "a": r[1], "e": lost_err, "s": r[3]} for r in retry])
+                await conn.execute(text("UPDATE tasks SET status = 'queued', attempt = attempt + 1 WHERE id = :id"),
+                                   [{"id": r[0]} for r in retry])
+            if fail:
+                await conn.execute(text(
+                    "UPDATE tasks SET status = 'failed', finished_at = now(), error = CAST(:e AS jsonb)"
+                    " WHERE id = :id"), [{"id": r[0], "e": lost_err} for r in fail])
             queued = (await conn.execute(text(
-                "SELECT id, namespace, function_name, version, input, extract(epoch from created_at) "
-                "FROM tasks WHERE status = 'queued' AND kind = 'function' ORDER BY created_at"))).all()
-        if n_lost:
-            log.warning("marked %d tasks left running by a previous run as failed (ExecutorLost)", n_lost)
-        for tid, ns, fname, ver, inp, created in queued:
+                "SELECT id, namespace, function_name, version, input, extract(epoch from created_at), attempt,"
+                " parent_id, step_index FROM tasks WHERE status = 'queued' AND kind = 'function'"
+                " ORDER BY created_at"))).all()
+        if running:
+            log.warning("recovery: %d running tasks requeued for retry, %d failed as ExecutorLost",
+                        len(retry), len(fail))
+        for tid, ns, fname, ver, inp, created, attempt, parent, step in queued:
             try:
                 rt = await self.registry.resolve(ns, fname, ver, require_active=False)
             except Exception as exc:
                 await self.writer.finish(TaskResult(tid, "failed", None, {
-                    "type": "FunctionUnavailable", "message": str(exc), "stack": []}, None, None, time.time(), 1,
-                    None))
+                    "type": "FunctionUnavailable", "message": str(exc), "stack": []}, None, None, time.time(),
+                    attempt, None))
                 continue
-            self.dispatcher.submit(Pending(tid, rt, json.dumps(inp).encode(), float(created)))
+            self.dispatcher.submit(Pending(tid, rt, json.dumps(inp).encode(), float(created), attempt=attempt,
+                                           parent_id=parent, step_index=step))
+        await self.pipelines.recover()
 
     async def healthy(self) -> dict[str, Any]:
         """Database and Ray reachability."""

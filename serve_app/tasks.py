@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from core.db.tables import ExecutionMetric, Task
+from core.db.tables import ExecutionMetric, Task, TaskAttempt
 from core.errors import InvalidInput, NotFound
 
 METRIC_KEYS = ("duration_ms", "cpu_ms", "peak_memory_mb", "queue_ms", "cold_start", "input_bytes", "output_bytes")
@@ -40,9 +40,45 @@ class TaskStore:
                 select(Task, ExecutionMetric).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (
                     ExecutionMetric.attempt == Task.attempt)).where(Task.id == task_id, Task.namespace == namespace)
             )).first()
-        if row is None:
-            raise NotFound(f"no task with id {task_id!r}")
-        return task_view(row[0], row[1])
+            if row is None:
+                raise NotFound(f"no task with id {task_id!r}")
+            rec = task_view(row[0], row[1])
+            if row[0].attempt > 1:
+                rec["attempts"] = await self._attempts(conn, task_id)
+            if row[0].kind == "pipeline":
+                rec["steps"] = await self._steps(conn, task_id)
+        return rec
+
+    async def _attempts(self, conn: Any, task_id: str) -> list[dict[str, Any]]:
+        rows = (await conn.execute(select(TaskAttempt).where(TaskAttempt.task_id == task_id)
+                                   .order_by(TaskAttempt.attempt))).scalars().all()
+        return [{"attempt": a.attempt, "status": a.status, "error": a.error, "started_at": _iso(a.started_at),
+                 "finished_at": _iso(a.finished_at), "retry_delay_s": a.retry_delay_s} for a in rows]
+
+    async def _steps(self, conn: Any, run_id: str) -> list[dict[str, Any]]:
+        """The latest task of each step of a pipeline run, in step order."""
+        rows = (await conn.execute(
+            select(Task, ExecutionMetric).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (
+                ExecutionMetric.attempt == Task.attempt)).where(Task.parent_id == run_id)
+            .order_by(Task.step_index, Task.created_at))).all()
+        latest: dict[int, dict[str, Any]] = {}
+        for t, m in rows:
+            v = task_view(t, m)
+            latest[t.step_index or 0] = {k: v[k] for k in ("task_id", "function", "version", "status", "output",
+                                                           "error", "metrics", "started_at", "finished_at")}
+        return [latest[k] for k in sorted(latest)]
+
+    async def dead_letters(self, namespace: str, *, function: str | None, limit: int) -> list[dict[str, Any]]:
+        """Function tasks that failed for good, newest first, with their input."""
+        q = select(Task).where(Task.namespace == namespace, Task.kind == "function", Task.parent_id.is_(None),
+                               Task.status.in_(("failed", "timed_out")))
+        if function:
+            q = q.where(Task.function_name == function)
+        async with self.sessions() as conn:
+            rows = (await conn.execute(q.order_by(Task.finished_at.desc().nulls_last()).limit(limit))).scalars().all()
+        return [{"task_id": t.id, "function": t.function_name, "version": t.version, "status": t.status,
+                 "input": t.input, "error": t.error, "attempts": t.attempt, "created_at": _iso(t.created_at),
+                 "failed_at": _iso(t.finished_at)} for t in rows]
 
     async def logs(self, namespace: str, task_id: str) -> str:
         """What the handler printed and logged."""

@@ -41,6 +41,7 @@ class TaskInsert:
     idempotency_key: str | None = None
     parent_id: str | None = None
     step_index: int | None = None
+    plan: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -56,13 +57,14 @@ class TaskResult:
     finished_at: float
     attempt: int
     metrics: dict[str, Any] | None  # execution_metrics row values, None if it never ran
+    retry_delay_s: float | None = None  # set: this attempt failed and the task is queued again after the delay
 
 
 INSERT_TASK = text(
     "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
-    " idempotency_key, parent_id, step_index, created_at)"
+    " idempotency_key, parent_id, step_index, plan, created_at, started_at)"
     " VALUES (:id, :namespace, :function_id, :function_name, :version, :kind, :status, CAST(:input AS jsonb),"
-    " 1, :idempotency_key, :parent_id, :step_index, :created_at)"
+    " 1, :idempotency_key, :parent_id, :step_index, CAST(:plan AS jsonb), :created_at, :started_at)"
 )
 MARK_RUNNING = text(
     "UPDATE tasks SET status = 'running', started_at = :started_at WHERE id = :id AND status = 'queued'"
@@ -71,6 +73,14 @@ FINISH_TASK = text(
     "UPDATE tasks SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),"
     " logs = :logs, started_at = COALESCE(:started_at, started_at), finished_at = :finished_at,"
     " attempt = :attempt WHERE id = :id AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
+)
+RECORD_ATTEMPT = text(
+    "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at, retry_delay_s)"
+    " VALUES (:id, :attempt, :status, CAST(:error AS jsonb), :started_at, :finished_at, :retry_delay_s)"
+)
+REQUEUE_TASK = text(
+    "UPDATE tasks SET status = 'queued', attempt = :attempt + 1 WHERE id = :id"
+    " AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
 )
 INSERT_METRIC = text(
     "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
@@ -113,7 +123,7 @@ class GroupCommitWriter:
         self._wake.set()
 
     def finish(self, result: TaskResult) -> asyncio.Future[None]:
-        """Queue a terminal result; the returned future resolves once it is committed."""
+        """Queue a result (terminal, or a retried attempt); the future resolves once it is committed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running.pop(result.id, None)
         self._results.append((result, fut))
@@ -162,7 +172,13 @@ class GroupCommitWriter:
         if marks:
             await conn.execute(MARK_RUNNING, marks)
         if results:
-            await conn.execute(FINISH_TASK, [_finish_params(r) for r, _ in results])
+            final = [_finish_params(r) for r, _ in results if r.retry_delay_s is None]
+            retried = [_finish_params(r) for r, _ in results if r.retry_delay_s is not None]
+            if final:
+                await conn.execute(FINISH_TASK, final)
+            if retried:
+                await conn.execute(RECORD_ATTEMPT, retried)
+                await conn.execute(REQUEUE_TASK, retried)
             metrics = [r.metrics for r, _ in results if r.metrics is not None]
             if metrics:
                 await conn.execute(INSERT_METRIC, [_metric_params(m) for m in metrics])
@@ -207,13 +223,15 @@ def _insert_params(r: TaskInsert) -> dict[str, Any]:
     return {"id": r.id, "namespace": r.namespace, "function_id": r.function_id,
             "function_name": r.function_name, "version": r.version, "kind": r.kind, "status": r.status,
             "input": r.input_json, "idempotency_key": r.idempotency_key, "parent_id": r.parent_id,
-            "step_index": r.step_index, "created_at": ts(r.created_at)}
+            "step_index": r.step_index, "plan": None if r.plan is None else json.dumps(r.plan),
+            "created_at": ts(r.created_at), "started_at": ts(r.created_at) if r.status == "running" else None}
 
 
 def _finish_params(r: TaskResult) -> dict[str, Any]:
     return {"id": r.id, "status": r.status, "output": r.output_json,
             "error": None if r.error is None else json.dumps(r.error), "logs": r.logs,
-            "started_at": ts(r.started_at), "finished_at": ts(r.finished_at), "attempt": r.attempt}
+            "started_at": ts(r.started_at), "finished_at": ts(r.finished_at), "attempt": r.attempt,
+            "retry_delay_s": r.retry_delay_s}
 
 
 def _metric_params(m: dict[str, Any]) -> dict[str, Any]:

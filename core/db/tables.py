@@ -95,6 +95,7 @@ class Task(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     parent_id: Mapped[str | None] = mapped_column(String(36), index=True)
     step_index: Mapped[int | None] = mapped_column(Integer)
+    plan: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)  # a pipeline run's steps
     created_at: Mapped[datetime] = mapped_column(TS)
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
@@ -104,6 +105,33 @@ class Task(Base):
         Index("uq_tasks_idempotency", "namespace", "function_name", "idempotency_key", unique=True,
               postgresql_where=text("idempotency_key IS NOT NULL")),
     )
+
+
+class TaskAttempt(Base):
+    """An attempt of a task that did not end it (it was retried or redriven)."""
+
+    __tablename__ = "task_attempts"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(36), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    finished_at: Mapped[datetime] = mapped_column(TS)
+    retry_delay_s: Mapped[float | None] = mapped_column(Float)
+
+
+class Pipeline(Base):
+    """A named chain of functions; the output of step k is the input of step k+1."""
+
+    __tablename__ = "pipelines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    __table_args__ = (UniqueConstraint("namespace", "name"),)
 
 
 class ExecutionMetric(Base):
