@@ -55,6 +55,7 @@ class FnQueue:
 
     waiting: deque[Pending] = field(default_factory=deque)
     running: int = 0
+    reserved: int = 0  # admitted, being persisted, not yet queued
 
 
 def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
@@ -81,18 +82,28 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def admit(self, rt: FunctionRuntime) -> None:
-        """Reject with Overloaded when this function's queue is full (call before persisting)."""
-        q = self._queues.get((rt.namespace, rt.name))
-        if q is not None and q.running >= rt.config.max_concurrency and len(q.waiting) >= rt.config.max_queue:
-            raise Overloaded(f"function {rt.name!r} has {len(q.waiting)} invocations queued (max_queue "
+        """Reserve a place in this function's queue, or raise Overloaded (call before persisting; `submit`
+        with `reserved=True` or `release` gives the place back)."""
+        q = self._queues.setdefault((rt.namespace, rt.name), FnQueue())
+        if q.running + len(q.waiting) + q.reserved >= rt.config.max_concurrency + rt.config.max_queue:
+            raise Overloaded(f"function {rt.name!r} has {len(q.waiting) + q.reserved} invocations queued (max_queue "
                              f"{rt.config.max_queue}); retry later", retry_after_s=1)
+        q.reserved += 1
 
-    def submit(self, p: Pending) -> asyncio.Future[TaskResult]:
+    def release(self, rt: FunctionRuntime) -> None:
+        """Give back a place reserved by `admit` (the invocation was not accepted after all)."""
+        q = self._queues.get((rt.namespace, rt.name))
+        if q is not None and q.reserved > 0:
+            q.reserved -= 1
+
+    def submit(self, p: Pending, *, reserved: bool = False) -> asyncio.Future[TaskResult]:
         """Queue an accepted (already persisted) invocation; the future resolves with its final result."""
         if p.done is None:
             p.done = asyncio.get_running_loop().create_future()
         self._inflight[p.task_id] = p
         q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
+        if reserved and q.reserved > 0:
+            q.reserved -= 1
         q.waiting.append(p)
         self._pump(q, p.rt.config.max_concurrency)
         return p.done
@@ -159,7 +170,8 @@ class Dispatcher:
             q.running -= 1
             self._pump(q, rt.config.max_concurrency)
         if p.cancelled and result.status != TaskStatus.CANCELLED.value:
-            result = replace(result, status=TaskStatus.CANCELLED.value)
+            result = replace(result, status=TaskStatus.CANCELLED.value, output_json=None, error={
+                "type": "Cancelled", "message": "cancelled while running; its process was killed", "stack": []})
         if not p.cancelled and retryable(result, rt, p.attempt):
             delay = rt.config.retry_backoff_s * (2 ** (p.attempt - 1))
             await self.writer.finish(replace(result, retry_delay_s=delay))

@@ -178,16 +178,21 @@ class Platform:
             label = "chain:" + ">".join(s["function"] for s in plan)
             return await self._start_run(caller, label, plan, event_json, wait_s, idempotency_key)
         self.dispatcher.admit(rt)
-        if idempotency_key:
-            task_id, fresh = await self._idempotent_insert(caller, rt, event_json, idempotency_key)
-            if not fresh:
-                return await self._existing(caller, task_id, wait_s)
-        else:
-            task_id = str(uuid.uuid4())
-            await self.writer.insert(TaskInsert(id=task_id, namespace=rt.namespace, function_id=rt.function_id,
-                                                function_name=rt.name, version=rt.version,
-                                                input_json=event_json.decode(), created_at=time.time()))
-        done = self.dispatcher.submit(Pending(task_id, rt, event_json, time.time()))
+        try:
+            if idempotency_key:
+                task_id, fresh = await self._idempotent_insert(caller, rt, event_json, idempotency_key)
+                if not fresh:
+                    self.dispatcher.release(rt)
+                    return await self._existing(caller, task_id, wait_s)
+            else:
+                task_id = str(uuid.uuid4())
+                await self.writer.insert(TaskInsert(id=task_id, namespace=rt.namespace, function_id=rt.function_id,
+                                                    function_name=rt.name, version=rt.version,
+                                                    input_json=event_json.decode(), created_at=time.time()))
+        except BaseException:
+            self.dispatcher.release(rt)
+            raise
+        done = self.dispatcher.submit(Pending(task_id, rt, event_json, time.time()), reserved=True)
         return await self._answer(caller, task_id, done, wait_s)
 
     async def invoke_pipeline(self, caller: Caller, name: str, body: bytes, *, wait_s: float | None = None,
