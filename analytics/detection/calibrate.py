@@ -1,9 +1,12 @@
 """Self-calibration: turn a raw deviation into a tail probability under the stream's own past deviations.
 
 The body of the distribution is a decayed histogram of past raw scores on log-spaced bins; above its
-98th percentile the tail is extrapolated as an exponential (peaks-over-threshold, as in SPOT/DSPOT),
-so that values beyond anything seen still get a finite, decreasing probability. A heavy-tailed prior
-(Student-t-like) carries the first points, blended away as evidence accumulates.
+98th percentile the tail is extrapolated as a generalised Pareto distribution (peaks-over-threshold, as
+in SPOT/DSPOT), so that values beyond anything seen still get a finite, decreasing probability. Its scale
+and shape come from the median and the 90th percentile of the excesses (quantile matching, robust to one
+huge past value); the shape is kept in [0, 0.5]: exponential for light (e.g. Gaussian) tails, a power law
+for heavy ones (Student-t, log-normal noise), where an exponential would call ordinary values extreme. A
+heavy-tailed prior (Student-t-like) carries the first points, blended away as evidence accumulates.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class TailCalibrator:
         self._surv = np.ones(len(_EDGES))  # P(Z >= lower edge of bin i)
         self._u = math.inf  # tail threshold
         self._q = 0.0  # P(Z >= u)
-        self._beta = 1.0  # exponential tail scale
+        self._beta = 1.0  # tail scale
+        self._xi = 0.0  # tail shape (0: exponential)
 
     def pvalue(self, z: float) -> float:
         """Tail probability of z given the scores seen so far (prior-blended)."""
@@ -52,8 +56,10 @@ class TailCalibrator:
             return prior
         if z <= self._u:
             data = float(self._surv[bisect.bisect_right(_EDGES, z) - 1])
-        else:
+        elif self._xi < 1e-6:
             data = self._q * math.exp(-(z - self._u) / self._beta)
+        else:
+            data = self._q * (1.0 + self._xi * (z - self._u) / self._beta) ** (-1.0 / self._xi)
         return (self.n * data + self.prior_n * prior) / (self.n + self.prior_n)
 
     def update(self, z: float) -> None:
@@ -77,8 +83,33 @@ class TailCalibrator:
             return
         self._u = _EDGES[idx]
         self._q = float(surv[idx])
-        # exponential tail scale from the MEDIAN excess (beta = median / ln 2): one huge past anomaly
-        # must not fatten the tail the way it would inflate a mean excess
+        # tail scale and shape from the median and 90th-percentile excesses: one huge past anomaly must not
+        # fatten the tail the way it would inflate a mean excess
         half = int(np.searchsorted(-surv, -0.5 * self._q, side="left"))
+        tenth = int(np.searchsorted(-surv, -0.1 * self._q, side="left"))
         med_excess = _EDGES[min(half, len(_EDGES) - 1)] - self._u
-        self._beta = max(med_excess / math.log(2.0), 1e-3 * max(self._u, 1e-3), 1e-6)
+        q90_excess = _EDGES[min(tenth, len(_EDGES) - 1)] - self._u
+        floor = max(1e-3 * max(self._u, 1e-3), 1e-6)
+        xi = gpd_shape(q90_excess / med_excess) if med_excess > floor and self.n * self._q >= 100 else 0.0
+        self._xi = xi
+        if xi < 1e-6:
+            self._beta = max(med_excess / math.log(2.0), floor)
+        else:
+            self._beta = max(med_excess * xi / (2.0**xi - 1.0), floor)
+
+
+def gpd_shape(ratio: float, max_shape: float = 0.5) -> float:
+    """GPD shape whose 90% / 50% excess-quantile ratio is `ratio`, clipped to [0, max_shape]."""
+
+    def r(xi: float) -> float:
+        return math.log(10.0) / math.log(2.0) if xi < 1e-9 else (10.0**xi - 1.0) / (2.0**xi - 1.0)
+
+    if ratio <= r(0.0):
+        return 0.0
+    if ratio >= r(max_shape):
+        return max_shape
+    lo, hi = 0.0, max_shape
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if r(mid) < ratio else (lo, mid)
+    return 0.5 * (lo + hi)

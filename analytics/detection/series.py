@@ -8,10 +8,14 @@ the smallest standardised error among the forecasters that are about as good as 
 value that any good model explains is not an anomaly (`explain_ratio`; 1.0 = the best one only, which
 measured better). A second component compares the median of the last 8 points with the Holt forecast
 made before them (level shifts), a third the median of the last 16 with the median of an older
-256-point window (ramps and slow drifts) -- what no single point reveals. Each component's deviation
-is turned into a tail probability under that
-component's own past deviations (TailCalibrator), combined with a weighted Bonferroni minimum,
-and the probability is mapped to [0, 1] on a log scale (0.5 ~ one in 10,000 normal points).
+256-point window (ramps and slow drifts) -- what no single point reveals. The slow component works on
+deseasonalised values once removing a period (calendar or autocorrelation) measurably narrows its normal
+spread (value minus the median over 3 periods of "value minus trailing one-period mean"), and after it
+detects it re-bases its reference on the new level, so a lasting shift alarms once, not for ~190 points.
+Each component's deviation is turned into a tail probability under that component's own past deviations
+(TailCalibrator; the shift and slow ones are fed late and not from anomalies, which would fatten the
+tails the next anomaly is judged by), combined with a weighted Bonferroni minimum, and the probability is
+mapped to [0, 1] on a log scale (0.5 ~ one in 10,000 normal points).
 """
 
 from __future__ import annotations
@@ -55,8 +59,14 @@ class _Forecaster:
 class StreamingSeriesDetector:
     """Causal anomaly score in [0, 1] per point; O(window) work per update, no look-ahead."""
 
-    VERSION = 1
+    VERSION = 2
     NAME = "streaming-series"
+    ALARM_P = 1e-4  # the p-value of score 0.5: a component this significant has "detected" (re-bases the slow one)
+    # defaults for states pickled by VERSION 1 (no deseasonalising of the slow component)
+    season_p: int | None = None
+    _ssum = 0.0
+    rebases = 0
+    _frozen_until = -(10**9)
 
     def __init__(
         self,
@@ -69,6 +79,7 @@ class StreamingSeriesDetector:
         slow_recent: int = 16,
         slow_lag: int = 64,
         slow_window: int = 256,
+        quarantine: int = 32,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
@@ -98,6 +109,20 @@ class StreamingSeriesDetector:
         self.snapshots: deque[tuple[float, float]] = deque(maxlen=short)
         self.explain_ratio = explain_ratio
         self.last_scale = 0.0
+        self.season_p = None  # the period the slow component removes (None: raw values)
+        self._ssum = 0.0  # sum of the last season_p raw values
+        self._r: deque[float] = deque()  # value minus its trailing one-period mean, for the last 3 periods
+        self.rebases = 0
+        self._frozen_until = -(10**9)  # no calibration updates before this point count
+        self._quarantine: deque[tuple[float | None, float | None]] = deque(maxlen=quarantine)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle, giving a VERSION 1 state the attributes added since."""
+        self.__dict__.update(state)
+        if "_r" not in state:
+            self._r = deque()
+        if "_quarantine" not in state:
+            self._quarantine = deque(maxlen=32)
 
     # -- the public step -------------------------------------------------------------------------
     def update(self, timestamp: float, value: float) -> float:
@@ -118,15 +143,18 @@ class StreamingSeriesDetector:
         if z_shift is not None:
             ps.append((self.cal_shift.pvalue(z_shift), 0.25))
         if z_slow is not None:
-            ps.append((self.cal_slow.pvalue(z_slow), 0.25))
-            self.cal_slow.update(z_slow)
+            p_slow = self.cal_slow.pvalue(z_slow)
+            ps.append((p_slow, 0.25))
+            if p_slow / 0.25 < self.ALARM_P:
+                self._rebase_slow()
         if len(ps) > 1:
             ps[0] = (p, 1.0 - sum(w for _, w in ps[1:]))
         p = min(1.0, min(pi / w for pi, w in ps))
         score = p_to_score(p, self.decades) if self.n >= 2 else 0.0
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0, "p": p,
                             "expected": expected}
-        self._learn(x, z_point if warm else None, z_shift, errs)
+        self._calibrate(z_point if warm else None, z_shift, z_slow, p < self.ALARM_P)
+        self._learn(x, errs)
         return score
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
@@ -189,10 +217,14 @@ class StreamingSeriesDetector:
         return min(abs(med) / (sd + self._floor(x)), 1e6)
 
     def _slow_deviation(self, x: float) -> float | None:
-        """Median of the last `recent` points against the median of an older, longer window (ramps)."""
-        self.recent.push(x)
+        """Median of the last `recent` points against the median of an older, longer window (ramps).
+
+        Both windows hold deseasonalised values once a season is worth removing (`_refresh_season`).
+        """
+        y = self._deseason(x)
+        self.recent.push(y)
         lagged = self.lag.popleft() if len(self.lag) == self.lag.maxlen else None
-        self.lag.append(x)
+        self.lag.append(y)
         if lagged is not None:
             self.older.push(lagged)
         if len(self.older) < self.older.size:
@@ -203,14 +235,119 @@ class StreamingSeriesDetector:
         sd = _MAD_SD * self._older_mad * 1.25 / math.sqrt(self.recent.size)
         return min(abs(self.recent.median() - ml) / (sd + self._floor(ml)), 1e6)
 
+    def _rebase_slow(self) -> None:
+        """After a slow-component detection, move its reference to the new level (no trailing alarms).
+
+        The older window is shifted by (recent median - older median), keeping its spread; the lag queue
+        is emptied, so the older window next takes values seen after the detection.
+        """
+        if len(self.older) == 0 or len(self.recent) == 0:
+            return
+        delta = self.recent.median() - self.older.median()
+        vals = [v + delta for v in self.older.fifo]
+        self.older = SortedWindow(self.older.size)
+        for v in vals:
+            self.older.push(v)
+        self.lag.clear()
+        self.rebases += 1
+
+    def _deseason(self, x: float) -> float:
+        """x minus its seasonal offset: the median, over the last 3 periods, of value minus trailing period mean."""
+        p = self.season_p
+        if p is None or len(self.hist) < p:
+            return x
+        self._ssum += x - self.hist[-p]
+        r = x - self._ssum / p
+        rs = self._r
+        lags = [rs[-j * p] for j in (1, 2, 3) if len(rs) >= j * p]
+        rs.append(r)
+        if not lags:
+            return x
+        lags.sort()
+        k = len(lags)
+        return x - (lags[k // 2] if k % 2 else 0.5 * (lags[0] + lags[1]))
+
+    def _refresh_season(self) -> None:
+        """Pick the period (if any) whose removal makes the slow statistic's normal spread smallest."""
+        h = np.asarray(self.hist, dtype=float)
+        span = self.slow_span()
+        best_p, best = None, _slow_spread(h[-8192:], span)
+        cur = None
+        for p in self._all_periods():
+            if len(h) < 3 * p + span + 256:
+                continue
+            y = _deseasoned(h[-(8192 + 4 * p):], p)
+            spread = _slow_spread(y[~np.isnan(y)][-8192:], span)
+            if p == self.season_p:
+                cur = spread
+            if spread < 0.8 * best:
+                best_p, best = p, spread
+        if best_p == self.season_p or (cur is not None and best >= 0.9 * cur):
+            return  # hysteresis: switch only for a clear gain
+        self._set_season(best_p, h)
+
+    def slow_span(self) -> int:
+        """Points the slow component looks back over."""
+        return self.recent.size + (self.lag.maxlen or 0) + self.older.size
+
+    def _set_season(self, p: int | None, h: np.ndarray) -> None:
+        """Start removing season `p` (or none): refill the slow windows from history, restart their calibration."""
+        self.season_p = p
+        span = self.slow_span()
+        if p is None:
+            y = h[-span:]
+            self._r = deque()
+        else:
+            y = _deseasoned(h[-(span + 4 * p):], p)
+            y = np.where(np.isnan(y), h[-len(y):], y)[-span:]
+            c = h[-(3 * p + p):]
+            r = c[p - 1:] - _moving_mean(c, p)
+            self._r = deque(r[-3 * p:].tolist(), maxlen=3 * p)
+            self._ssum = float(h[-p:].sum())
+        self.recent = SortedWindow(self.recent.size)
+        self.older = SortedWindow(self.older.size)
+        self.lag = deque(maxlen=self.lag.maxlen)
+        for v in y.tolist():
+            self.recent.push(v)
+            lagged = self.lag.popleft() if len(self.lag) == self.lag.maxlen else None
+            self.lag.append(v)
+            if lagged is not None:
+                self.older.push(lagged)
+        self._older_mad = None
+        self.cal_slow = TailCalibrator()
+
     # -- learning --------------------------------------------------------------------------------
-    def _learn(
-        self, x: float, z_point: float | None, z_shift: float | None, errs: dict[str, float]
-    ) -> None:
+    def _calibrate(self, z_point: float | None, z_shift: float | None, z_slow: float | None, alarm: bool) -> None:
+        """Feed the components' deviations to their calibrators; the window components' late and not from anomalies.
+
+        The point deviation is learnt at once (an anomaly is one point, and heavy-tailed noise must be seen
+        to be calibrated). The shift and slow deviations of one event are hundreds of correlated large
+        values: they enter `quarantine` points late, an alarm discards the deviations still in quarantine
+        (the run-up to it) and freezes calibration for
+        `slow_span()` points (the event itself), so an anomaly does not fatten the tails that the next one is
+        judged by. A freeze does not start within `slow_span()` points of the last one's end, so a lasting
+        new regime is still learnt.
+        """
         if z_point is not None:
             self.cal_point.update(z_point)
-        if z_shift is not None:
-            self.cal_shift.update(z_shift)
+        q = self._quarantine
+        if alarm:
+            q.clear()
+            span = self.slow_span()
+            if self.n >= self._frozen_until + span:
+                self._frozen_until = self.n + span
+        if self.n < self._frozen_until:
+            return
+        q.append((z_shift, z_slow))
+        if len(q) < (q.maxlen or 0):
+            return
+        zsh, zsl = q.popleft()
+        if zsh is not None:
+            self.cal_shift.update(zsh)
+        if zsl is not None:
+            self.cal_slow.update(zsl)
+
+    def _learn(self, x: float, errs: dict[str, float]) -> None:
         for k, e in errs.items():
             self.fc.setdefault(k, _Forecaster(k)).record(e)
         if self.n == 0:
@@ -230,13 +367,16 @@ class StreamingSeriesDetector:
         self.hist.append(x)
         self.med_hist.append(self.window.median())
         self.n += 1
-        keep = 3 * max(self._all_periods(), default=0) + 2
+        keep = 3 * max([*self._all_periods(), self.season_p or 0]) + 2
         if len(self.hist) > 2 * keep + 4096:
             cut = len(self.hist) - keep - 4096
             del self.hist[:cut]
             del self.med_hist[:cut]
         if self.n >= 512 and self.n % self.acf_every == 0:
             self._refresh_acf()
+            self._refresh_season()
+        if self.season_p is not None and self.n % 4096 == 0:  # no float drift in the running sum
+            self._ssum = float(np.sum(self.hist[-self.season_p:]))
 
     def _all_periods(self) -> list[int]:
         ps = list(self.periods)
@@ -261,6 +401,44 @@ class StreamingSeriesDetector:
                     self.dt = float(np.median(self.dts))
                     self.periods = calendar_periods(self.dt, max_points=self.max_period)
         self.last_t = t
+
+
+def _moving_mean(h: np.ndarray, p: int) -> np.ndarray:
+    """Means of every `p` consecutive values (len(h) - p + 1 of them)."""
+    c = np.r_[0.0, np.cumsum(h)]
+    return np.asarray((c[p:] - c[:-p]) / p)
+
+
+def _deseasoned(h: np.ndarray, p: int) -> np.ndarray:
+    """Vectorised `_deseason` over a history (NaN where no period of offsets exists yet)."""
+    n = len(h)
+    y = np.full(n, np.nan)
+    if n < p + 1:
+        return y
+    r = np.full(n, np.nan)
+    r[p - 1:] = h[p - 1:] - _moving_mean(h, p)
+    lags = np.full((3, n), np.nan)
+    for j in (1, 2, 3):
+        if n > j * p:
+            lags[j - 1, j * p:] = r[: n - j * p]
+    have = ~np.isnan(lags)
+    cnt = have.sum(axis=0)
+    total = np.where(have, lags, 0.0).sum(axis=0)
+    off = np.where(cnt == 3, np.median(lags, axis=0), total / np.maximum(cnt, 1))
+    ok = cnt > 0
+    y[ok] = h[ok] - off[ok]
+    return y
+
+
+def _slow_spread(y: np.ndarray, span: int, recent: int = 16, older: int = 256) -> float:
+    """Robust spread of (mean of the last `recent`) - (mean of an older window), the slow statistic's null."""
+    if len(y) < span + 64:
+        return math.inf
+    c = np.r_[0.0, np.cumsum(y)]
+    t = np.arange(span, len(y) + 1)
+    d = (c[t] - c[t - recent]) / recent - (c[t - span + older] - c[t - span]) / older
+    med = float(np.median(d))
+    return float(np.median(np.abs(d - med))) + 1e-12
 
 
 def backtest_scores(rows: Iterable[tuple[float, float]]) -> Iterator[float]:
