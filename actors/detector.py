@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import ray
 from sqlalchemy import insert, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from analytics.detection import Anomaly, FunctionDetectors
+from analytics.jobs.retrain import store_state
 from core.db.engine import make_engine
 from core.db.tables import Anomaly as AnomalyRow
 from core.db.tables import DetectorState
@@ -38,14 +38,17 @@ class DetectorHost:
         self.last_persist = time.monotonic()
         self.scored = 0
         self.last_latency_ms: float | None = None
+        self.loaded_at: dict[tuple[str, str], datetime | None] = {}  # the row version each model came from
+        self.last_check = datetime.now(UTC)
 
     def _model(self, namespace: str, function: str) -> FunctionDetectors:
         key = (namespace, function)
         m = self.models.get(key)
         if m is None:
             with self.engine.connect() as conn:
-                row = conn.execute(select(DetectorState.state).where(
+                row = conn.execute(select(DetectorState.state, DetectorState.updated_at).where(
                     DetectorState.namespace == namespace, DetectorState.function == function)).first()
+            self.loaded_at[key] = None if row is None else row[1]
             if row is not None:
                 try:
                     m = FunctionDetectors.from_state(row[0])
@@ -94,19 +97,36 @@ class DetectorHost:
                 "detected_at": datetime.now(UTC)}
 
     def persist(self) -> int:
-        """Save the models that changed since the last save."""
+        """Save changed models (compare-and-swap: a model the retrain job replaced is reloaded, not overwritten)."""
+        self._drop_retrained()
         keys, self.dirty = self.dirty, set()
         self.last_persist = time.monotonic()
-        if not keys:
-            return 0
-        rows = [{"namespace": ns, "function": fn, "state": self.models[(ns, fn)].state(),
-                 "updated_at": datetime.now(UTC)} for ns, fn in keys if (ns, fn) in self.models]
-        stmt = pg_insert(DetectorState).values(rows)
-        stmt = stmt.on_conflict_do_update(index_elements=["namespace", "function"],
-                                          set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at})
-        with self.engine.begin() as conn:
-            conn.execute(stmt)
-        return len(rows)
+        saved = 0
+        for key in keys:
+            model = self.models.get(key)
+            if model is None:
+                continue
+            written = store_state(self.engine, key[0], key[1], model.state(), self.loaded_at.get(key))
+            if written is None:  # someone (the retrain job) wrote a newer state: use theirs from now on
+                self.models.pop(key, None)
+                self.loaded_at.pop(key, None)
+            else:
+                self.loaded_at[key] = written
+                saved += 1
+        return saved
+
+    def _drop_retrained(self) -> None:
+        """Forget held models whose stored state changed under us (so the next use reloads it)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(DetectorState.namespace, DetectorState.function, DetectorState.updated_at)
+                                .where(DetectorState.updated_at > self.last_check - timedelta(minutes=1))).all()
+        self.last_check = datetime.now(UTC)
+        for ns, fn, updated in rows:
+            key = (ns, fn)
+            if key in self.models and self.loaded_at.get(key) != updated:
+                self.models.pop(key, None)
+                self.loaded_at.pop(key, None)
+                self.dirty.discard(key)
 
     def feedback(self, anomaly_id: int, verdict: str) -> bool:
         """Apply a user's verdict on an anomaly to the function's model."""
