@@ -140,7 +140,8 @@ def test_cancel_a_sleeping_task(api: httpx.Client) -> None:
 
 
 def test_burst_beyond_max_queue_gets_429_and_loses_nothing(api_server: Any, admin_key: str, api: httpx.Client) -> None:
-    assert deploy(api, "slowq", files={"main.py": NAP}, config={"max_concurrency": 1, "max_queue": 5}).status_code == 201
+    cfg = {"max_concurrency": 1, "max_queue": 5}
+    assert deploy(api, "slowq", files={"main.py": NAP}, config=cfg).status_code == 201
     assert deploy(api, "quick", files={"main.py": ADD1}).status_code == 201
     api.post("/v1/functions/quick/invocations", params={"wait": 60}, json={"x": 0})  # warm
 
