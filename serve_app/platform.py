@@ -33,7 +33,7 @@ from serve_app.functions import FunctionStore, parse_config, parse_handler, pars
 from serve_app.monitoring import MonitoringFeed
 from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
-from serve_app.tasks import TaskStore
+from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Platform:
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
+        self._last_pending: dict[str, Pending] = {}
         self._remotes: dict[tuple[str, float], Any] = {}
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
@@ -186,13 +187,17 @@ class Platform:
                     return await self._existing(caller, task_id, wait_s)
             else:
                 task_id = str(uuid.uuid4())
+                created = time.time()
                 await self.writer.insert(TaskInsert(id=task_id, namespace=rt.namespace, function_id=rt.function_id,
                                                     function_name=rt.name, version=rt.version,
-                                                    input_json=event_json.decode(), created_at=time.time()))
+                                                    input_json=event_json.decode(), created_at=created))
         except BaseException:
             self.dispatcher.release(rt)
             raise
-        done = self.dispatcher.submit(Pending(task_id, rt, event_json, time.time()), reserved=True)
+        pending = Pending(task_id, rt, event_json, created if not idempotency_key else time.time())
+        done = self.dispatcher.submit(pending, reserved=True)
+        if wait_s:
+            self._last_pending[task_id] = pending
         return await self._answer(caller, task_id, done, wait_s)
 
     async def invoke_pipeline(self, caller: Caller, name: str, body: bytes, *, wait_s: float | None = None,
@@ -217,9 +222,13 @@ class Platform:
                       accepted: str = "queued") -> tuple[dict[str, Any], bool]:
         if wait_s:
             try:
-                await asyncio.wait_for(asyncio.shield(done), timeout=wait_s)
+                result = await asyncio.wait_for(asyncio.shield(done), timeout=wait_s)
             except TimeoutError:
+                self._last_pending.pop(task_id, None)
                 return {"task_id": task_id, "status": "running"}, False
+            p = self._last_pending.pop(task_id, None)
+            if p is not None and result.metrics is not None and result.attempt == 1:
+                return record_from_result(p, result), True  # what was just committed; no re-read
             return await self.tasks.get(caller.namespace, task_id), True
         return {"task_id": task_id, "status": accepted}, False
 
@@ -391,6 +400,20 @@ class Platform:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return {"database": "ok", "ray": "ok" if ray.is_initialized() else "down"}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def record_from_result(p: Pending, r: TaskResult) -> dict[str, Any]:
+    """The task record of a single-attempt invocation, built from its committed result (same shape as a GET)."""
+    m = r.metrics or {}
+    return {"task_id": p.task_id, "function": p.rt.name, "version": p.rt.version, "status": r.status,
+            "output": None if r.output_json is None else json.loads(r.output_json), "error": r.error,
+            "metrics": {k: m.get(k) for k in METRIC_KEYS}, "attempt": r.attempt, "namespace": p.rt.namespace,
+            "kind": "function", "created_at": _iso(p.created_at), "started_at": _iso(r.started_at),
+            "finished_at": _iso(r.finished_at)}
 
 
 def parse_event(body: bytes) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = logging.getLogger(__name__)
+RUNNING_DELAY_S = 0.05
 
 
 def ts(epoch: float | None) -> datetime | None:
@@ -103,6 +105,8 @@ class GroupCommitWriter:
         self._running: dict[str, float] = {}
         self._results: list[tuple[TaskResult, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
+        self._running_timer: asyncio.TimerHandle | None = None
+        self._marks_due = False
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -118,9 +122,27 @@ class GroupCommitWriter:
         await fut
 
     def mark_running(self, task_id: str, at: float) -> None:
-        """Record that a task was handed to an executor (written with the next flush)."""
+        """Record that a task was handed to an executor: written with the next flush, or after RUNNING_DELAY_S
+        at the latest (a task that finishes before that goes straight from queued to its terminal status)."""
         self._running[task_id] = at
+        if self._running_timer is None:
+            self._running_timer = asyncio.get_running_loop().call_later(RUNNING_DELAY_S, self._wake_for_running)
+
+    def _wake_for_running(self) -> None:
+        self._running_timer = None
+        self._marks_due = True
         self._wake.set()
+
+    def _take_due_marks(self) -> dict[str, float]:
+        """Running marks older than RUNNING_DELAY_S; re-arm the timer for the rest."""
+        self._marks_due = False
+        now = time.time()
+        due = {k: v for k, v in self._running.items() if now - v >= RUNNING_DELAY_S}
+        for k in due:
+            del self._running[k]
+        if self._running and self._running_timer is None:
+            self._running_timer = asyncio.get_running_loop().call_later(RUNNING_DELAY_S, self._wake_for_running)
+        return due
 
     def finish(self, result: TaskResult) -> asyncio.Future[None]:
         """Queue a result (terminal, or a retried attempt); the future resolves once it is committed."""
@@ -141,7 +163,7 @@ class GroupCommitWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._inserts or self._results or self._running:
+            while self._inserts or self._results or self._marks_due or (self._closed and self._running):
                 await self._flush_once()
             if self._closed:
                 return
@@ -149,7 +171,10 @@ class GroupCommitWriter:
     async def _flush_once(self) -> None:
         inserts, self._inserts = self._inserts[: self.max_batch], self._inserts[self.max_batch:]
         results, self._results = self._results[: self.max_batch], self._results[self.max_batch:]
-        running, self._running = self._running, {}
+        if self._closed:
+            running, self._running = self._running, {}
+        else:
+            running = self._take_due_marks()
         finished = {r.id for r, _ in results}
         try:
             async with self.engine.begin() as conn:

@@ -22,7 +22,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
 
 def make_async_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An asyncio engine (psycopg 3 async)."""
-    return create_async_engine(normalise_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    # no pre-ping (it costs a round trip per checkout on the hot path); recycle instead
+    return create_async_engine(normalise_url(url), pool_size=pool_size, max_overflow=10, pool_recycle=1800)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -1,0 +1,174 @@
+"""Throughput and latency of the platform against raw Ray running the same handler from the same ZIP.
+
+    .venv/bin/python -m bench.throughput [--n 2000] [--concurrency 64] [--sequential 300]
+
+Prints JSON lines: the platform's end-to-end invocations/s (every execution persisted), submit-to-finish
+p50/p99, sequential `?wait=` latency, deploy-to-first-result; then the floor: N raw Ray tasks calling the
+handler directly (no API, no database, no sandbox), measured in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from bench.platform_proc import ROOT, PlatformProcess
+from core.bundles import zip_folder
+
+
+def emit(**kw: Any) -> None:
+    """One JSON line."""
+    print(json.dumps(kw), flush=True)
+
+
+def pct(xs: list[float], q: float) -> float:
+    """A percentile (nearest rank)."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def epoch(iso: str) -> float:
+    """ISO-8601 → Unix seconds."""
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def burst(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
+    """N async invocations of hello; wait for all to finish; per-task submit-to-finish latency."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    submitted: dict[str, float] = {}
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=plat.url, headers={"Authorization": f"Bearer {plat.key}"},
+                                 limits=limits, timeout=60) as ac:
+        async def one(i: int) -> None:
+            async with sem:
+                t = time.time()
+                r = await ac.post("/v1/functions/hello/invocations", json={"name": f"n{i}"})
+                r.raise_for_status()
+                submitted[r.json()["task_id"]] = t
+
+        t0 = time.time()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        t_submitted = time.time()
+        pending = set(submitted)
+        finished: dict[str, float] = {}
+        while pending:
+            batch = list(pending)[:200]
+            recs = await asyncio.gather(*(ac.get(f"/v1/tasks/{tid}") for tid in batch))
+            for tid, r in zip(batch, recs, strict=True):
+                rec = r.json()
+                if rec["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
+                    pending.discard(tid)
+                    finished[tid] = epoch(rec["finished_at"])
+            if pending:
+                await asyncio.sleep(0.2)
+    last = max(finished.values())
+    lat = [(finished[t] - submitted[t]) * 1000 for t in submitted]
+    return {"n": n, "submit_s": t_submitted - t0, "wall_s": last - t0, "per_s": n / (last - t0),
+            "accept_per_s": n / (t_submitted - t0), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+
+
+def sequential(c: httpx.Client, n: int) -> dict[str, Any]:
+    """N invocations one after another with ?wait=, client-measured round trip."""
+    lat = []
+    for i in range(n):
+        t = time.perf_counter()
+        r = c.post("/v1/functions/hello/invocations", params={"wait": 10}, json={"name": str(i)})
+        lat.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    return {"n": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
+
+
+def deploy_to_first_result(c: httpx.Client) -> dict[str, Any]:
+    """A fresh function (new content, new runtime_env): deploy, then the first ?wait= result."""
+    src = f"def handler(event, context):\n    return {{'fresh': {time.time_ns()}}}\n"
+    t = time.perf_counter()
+    r = c.post("/v1/functions", data={"name": "fresh"}, files={"archive": ("f.zip", _zip(src), "application/zip")})
+    assert r.status_code == 201, r.text
+    t_deployed = time.perf_counter()
+    rec = c.post("/v1/functions/fresh/invocations", params={"wait": 30}, json={}).json()
+    t_done = time.perf_counter()
+    assert rec["status"] == "succeeded", rec
+    return {"deploy_ms": (t_deployed - t) * 1000, "first_result_ms": (t_done - t_deployed) * 1000,
+            "total_ms": (t_done - t) * 1000, "cold_start": rec["metrics"]["cold_start"]}
+
+
+def _zip(src: str) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("main.py", src)
+    return buf.getvalue()
+
+
+def raw_ray(n: int) -> dict[str, Any]:
+    """The floor: N Ray tasks calling the same handler directly, from the same ZIP as a gcs:// runtime_env."""
+    import ray
+    from ray._private.runtime_env.packaging import upload_package_to_gcs
+
+    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    data = zip_folder(ROOT / "examples" / "hello")
+    uri = f"gcs://_ray_pkg_bench_{abs(hash(data))}.zip"
+    upload_package_to_gcs(uri, data)
+
+    @ray.remote(max_retries=0)
+    def call(i: int) -> tuple[Any, float]:
+        import importlib
+
+        class Ctx:
+            aws_request_id = str(i)
+
+        handler = importlib.import_module("main").handler
+        return handler({"name": f"n{i}"}, Ctx()), time.time()
+
+    fn = call.options(runtime_env={"working_dir": uri})
+    ray.get([fn.remote(i) for i in range(20)])  # warm the workers
+    t0 = time.time()
+    submit = []
+    refs = []
+    for i in range(n):
+        submit.append(time.time())
+        refs.append(fn.remote(i))
+    out = ray.get(refs)
+    last = max(t for _, t in out)
+    lat = [(t - s) * 1000 for (_, t), s in zip(out, submit, strict=True)]
+    seq = []
+    for i in range(200):
+        t = time.perf_counter()
+        ray.get(fn.remote(i))
+        seq.append((time.perf_counter() - t) * 1000)
+    ray.shutdown()
+    return {"n": n, "per_s": n / (last - t0), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "sequential_p50_ms": pct(seq, 50), "sequential_p99_ms": pct(seq, 99)}
+
+
+def main() -> None:
+    """Run everything and print JSON lines."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--sequential", type=int, default=300)
+    a = ap.parse_args()
+    emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare ratios")
+    with PlatformProcess() as plat, plat.client(timeout=60) as c:
+        for _ in range(20):  # warm: workers, sandbox, caches
+            c.post("/v1/functions/hello/invocations", params={"wait": 10}, json={})
+        b = asyncio.run(burst(plat, a.n, a.concurrency))
+        emit(bench="platform_async", **b)
+        emit(bench="platform_sequential_wait", **sequential(c, a.sequential))
+        emit(bench="deploy_to_first_result", **deploy_to_first_result(c))
+    r = raw_ray(a.n)
+    emit(bench="raw_ray", **r)
+    emit(bench="ratio", platform_over_raw_ray=b["per_s"] / r["per_s"])
+
+
+if __name__ == "__main__":
+    main()
