@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from core.errors import BundleTooLarge
+from core.errors import BundleTooLarge, InvalidInput
 from serve_app import errors
 from serve_app.platform import Caller, Platform
 
@@ -84,6 +85,18 @@ def create_app() -> FastAPI:
     async def rollback(p: PlatformDep, c: CallerDep, name: str,
                        version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
         return await p.rollback(c, name, version)
+
+    @app.put("/v1/functions/{name}/env")
+    async def set_env(request: Request, p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"null")
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        return await p.set_env(c, name, body)
+
+    @app.get("/v1/functions/{name}/env")
+    async def get_env(p: PlatformDep, c: CallerDep, name: str) -> dict[str, Any]:
+        return {"function": name, "env": await p.functions.env_names(c.namespace, name, p.secrets.open)}
 
     @app.delete("/v1/functions/{name}", status_code=204)
     async def delete(p: PlatformDep, c: CallerDep, name: str) -> Response:

@@ -63,9 +63,8 @@ def function_view(fn: Any, ver: Any | None) -> dict[str, Any]:
 
 def version_view(ver: Any) -> dict[str, Any]:
     """The API shape of a version (secrets in env are masked)."""
-    cfg = dict(ver.config)
-    if cfg.get("env"):
-        cfg["env"] = {k: "***" for k in cfg["env"]}
+    cfg = {k: v for k, v in ver.config.items() if k not in ("env_sealed", "env_names", "env")}
+    cfg["env"] = {k: "***" for k in ver.config.get("env_names", [])}  # names only: values are never returned
     return {"version": ver.version, "handler": ver.handler, "sha256": ver.sha256, "config": cfg,
             "size_bytes": ver.size_bytes, "created_at": ver.created_at.isoformat()}
 
@@ -78,7 +77,7 @@ class FunctionStore:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
-                          config: FunctionConfig, size_bytes: int) -> dict[str, Any]:
+                          config: dict[str, Any], size_bytes: int) -> dict[str, Any]:
         """Create the function if new, add the next version and make it active; one transaction."""
         async with self.engine.begin() as conn:
             fn = (await conn.execute(select(Function).where(
@@ -95,7 +94,7 @@ class FunctionStore:
                 FunctionVersion.function_id == fid))).scalar_one()
             await conn.execute(insert(FunctionVersion).values(
                 function_id=fid, version=next_v, sha256=sha256, handler=handler,
-                config=config.model_dump(mode="json"), size_bytes=size_bytes, created_at=now))
+                config=config, size_bytes=size_bytes, created_at=now))
             await conn.execute(update(Function).where(Function.id == fid).values(
                 active_version=next_v, updated_at=now))
         return await self.get(namespace, name)
@@ -143,6 +142,19 @@ class FunctionStore:
             await conn.execute(update(Function).where(Function.id == fn.id).values(
                 state=state, updated_at=datetime.now(UTC)))
         return await self.get(namespace, name)
+
+    async def set_env(self, namespace: str, name: str, sealed: str | None) -> None:
+        """Replace a function's own (encrypted) env."""
+        async with self.engine.begin() as conn:
+            fn = await self._row(conn, namespace, name)
+            await conn.execute(update(Function).where(Function.id == fn.id).values(
+                env_encrypted=sealed, updated_at=datetime.now(UTC)))
+
+    async def env_names(self, namespace: str, name: str, opener: Any) -> list[str]:
+        """Names of a function's own env variables."""
+        async with self.engine.connect() as conn:
+            fn = await self._row(conn, namespace, name)
+        return sorted(opener(fn.env_encrypted))
 
     async def set_active_version(self, namespace: str, name: str, version: int | None) -> dict[str, Any]:
         """Roll back (or forward) to a version: the one given, else the one before the active one."""

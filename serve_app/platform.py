@@ -27,6 +27,7 @@ from core.db.engine import make_async_engine
 from core.db.tables import ApiKey, Task
 from core.errors import Conflict, HandlerCheckFailed, InvalidInput, NotFound, Unauthorized
 from core.models import FunctionConfig
+from core.secrets import SecretBox, check_env
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
@@ -57,7 +58,8 @@ class Platform:
         self.limits = BundleLimits.from_settings(settings)
         self.functions = FunctionStore(self.engine)
         self.tasks = TaskStore(self.engine)
-        self.registry = Registry(self.engine, self._build_remote)
+        self.secrets = SecretBox(settings.home / "secrets.key")
+        self.registry = Registry(self.engine, self._build_remote, self.secrets)
         self.writer = GroupCommitWriter(self.engine, on_committed=self._committed)
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
@@ -131,6 +133,7 @@ class Platform:
         name = parse_name(name)
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
+        check_env(cfg.env)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits)
         if bundle.has_requirements:
             async with self._pip:  # one pip at a time: each is CPU-heavy on a small host
@@ -143,8 +146,10 @@ class Platform:
             raise HandlerCheckFailed(
                 f"handler {handler!r} failed the activation check: {failure.get('type')}: {failure.get('message')}",
                 detail={"handler_error": failure})
+        stored = cfg.model_dump(mode="json", exclude={"env"})
+        stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
-                                               config=cfg, size_bytes=len(bundle.data))
+                                               config=stored, size_bytes=len(bundle.data))
         self.registry.invalidate(caller.namespace, name)
         return out
 
@@ -153,6 +158,13 @@ class Platform:
         out = await self.functions.set_state(caller.namespace, name, state)
         self.registry.invalidate(caller.namespace, name)
         return out
+
+    async def set_env(self, caller: Caller, name: str, env: object) -> dict[str, Any]:
+        """Replace a function's own env variables/secrets (encrypted at rest); answer with the names only."""
+        checked = check_env(env)
+        await self.functions.set_env(caller.namespace, name, self.secrets.seal(checked))
+        self.registry.invalidate(caller.namespace, name)
+        return {"function": name, "env": sorted(checked)}
 
     async def rollback(self, caller: Caller, name: str, version: int | None) -> dict[str, Any]:
         """Make an earlier version active again."""

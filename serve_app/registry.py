@@ -11,6 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.db.tables import Function, FunctionVersion
 from core.errors import Conflict, NotFound
 from core.models import FunctionConfig
+from core.secrets import SecretBox
+
+SEALED_KEYS = ("env_sealed", "env_names")
+
+
+def _env_id(env: dict[str, str]) -> str:
+    """A short digest of an env (so that a changed secret starts a fresh sandbox)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:12] if env else "noenv"
 
 
 @dataclass
@@ -27,25 +38,30 @@ class FunctionRuntime:
     config: FunctionConfig
     config_dict: dict[str, Any]
     remote: Any = field(default=None, repr=False)  # execute.options(...) for this version
+    env_id: str = ""
 
     @property
     def key(self) -> str:
-        """Identity of the version for warm-sandbox reuse: never shared across versions or functions."""
-        return f"{self.namespace}/{self.name}/{self.version}/{self.sha256}"
+        """Identity of the version (and its env) for warm-sandbox reuse: never shared across versions,
+        functions, or env changes."""
+        return f"{self.namespace}/{self.name}/{self.version}/{self.sha256}/{self.env_id}"
 
 
 class Registry:
     """Resolves (namespace, name[, version]) to a FunctionRuntime; invalidated on every change."""
 
-    def __init__(self, engine: AsyncEngine, build_remote: Any) -> None:
+    def __init__(self, engine: AsyncEngine, build_remote: Any, secrets: SecretBox) -> None:
         self.engine = engine
+        self.secrets = secrets
         self.build_remote = build_remote  # (sha256, FunctionConfig) -> remote function with options
         self._active: dict[tuple[str, str], FunctionRuntime] = {}
         self._versions: dict[tuple[str, str, int], FunctionRuntime] = {}
 
     def invalidate(self, namespace: str, name: str) -> None:
-        """Forget a function (after deploy, (de)activate, delete, rollback)."""
+        """Forget a function (after deploy, (de)activate, delete, rollback, env change)."""
         self._active.pop((namespace, name), None)
+        for k in [k for k in self._versions if k[:2] == (namespace, name)]:
+            self._versions.pop(k, None)
 
     async def resolve(self, namespace: str, name: str, version: int | None = None,
                       *, require_active: bool = True) -> FunctionRuntime:
@@ -77,8 +93,10 @@ class Registry:
                 FunctionVersion.function_id == fn.id, FunctionVersion.version == want))).first()
             if ver is None:
                 raise NotFound(f"function {name!r} has no version {want}")
-        cfg = FunctionConfig.model_validate(ver.config)
+        stored = {k: v for k, v in ver.config.items() if k not in SEALED_KEYS}
+        env = {**self.secrets.open(ver.config.get("env_sealed")), **self.secrets.open(fn.env_encrypted)}
+        cfg = FunctionConfig.model_validate({**stored, "env": env})
         rt = FunctionRuntime(namespace, name, fn.id, fn.state, ver.version, ver.sha256, ver.handler, cfg,
-                             dict(ver.config))
+                             cfg.model_dump(mode="json"), env_id=_env_id(env))
         rt.remote = self.build_remote(ver.sha256, cfg)
         return rt

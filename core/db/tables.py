@@ -52,6 +52,7 @@ class Function(Base):
     name: Mapped[str] = mapped_column(String(63))
     state: Mapped[str] = mapped_column(String(16), default="active")
     active_version: Mapped[int | None] = mapped_column(Integer)
+    env_encrypted: Mapped[str | None] = mapped_column(Text)  # function-level env/secrets (Fernet ciphertext)
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(TS)
