@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.conftest import deploy
 from core.bundles import BundleLimits
+from tests.conftest import deploy
 from tests.unit.test_bundles import HAZARDS
 
 ENV_FN = "import os\ndef handler(e, c):\n    return {k: os.environ.get(k) for k in e['names']}\n"
