@@ -46,7 +46,8 @@ class PlatformProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"cloudfn up exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200 and "ready; Ctrl-C" in self.log.read_text():
+                healthy = httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+                if healthy and "ready; Ctrl-C" in self.log.read_text():
                     break
             except httpx.HTTPError:
                 pass
