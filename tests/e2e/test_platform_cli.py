@@ -3,6 +3,7 @@ HTTP; then killed with SIGKILL mid-burst and started again: every accepted task 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -84,7 +85,7 @@ def test_restart_after_sigkill_loses_no_accepted_task(tmp_path: Path) -> None:
                        files={"archive": ("n.zip", _nap_zip(), "application/zip")})
             assert r.status_code == 201, r.text
             accepted = []
-            for i in range(120):
+            for _ in range(120):
                 r = c.post("/v1/functions/napper/invocations", json={"s": 0.2})
                 assert r.status_code == 202
                 accepted.append(r.json()["task_id"])
@@ -132,8 +133,6 @@ def _procs() -> list[str]:
     out = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
-            try:
+            with contextlib.suppress(OSError):
                 out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:
-                pass
     return out
