@@ -1,0 +1,44 @@
+"""The import direction of ARCHITECTURE.md, checked on every module's source (imports inside functions too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("core", "cluster", "actors", "analytics", "serve_app", "panel_dashboard")
+ALLOWED: dict[str, set[str]] = {
+    "core": {"core"},
+    "cluster": {"cluster", "core", "ray"},
+    "analytics": {"analytics", "core"},
+    "actors": {"actors", "analytics", "core", "ray"},
+    "serve_app": {"serve_app", "actors", "analytics", "cluster", "core", "ray"},
+    "panel_dashboard": {"panel_dashboard", "core"},
+}
+
+
+def imported_roots(path: Path) -> set[str]:
+    """Top-level names of everything a module imports (absolute imports)."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_package_imports_only_what_it_may(package: str) -> None:
+    forbidden = (set(PACKAGES) | {"ray"}) - ALLOWED[package]
+    bad = {str(f.relative_to(ROOT)): sorted(imported_roots(f) & forbidden)
+           for f in (ROOT / package).rglob("*.py") if imported_roots(f) & forbidden}
+    assert not bad, f"{package} must not import {sorted(forbidden)}: {bad}"
+
+
+def test_every_package_says_what_it_owns() -> None:
+    for package in PACKAGES:
+        doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+        assert doc and "import" in doc.lower(), f"{package}/__init__.py must say what it owns and what it must not import"
