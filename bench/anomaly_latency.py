@@ -1,0 +1,91 @@
+"""Live path latency: from an execution's end to its anomaly record, and to the anomaly webhook's arrival.
+
+    .venv/bin/python -m bench.anomaly_latency [--rounds 3]
+
+Each round: a fresh function runs 100 times at ~10 ms, then once at ~500 ms; prints JSON lines with the
+two latencies per round and their medians (2-core shared machine: noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import threading
+import time
+import zipfile
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from bench.platform_proc import PlatformProcess, free_port
+
+SPIN = ("import time\ndef handler(e, c):\n    t = time.perf_counter()\n"
+        "    while time.perf_counter() - t < e.get('ms', 10) / 1000:\n        pass\n    return 1\n")
+
+
+def receiver() -> tuple[str, list[float]]:
+    """A local webhook endpoint recording arrival times."""
+    arrivals: list[float] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            arrivals.append(time.time())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    port = free_port()
+    srv = ThreadingHTTPServer(("127.0.0.1", port), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{port}/hook", arrivals
+
+
+def main() -> None:
+    """Run the rounds and print JSON lines."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("main.py", SPIN)
+    to_record, to_hook = [], []
+    with PlatformProcess() as plat, plat.client(timeout=60) as c:
+        for r in range(a.rounds):
+            name = f"lat{r}"
+            url, arrivals = receiver()
+            assert c.post("/v1/functions", data={"name": name},
+                          files={"archive": ("f.zip", buf.getvalue(), "application/zip")}).status_code == 201
+            c.post("/v1/alert-rules", json={"name": f"{name}-anomaly", "function": name, "kind": "anomaly",
+                                            "channels": [{"type": "webhook", "url": url, "secret": "s"}]})
+            for _ in range(100):
+                c.post(f"/v1/functions/{name}/invocations", params={"wait": 30}, json={"ms": 10})
+            time.sleep(3)
+            rec = c.post(f"/v1/functions/{name}/invocations", params={"wait": 30}, json={"ms": 500}).json()
+            end = datetime.fromisoformat(rec["finished_at"]).timestamp()
+            found = None
+            deadline = time.time() + 30
+            while time.time() < deadline and found is None:
+                an = c.get("/v1/anomalies", params={"function": name}).json()["anomalies"]
+                found = next((x for x in an if x["task_id"] == rec["task_id"]), None)
+                time.sleep(0.05)
+            while time.time() < deadline and not arrivals:
+                time.sleep(0.05)
+            row: dict[str, Any] = {"bench": "anomaly_latency", "round": r}
+            if found:
+                row["to_record_ms"] = (datetime.fromisoformat(found["detected_at"]).timestamp() - end) * 1000
+                to_record.append(row["to_record_ms"])
+            if arrivals:
+                row["to_webhook_ms"] = (arrivals[0] - end) * 1000
+                to_hook.append(row["to_webhook_ms"])
+            print(json.dumps(row), flush=True)
+    print(json.dumps({"bench": "anomaly_latency_median", "to_record_ms": statistics.median(to_record) if to_record
+                      else None, "to_webhook_ms": statistics.median(to_hook) if to_hook else None}))
+
+
+if __name__ == "__main__":
+    main()
