@@ -14,6 +14,7 @@ from core.models import MetricRecord
 from serve_app.writer import TaskResult
 
 log = logging.getLogger(__name__)
+DETECT_EVERY_S = 0.2  # batch detector calls: one actor call per shard per tick, not per result batch
 
 
 class MonitoringFeed:
@@ -27,6 +28,7 @@ class MonitoringFeed:
         self.detectors = detectors or []
         self.shard_of = shard_of
         self._pending: list[MetricRecord] = []
+        self._to_detect: list[MetricRecord] = []
         self._flushing: list[MetricRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -44,11 +46,19 @@ class MonitoringFeed:
         with self._lock:
             self._pending.extend(records)
         if self.detectors:
-            by_shard: dict[int, list[dict[str, Any]]] = {}
-            for rec in records:
-                by_shard.setdefault(self.shard_of(rec.namespace, rec.function), []).append(rec.__dict__)
-            for i, batch in by_shard.items():
-                self.detectors[i].observe.remote(batch)  # fire and forget: never blocks the result path
+            with self._lock:
+                self._to_detect.extend(records)
+
+    def send_to_detectors(self) -> int:
+        """Forward what arrived since the last call, one actor call per shard (fire and forget)."""
+        with self._lock:
+            batch, self._to_detect = self._to_detect, []
+        by_shard: dict[int, list[dict[str, Any]]] = {}
+        for rec in batch:
+            by_shard.setdefault(self.shard_of(rec.namespace, rec.function), []).append(rec.__dict__)
+        for i, recs in by_shard.items():
+            self.detectors[i].observe.remote(recs)
+        return len(batch)
 
     def pending(self) -> list[MetricRecord]:
         """Rows not yet in the lake (for queries that must see everything)."""
@@ -75,7 +85,16 @@ class MonitoringFeed:
         return len(batch)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.flush_s):
+        last_flush = time.monotonic()
+        while not self._stop.wait(DETECT_EVERY_S):
+            if self.detectors:
+                try:
+                    self.send_to_detectors()
+                except Exception:
+                    log.exception("forwarding to the detectors failed")
+            if time.monotonic() - last_flush < self.flush_s:
+                continue
+            last_flush = time.monotonic()
             self.flush()
             if time.monotonic() - self._last_compact > 60:
                 self._last_compact = time.monotonic()

@@ -217,3 +217,45 @@ def test_rule_on_unknown_function_is_404(api: httpx.Client) -> None:
     r = api.post("/v1/alert-rules", json={"name": "r", "function": "ghost", "kind": "anomaly",
                                           "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"}]})
     assert r.status_code == 404
+
+
+def test_a_crashed_detector_actor_is_recreated_with_its_models_and_anomalies(api: httpx.Client,
+                                                                           api_server: Any) -> None:
+    import ray
+
+    assert deploy(api, "phoenix", files={"main.py": SPIN}).status_code == 201
+    for _ in range(80):
+        run(api, "phoenix", {"ms": 5})
+    slow = run(api, "phoenix", {"ms": 300})
+    before = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]
+                               if a["task_id"] == slow["task_id"]], 20)
+    assert before
+    shard = api_server.platform.detectors[0]
+    assert ray.get(shard.persist.remote()) >= 0  # models saved (the actor also does this every 10 s)
+    ray.kill(shard, no_restart=False)  # a crash: Ray restarts it (max_restarts=-1)
+    time.sleep(2)
+    again = run(api, "phoenix", {"ms": 300})
+    after = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]
+                              if a["task_id"] == again["task_id"]], 30)
+    assert after, "the recreated actor did not reload the fitted model"
+    ids = {a["id"] for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]}
+    assert before[0]["id"] in ids  # nothing stored before the crash was lost
+
+
+def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> None:
+    assert deploy(api, "fbfn", files={"main.py": SPIN}).status_code == 201
+    for _ in range(80):
+        run(api, "fbfn", {"ms": 5})
+    first = run(api, "fbfn", {"ms": 60})
+    found = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "fbfn"}).json()["anomalies"]
+                              if a["task_id"] == first["task_id"]], 20)
+    assert found
+    r = api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "false_positive"})
+    assert r.status_code == 200
+    second = run(api, "fbfn", {"ms": 60})
+    time.sleep(3)
+    repeat = [a for a in api.get("/v1/anomalies", params={"function": "fbfn"}).json()["anomalies"]
+              if a["task_id"] == second["task_id"]]
+    assert repeat == []
+    assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
+    assert api.post("/v1/anomalies/999999/feedback", json={"verdict": "confirmed"}).status_code == 404

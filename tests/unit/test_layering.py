@@ -41,4 +41,4 @@ def test_package_imports_only_what_it_may(package: str) -> None:
 def test_every_package_says_what_it_owns() -> None:
     for package in PACKAGES:
         doc = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
-        assert doc and "import" in doc.lower(), f"{package}/__init__.py must say what it owns and what it must not import"
+        assert doc and "import" in doc.lower(), f"{package}/__init__.py must say what it owns and may not import"
