@@ -119,10 +119,13 @@ class Pipelines:
     async def _submit_step(self, run_id: str, run: Run, k: int, rt: Any, event_json: bytes) -> str:
         child = str(uuid.uuid4())
         now = time.time()
-        await self.p.writer.insert(TaskInsert(id=child, namespace=run.namespace, function_id=rt.function_id,
-                                              function_name=rt.name, version=rt.version,
-                                              input_json=event_json.decode(), created_at=now, parent_id=run_id,
-                                              step_index=k))
+        # The step's row joins the writer's next batch (always before its own result, which comes later in
+        # the same or a later flush); the step starts without waiting for that commit. If the platform dies
+        # first, `recover` sees the run's last committed step and submits this one again.
+        self.p.writer.insert_nowait(TaskInsert(id=child, namespace=run.namespace, function_id=rt.function_id,
+                                               function_name=rt.name, version=rt.version,
+                                               input_json=event_json.decode(), created_at=now, parent_id=run_id,
+                                               step_index=k))
         self.p.dispatcher.submit(Pending(child, rt, event_json, now, parent_id=run_id, step_index=k))
         return child
 

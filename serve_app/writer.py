@@ -121,6 +121,14 @@ class GroupCommitWriter:
         self._wake.set()
         await fut
 
+    def insert_nowait(self, row: TaskInsert) -> asyncio.Future[None]:
+        """Queue a task row for the next flush without waiting for its commit (for internal continuations,
+        whose recovery does not depend on the row: see Pipelines.recover)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inserts.append((row, fut))
+        self._wake.set()
+        return fut
+
     def mark_running(self, task_id: str, at: float) -> None:
         """Record that a task was handed to an executor: written with the next flush, or after RUNNING_DELAY_S
         at the latest (a task that finishes before that goes straight from queued to its terminal status)."""
@@ -169,7 +177,7 @@ class GroupCommitWriter:
                 return
 
     async def _flush_once(self) -> None:
-        inserts, self._inserts = self._inserts[: self.max_batch], self._inserts[self.max_batch:]
+        inserts, self._inserts = self._inserts, []  # all of them: a result must never precede its row
         results, self._results = self._results[: self.max_batch], self._results[self.max_batch:]
         if self._closed:
             running, self._running = self._running, {}
