@@ -89,12 +89,16 @@ def invoke(name: str, input: Annotated[str | None, typer.Option("--input", help=
         json.loads(body)
     except json.JSONDecodeError as exc:
         fail(f"the input is not valid JSON: {exc}")
-    c = client()
     params: dict[str, Any] = {"wait": 60} if wait else {}
     if version:
         params["version"] = version
-    rec = call(c.json, "POST", f"/v1/functions/{name}/invocations", content=body,
-               headers={"content-type": "application/json"}, params=params)
+    start_and_report(f"/v1/functions/{name}/invocations", body, params, wait)
+
+
+def start_and_report(path: str, body: str, params: dict[str, Any], wait: bool) -> None:
+    """POST an invocation; print its task id, or with `wait` poll until it ends and print the record."""
+    c = client()
+    rec = call(c.json, "POST", path, content=body, headers={"content-type": "application/json"}, params=params)
     if not wait:
         print(rec["task_id"])
         return
@@ -290,16 +294,7 @@ def pipeline_create(name: str, steps: Annotated[list[str], typer.Argument(help="
 def pipeline_invoke(name: str, input: Annotated[str, typer.Option("--input", help="first step's event JSON")] = "null",
                     wait: Annotated[bool, typer.Option("--wait")] = False) -> None:
     """Run a pipeline; print the run's task id (or, with --wait, its record with every step)."""
-    c = client()
-    rec = call(c.json, "POST", f"/v1/pipelines/{name}/invocations", content=input,
-               headers={"content-type": "application/json"}, params={"wait": 60} if wait else {})
-    if not wait:
-        print(rec["task_id"])
-        return
-    while rec.get("status") not in TERMINAL:
-        time.sleep(0.5)
-        rec = call(c.json, "GET", f"/v1/tasks/{rec['task_id']}")
-    emit(rec)
+    start_and_report(f"/v1/pipelines/{name}/invocations", input, {"wait": 60} if wait else {}, wait)
 
 
 @pipeline_app.command("show")
