@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,7 +21,7 @@ out = Console()
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr, non-zero exit."""
     print(f"cloudfn: {message}", file=sys.stderr)
     raise typer.Exit(code)
@@ -360,16 +360,28 @@ def detect_retrain(function: Annotated[str | None, typer.Option(help="only this 
     settings = Settings()
     args = [sys.executable, "-m", "analytics.jobs.retrain"] + (["--function", function] if function else [])
     env = dict(os.environ, CLOUDFN_HOME=str(settings.home))
-    if submit:
-        addr_file = settings.home / "ray.address"
-        if not addr_file.exists():
-            fail(f"no {addr_file}: is `cloudfn up` running? (or pass --no-submit to run it here)")
-        dash = addr_file.read_text().strip()
-        runtime_env = json.dumps({"env_vars": {"CLOUDFN_HOME": str(settings.home)}})
-        args = [str(Path(sys.executable).with_name("ray")), "job", "submit", "--address", dash,
-                "--runtime-env-json", runtime_env, "--", *args]
-        env.setdefault("RAY_AUTH_MODE", "token")
-    raise typer.Exit(subprocess.call(args, env=env))
+    if not submit:
+        raise typer.Exit(subprocess.call(args, env=env))
+    addr_file = settings.home / "ray.address"
+    if not addr_file.exists():
+        fail(f"no {addr_file}: is `cloudfn up` running? (or pass --no-submit to run it here)")
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    dash = ["--address", addr_file.read_text().strip()]
+    env.setdefault("RAY_AUTH_MODE", "token")
+    runtime_env = json.dumps({"env_vars": {"CLOUDFN_HOME": str(settings.home)}})
+    cmd = [ray_cli, "job", "submit", *dash, "--runtime-env-json", runtime_env, "--", *args]
+    for _ in range(20):  # the node's job agent may still be starting right after `cloudfn up`
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        no_agent = False
+        assert proc.stdout is not None
+        for line in proc.stdout:  # stream the job's logs as they come
+            no_agent = no_agent or "No available agent" in line
+            sys.stdout.write(line)
+        code = proc.wait()
+        if code == 0 or not no_agent:
+            raise typer.Exit(code)
+        time.sleep(3)
+    fail("ray job submit: the cluster's job agent did not become available in 60 s")
 
 
 def main() -> None:
