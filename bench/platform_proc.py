@@ -32,8 +32,10 @@ class PlatformProcess:
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.env = dict(os.environ, CLOUDFN_HOME=str(self.home), CLOUDFN_API_PORT=str(self.api_port),
                         CLOUDFN_DASHBOARD_PORT=str(self.dash_port), CLOUDFN_API_URL=self.url)
-        for k in ("CLOUDFN_DATABASE_URL", "CLOUDFN_RAY_ADDRESS", "CLOUDFN_API_KEY"):
-            self.env.pop(k, None)
+        for k in list(self.env):  # a user's shell: nothing from a Ray driver in the calling process (a test session)
+            if k.startswith("RAY_") or k in ("PYTHONBREAKPOINT", "CLOUDFN_DATABASE_URL", "CLOUDFN_RAY_ADDRESS",
+                                             "CLOUDFN_API_KEY"):
+                del self.env[k]
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.home / "up.log"
 

@@ -100,6 +100,7 @@ def start_or_join(settings: Settings) -> RayInfo:
     dash_port = settings.ray_dashboard_port or free_port()
     keep_warm_ms = max(settings.keep_warm_s, 1) * 1000
     ctx2: Any = ray.init(
+        address="local",  # always a new cluster here, whatever RAY_ADDRESS says (CLOUDFN_RAY_ADDRESS joins one)
         num_cpus=settings.ray_num_cpus or os.cpu_count() or 2,
         namespace=namespace,
         include_dashboard=True,

@@ -77,18 +77,6 @@ def test_backtest_cli_prints_one_score_per_row(plat: PlatformProcess, tmp_path: 
     assert float(out[150]) == max(float(x) for x in out[100:])
 
 
-def test_retrain_runs_as_a_ray_job(plat: PlatformProcess) -> None:
-    with plat.client(timeout=30) as c:
-        for i in range(30):
-            c.post("/v1/functions/hello/invocations", params={"wait": 10}, json={"name": str(i)})
-    time.sleep(3)  # the lake flushes every 2 s
-    out = cli(plat, "detect", "retrain").stdout
-    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
-    hello = [x for x in lines if x.get("function") == "hello"]
-    assert hello and hello[0]["rows"] >= 30
-    assert any(x.get("summary") and x["failed"] == 0 for x in lines)
-
-
 def test_restart_after_sigkill_loses_no_accepted_task(tmp_path: Path) -> None:
     plat = PlatformProcess()
     with plat:
