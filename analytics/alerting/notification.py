@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from analytics.alerting.payloads import (
     Instant,
@@ -31,37 +32,20 @@ class Notification:
     generator_url: str = ""
     receiver: str = "cloudfn"
 
+    def _payload_fields(self) -> dict[str, Any]:
+        """The fields every payload builder takes."""
+        return {"rule_name": self.rule_name, "function": self.function, "status": self.status, "value": self.value,
+                "started_at": self.started_at, "ended_at": self.ended_at, "labels": self.labels,
+                "annotations": self.annotations, "external_url": self.external_url,
+                "generator_url": self.generator_url, "receiver": self.receiver}
+
     def alertmanager(self) -> dict[str, object]:
         """The Alertmanager v4 webhook body."""
-        return alertmanager_payload(
-            rule_name=self.rule_name,
-            function=self.function,
-            status=self.status,
-            value=self.value,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            labels=self.labels,
-            annotations=self.annotations,
-            external_url=self.external_url,
-            generator_url=self.generator_url,
-            receiver=self.receiver,
-        )
+        return alertmanager_payload(**self._payload_fields())
 
     def slack(self) -> dict[str, object]:
         """The Slack Block Kit message."""
-        return slack_message(
-            rule_name=self.rule_name,
-            function=self.function,
-            status=self.status,
-            value=self.value,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            labels=self.labels,
-            annotations=self.annotations,
-            external_url=self.external_url,
-            generator_url=self.generator_url,
-            receiver=self.receiver,
-        )
+        return slack_message(**self._payload_fields())
 
     def subject(self) -> str:
         """A one-line summary (e-mail subject, SMS text)."""
