@@ -6,7 +6,6 @@ import os
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,16 +85,10 @@ class ApiServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> None:
+        from serve_app.launcher import wait_healthy
+
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("API did not start")
+        wait_healthy(self.url, timeout_s=30)
 
     def stop(self) -> None:
         self.server.should_exit = True
