@@ -63,9 +63,13 @@ def run_request(req: dict[str, Any]) -> dict[str, Any]:
 
 
 @ray.remote(max_retries=0, num_cpus=0.25)
-def execute(req: dict[str, Any]) -> dict[str, Any]:
-    """Ray entry point (runs in a worker whose runtime_env is the version's bundle)."""
-    return run_request(req)
+def execute(common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """Ray entry point (runs in a worker whose runtime_env is the version's bundle): one or more invocations
+    of one version, one after another in its warm sandbox, each measured and limited on its own.
+
+    The dispatcher sends more than one only for a version whose recent executions were short, so that a
+    batch ends within milliseconds; `common` holds what the invocations share, `items` (task id, event)."""
+    return [run_request({**common, "task_id": task_id, "event": event}) for task_id, event in items]
 
 
 @ray.remote(max_retries=0, num_cpus=0)

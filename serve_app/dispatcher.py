@@ -1,7 +1,9 @@
 """Per-function queues with concurrency limits, submission to Ray, retries, cancellation, and results.
 
 Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
-queue never delays another's invocations; each queue is served in order of arrival. Results are awaited
+queue never delays another's invocations; each queue is served in order of arrival. Queued invocations of
+a version whose executions are short go to Ray in batches (one task runs several, one after another, each
+in the warm sandbox with its own metrics and limits): a Ray task costs far more than a short handler. Results are awaited
 as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
 A failed attempt is retried (same task id, next attempt number, exponential backoff) when the function's
 config allows it; the attempt is recorded. Ray itself never retries (`max_retries=0`), so an execution
@@ -28,6 +30,12 @@ from serve_app.writer import GroupCommitWriter, TaskResult
 
 log = logging.getLogger(__name__)
 BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox enforces)
+BATCH_MAX = 16  # invocations per Ray task at most
+BATCH_BUDGET_MS = 20.0  # a batch's expected run time at most
+BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average below this
+BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
+SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
+SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
 LIMIT_ERRORS = {"TimeoutError", "MemoryLimitExceeded", "CpuLimitExceeded", "FileSizeLimitExceeded",
                 "OutputLimitExceeded"}
 
@@ -46,6 +54,7 @@ class Pending:
     done: asyncio.Future[TaskResult] | None = None
     ref: Any = None
     cancelled: bool = False
+    batched: bool = False  # dispatched in a batch with other invocations of its version
     timer: asyncio.TimerHandle | None = None
 
 
@@ -56,6 +65,7 @@ class FnQueue:
     waiting: deque[Pending] = field(default_factory=deque)
     running: int = 0
     reserved: int = 0  # admitted, being persisted, not yet queued
+    pump_scheduled: bool = False
 
 
 def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
@@ -80,6 +90,7 @@ class Dispatcher:
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._speed: dict[str, tuple[int, float]] = {}  # version key -> (executions seen, mean duration ms)
 
     def admit(self, rt: FunctionRuntime) -> None:
         """Reserve a place in this function's queue, or raise Overloaded (call before persisting; `submit`
@@ -105,7 +116,7 @@ class Dispatcher:
         if reserved and q.reserved > 0:
             q.reserved -= 1
         q.waiting.append(p)
-        self._pump(q, p.rt.config.max_concurrency)
+        self._pump_soon(q, p.rt.config.max_concurrency)
         return p.done
 
     def inflight(self, task_id: str) -> Pending | None:
@@ -132,44 +143,87 @@ class Dispatcher:
             p.timer.cancel()
             await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled before its retry",
                                                TaskStatus.CANCELLED))
-        elif p.ref is not None:
+        elif p.ref is not None and not p.batched:
             ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
+        # a batched invocation is left to finish: it is short (see _batch_size), and killing its worker would
+        # kill the other invocations of the batch; its record then shows how it really ended
         return True
 
+    def _pump_soon(self, q: FnQueue, limit: int) -> None:
+        """Dispatch on the next turn of the event loop, so that invocations accepted together (one group
+        commit resolves many) can share a batch."""
+        if not q.pump_scheduled:
+            q.pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump, q, limit)
+
     def _pump(self, q: FnQueue, limit: int) -> None:
+        q.pump_scheduled = False
         while q.waiting and q.running < limit:
-            p = q.waiting.popleft()
-            q.running += 1
-            t = asyncio.get_running_loop().create_task(self._run(q, p))
+            first = q.waiting.popleft()
+            batch = [first]
+            size = min(self._batch_size(first.rt, limit), limit - q.running)
+            while len(batch) < size and q.waiting and q.waiting[0].rt.key == first.rt.key:
+                batch.append(q.waiting.popleft())
+            q.running += len(batch)
+            t = asyncio.get_running_loop().create_task(self._run(q, batch))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
-    async def _run(self, q: FnQueue, p: Pending) -> None:
-        rt = p.rt
+    def _batch_size(self, rt: FunctionRuntime, limit: int) -> int:
+        """How many queued invocations of this version one Ray task may run: 1 unless its recent executions
+        were short (then a batch is expected to end within BATCH_BUDGET_MS)."""
+        samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
+        if samples < BATCH_MIN_SAMPLES or mean_ms > BATCH_SHORT_MS:
+            return 1
+        per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
+        return max(1, min(BATCH_MAX, limit // 4, int(BATCH_BUDGET_MS / per_item_ms)))
+
+    def _observe_speed(self, key: str, results: list[TaskResult]) -> None:
+        samples, mean_ms = self._speed.get(key, (0, 0.0))
+        for r in results:
+            if r.metrics is not None:
+                d = float(r.metrics.get("duration_ms") or 0.0)
+                mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
+                samples += 1
+        self._speed[key] = (samples, mean_ms)
+
+    async def _run(self, q: FnQueue, batch: list[Pending]) -> None:
+        rt = batch[0].rt
         dispatched = time.time()
-        req = {"task_id": p.task_id, "key": rt.key, "namespace": rt.namespace, "function": rt.name,
-               "version": rt.version, "handler": rt.handler, "config": rt.config_dict, "event": p.event_json}
+        common = {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
+                  "handler": rt.handler, "config": rt.config_dict}
+        ref = None
         try:
-            p.ref = rt.remote.remote(req)
-            self.writer.mark_running(p.task_id, dispatched)
-            out = await asyncio.wait_for(p.ref, timeout=rt.config.timeout_s + BACKSTOP_GRACE_S)
-            result = self._result_from_outcome(p, out)
+            ref = rt.remote.remote(common, [(p.task_id, p.event_json) for p in batch])
+            for p in batch:
+                p.ref, p.batched = ref, len(batch) > 1
+                self.writer.mark_running(p.task_id, dispatched)
+            outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
+            results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
         except TimeoutError:
-            ray.cancel(p.ref, force=True)
-            result = self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
-                                TaskStatus.TIMED_OUT)
+            if ref is not None:
+                ray.cancel(ref, force=True)
+            results = [self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
+                                  TaskStatus.TIMED_OUT) for p in batch]
         except Exception as exc:  # worker died, cancelled, runtime_env failed, ...
-            if p.cancelled:
-                result = self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
-                                    TaskStatus.CANCELLED)
-            else:
-                log.warning("task %s lost its executor: %r", p.task_id, exc)
-                result = self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
+            if not any(p.cancelled and not p.batched for p in batch):
+                log.warning("tasks %s lost their executor: %r", [p.task_id for p in batch], exc)
+            results = [self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
+                                  TaskStatus.CANCELLED) if p.cancelled and not p.batched else
+                       self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
+                       for p in batch]
         finally:
-            p.ref = None
-            q.running -= 1
+            for p in batch:
+                p.ref = None
+            q.running -= len(batch)
             self._pump(q, rt.config.max_concurrency)
-        if p.cancelled and result.status != TaskStatus.CANCELLED.value:
+        self._observe_speed(rt.key, results)
+        await asyncio.gather(*(self._settle(p, r) for p, r in zip(batch, results, strict=True)))
+
+    async def _settle(self, p: Pending, result: TaskResult) -> None:
+        """Record one attempt's result: complete the task, or schedule its retry."""
+        rt = p.rt
+        if p.cancelled and not p.batched and result.status != TaskStatus.CANCELLED.value:
             result = replace(result, status=TaskStatus.CANCELLED.value, output_json=None, error={
                 "type": "Cancelled", "message": "cancelled while running; its process was killed", "stack": []})
         if not p.cancelled and retryable(result, rt, p.attempt):
@@ -184,7 +238,7 @@ class Dispatcher:
         p.timer = None
         q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
         q.waiting.appendleft(p)  # a retry keeps its place at the head of its function's queue
-        self._pump(q, p.rt.config.max_concurrency)
+        self._pump_soon(q, p.rt.config.max_concurrency)
 
     async def _complete(self, p: Pending, result: TaskResult) -> None:
         await self.writer.finish(result)

@@ -62,19 +62,34 @@ class TaskResult:
     retry_delay_s: float | None = None  # set: this attempt failed and the task is queued again after the delay
 
 
+def _unnest(columns: str) -> str:
+    """`unnest(CAST(:a AS t[]), ...) AS r(a, ...)` for "a t, b u, ...": one statement writes a whole batch."""
+    pairs = [c.split() for c in columns.split(",")]
+    args = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in pairs)
+    return f"unnest({args}) AS r({', '.join(name for name, _ in pairs)})"
+
+
 INSERT_TASK = text(
     "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
     " idempotency_key, parent_id, step_index, plan, created_at, started_at)"
-    " VALUES (:id, :namespace, :function_id, :function_name, :version, :kind, :status, CAST(:input AS jsonb),"
-    " 1, :idempotency_key, :parent_id, :step_index, CAST(:plan AS jsonb), :created_at, :started_at)"
+    " SELECT r.id, r.namespace, r.function_id, r.function_name, r.version, r.kind, r.status, CAST(r.input AS jsonb),"
+    " 1, r.idempotency_key, r.parent_id, r.step_index, CAST(r.plan AS jsonb), to_timestamp(r.created_at),"
+    " to_timestamp(r.started_at) FROM " + _unnest(
+        "id text, namespace text, function_id integer, function_name text, version integer, kind text, status text,"
+        " input text, idempotency_key text, parent_id text, step_index integer, plan text, created_at float8,"
+        " started_at float8")
 )
 MARK_RUNNING = text(
-    "UPDATE tasks SET status = 'running', started_at = :started_at WHERE id = :id AND status = 'queued'"
+    "UPDATE tasks t SET status = 'running', started_at = to_timestamp(r.started_at) FROM "
+    + _unnest("id text, started_at float8") + " WHERE t.id = r.id AND t.status = 'queued'"
 )
 FINISH_TASK = text(
-    "UPDATE tasks SET status = :status, output = CAST(:output AS jsonb), error = CAST(:error AS jsonb),"
-    " logs = :logs, started_at = COALESCE(:started_at, started_at), finished_at = :finished_at,"
-    " attempt = :attempt WHERE id = :id AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
+    "UPDATE tasks t SET status = r.status, output = CAST(r.output AS jsonb), error = CAST(r.error AS jsonb),"
+    " logs = r.logs, started_at = COALESCE(to_timestamp(r.started_at), t.started_at),"
+    " finished_at = to_timestamp(r.finished_at), attempt = r.attempt FROM "
+    + _unnest("id text, status text, output text, error text, logs text, started_at float8, finished_at float8,"
+              " attempt integer")
+    + " WHERE t.id = r.id AND t.status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
 )
 RECORD_ATTEMPT = text(
     "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at, retry_delay_s)"
@@ -87,10 +102,19 @@ REQUEUE_TASK = text(
 INSERT_METRIC = text(
     "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
     " finished_at, duration_ms, cpu_ms, peak_memory_mb, queue_ms, cold_start, error_type, input_bytes,"
-    " output_bytes) VALUES (:task_id, :namespace, :function, :version, :attempt, :status, :started_at,"
-    " :finished_at, :duration_ms, :cpu_ms, :peak_memory_mb, :queue_ms, :cold_start, :error_type,"
-    " :input_bytes, :output_bytes) ON CONFLICT (task_id, attempt) DO NOTHING"
+    " output_bytes) SELECT r.task_id, r.namespace, r.function, r.version, r.attempt, r.status,"
+    " to_timestamp(r.started_at), to_timestamp(r.finished_at), r.duration_ms, r.cpu_ms, r.peak_memory_mb,"
+    " r.queue_ms, r.cold_start, r.error_type, r.input_bytes, r.output_bytes FROM "
+    + _unnest("task_id text, namespace text, function text, version integer, attempt integer, status text,"
+              " started_at float8, finished_at float8, duration_ms float8, cpu_ms float8, peak_memory_mb float8,"
+              " queue_ms float8, cold_start boolean, error_type text, input_bytes integer, output_bytes integer")
+    + " ON CONFLICT (task_id, attempt) DO NOTHING"
 )
+
+
+def columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows (dicts with the same keys) → one list per key, the parameters of an `unnest` statement."""
+    return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
 
 
 class GroupCommitWriter:
@@ -200,21 +224,21 @@ class GroupCommitWriter:
                      running: dict[str, float], results: list[tuple[TaskResult, asyncio.Future[None] | None]],
                      finished: set[str]) -> None:
         if inserts:
-            await conn.execute(INSERT_TASK, [_insert_params(r) for r, _ in inserts])
-        marks = [{"id": k, "started_at": ts(v)} for k, v in running.items() if k not in finished]
+            await conn.execute(INSERT_TASK, columns([_insert_params(r) for r, _ in inserts]))
+        marks = [{"id": k, "started_at": v} for k, v in running.items() if k not in finished]
         if marks:
-            await conn.execute(MARK_RUNNING, marks)
+            await conn.execute(MARK_RUNNING, columns(marks))
         if results:
             final = [_finish_params(r) for r, _ in results if r.retry_delay_s is None]
-            retried = [_finish_params(r) for r, _ in results if r.retry_delay_s is not None]
+            retried = [_attempt_params(r) for r, _ in results if r.retry_delay_s is not None]
             if final:
-                await conn.execute(FINISH_TASK, final)
+                await conn.execute(FINISH_TASK, columns(final))
             if retried:
                 await conn.execute(RECORD_ATTEMPT, retried)
                 await conn.execute(REQUEUE_TASK, retried)
             metrics = [r.metrics for r, _ in results if r.metrics is not None]
             if metrics:
-                await conn.execute(INSERT_METRIC, [_metric_params(m) for m in metrics])
+                await conn.execute(INSERT_METRIC, columns([_metric_params(m) for m in metrics]))
 
     async def _write_singly(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
                             running: dict[str, float],
@@ -257,18 +281,25 @@ def _insert_params(r: TaskInsert) -> dict[str, Any]:
             "function_name": r.function_name, "version": r.version, "kind": r.kind, "status": r.status,
             "input": r.input_json, "idempotency_key": r.idempotency_key, "parent_id": r.parent_id,
             "step_index": r.step_index, "plan": None if r.plan is None else json.dumps(r.plan),
-            "created_at": ts(r.created_at), "started_at": ts(r.created_at) if r.status == "running" else None}
+            "created_at": r.created_at, "started_at": r.created_at if r.status == "running" else None}
 
 
 def _finish_params(r: TaskResult) -> dict[str, Any]:
     return {"id": r.id, "status": r.status, "output": r.output_json,
             "error": None if r.error is None else json.dumps(r.error), "logs": r.logs,
+            "started_at": r.started_at, "finished_at": r.finished_at, "attempt": r.attempt}
+
+
+def _attempt_params(r: TaskResult) -> dict[str, Any]:
+    return {"id": r.id, "status": r.status, "error": None if r.error is None else json.dumps(r.error),
             "started_at": ts(r.started_at), "finished_at": ts(r.finished_at), "attempt": r.attempt,
             "retry_delay_s": r.retry_delay_s}
 
 
+_METRIC_COLUMNS = ("task_id", "namespace", "function", "version", "attempt", "status", "started_at", "finished_at",
+                   "duration_ms", "cpu_ms", "peak_memory_mb", "queue_ms", "cold_start", "error_type", "input_bytes",
+                   "output_bytes")
+
+
 def _metric_params(m: dict[str, Any]) -> dict[str, Any]:
-    out = dict(m)
-    out["started_at"] = ts(m["started_at"])
-    out["finished_at"] = ts(m["finished_at"])
-    return out
+    return {k: m.get(k) for k in _METRIC_COLUMNS}
