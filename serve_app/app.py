@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core.errors import BundleTooLarge, InvalidInput
 from serve_app import errors
+from serve_app.fast_invoke import FastInvoke
 from serve_app.platform import Caller, Platform
 
 _current: list[Platform] = []
@@ -29,6 +30,14 @@ async def platform_of(request: Request) -> Platform:
     return p
 
 
+async def _platform_of_scope(scope: dict[str, Any]) -> Platform:
+    app = scope.get("app")
+    p: Platform = getattr(getattr(app, "state", None), "platform", None) or _current[0]
+    if not p.started:
+        await p.start()
+    return p
+
+
 async def caller_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
     """Authenticate the request's bearer key."""
     return await (await platform_of(request)).authenticate(authorization)
@@ -42,6 +51,7 @@ def create_app() -> FastAPI:
     """Build the app (the Serve deployment or a test sets app.state.platform)."""
     app = FastAPI(title="CloudFunctions", version="0.1.0")
     errors.install(app)
+    app.add_middleware(FastInvoke, platform_of=_platform_of_scope)
 
     @app.get("/healthz")
     async def healthz(p: PlatformDep) -> JSONResponse:

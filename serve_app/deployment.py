@@ -14,6 +14,7 @@ app = create_app()
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0},
+                  logging_config={"enable_access_log": False},  # every task is recorded anyway
                   health_check_period_s=5)
 @serve.ingress(app)
 class CloudFnApi:

@@ -1,0 +1,101 @@
+"""A lean ASGI path for `POST /v1/functions/{name}/invocations`, the platform's hottest route.
+
+FastAPI's routing, dependency solving and middleware stack cost more per request than the whole rest of an
+invocation of a short handler. This middleware answers the common forms of the route itself (query `wait`
+and `version`, header `Idempotency-Key`) with the same behaviour, status codes and error bodies as the
+FastAPI route, which stays declared (OpenAPI, and every other form of the request, e.g. `then=`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from core.errors import CloudFnError, Overloaded
+from serve_app.errors import error_body, status_of
+
+log = logging.getLogger(__name__)
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                    Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+PATH = re.compile(r"^/v1/functions/([^/]+)/invocations$")
+MAX_WAIT_S = 900.0
+
+
+def _fast_params(query: bytes) -> dict[str, Any] | None:
+    """The `wait`/`version` parameters if they are the only ones and valid; None sends the request down the
+    FastAPI route (which also produces its validation errors)."""
+    out: dict[str, Any] = {"wait": None, "version": None}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        try:
+            if key == "wait" and out["wait"] is None:
+                wait = float(value)
+                if not (0 <= wait <= MAX_WAIT_S) or math.isnan(wait):
+                    return None
+                out["wait"] = wait
+            elif key == "version" and out["version"] is None:
+                version = int(value)
+                if version < 1:
+                    return None
+                out["version"] = version
+            else:
+                return None
+        except ValueError:
+            return None
+    return out
+
+
+class FastInvoke:
+    """Pure-ASGI middleware: serves plain invocations, passes everything else to the app."""
+
+    def __init__(self, app: ASGIApp, platform_of: Callable[[dict[str, Any]], Awaitable[Any]]) -> None:
+        self.app = app
+        self.platform_of = platform_of
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        match = PATH.match(scope.get("path", "")) if scope["type"] == "http" and scope["method"] == "POST" else None
+        params = _fast_params(scope.get("query_string", b"")) if match else None
+        if match is None or params is None:
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v for k, v in scope["headers"] if k in (b"authorization", b"idempotency-key")}
+        try:
+            platform = await self.platform_of(scope)
+            caller = await platform.authenticate(_text(headers.get(b"authorization")))
+            body = await _read_body(receive)
+            record, finished = await platform.invoke(
+                caller, unquote(match.group(1)), body, version=params["version"], wait_s=params["wait"],
+                idempotency_key=_text(headers.get(b"idempotency-key")))
+            await _respond(send, 200 if finished else 202, record)
+        except CloudFnError as exc:
+            extra = [(b"retry-after", str(exc.retry_after_s).encode())] if isinstance(exc, Overloaded) else []
+            await _respond(send, status_of(exc), error_body(exc.code, exc.message, **exc.detail), extra)
+        except Exception as exc:
+            log.exception("unhandled error")
+            await _respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("latin-1")
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
