@@ -27,6 +27,18 @@ class PromRegistry:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.ray_tasks = Counter(
+            "cloudfn_dispatch_ray_tasks",
+            "Ray tasks sent to run invocations (one task may run a batch of a short function's invocations).",
+            ["function"],
+            registry=self.registry,
+        )
+        self.dispatched = Counter(
+            "cloudfn_dispatch_invocations",
+            "Invocation attempts handed to Ray tasks; divided by cloudfn_dispatch_ray_tasks, the mean batch size.",
+            ["function"],
+            registry=self.registry,
+        )
         self.invocations = Counter(
             "cloudfn_invocations",
             "Finished executions by function and final status.",
@@ -58,6 +70,11 @@ class PromRegistry:
             ["function"],
             registry=self.registry,
         )
+
+    def observe_dispatch(self, function: str, invocations: int) -> None:
+        """Count one Ray task sent for `invocations` queued invocations of a function (a batch when > 1)."""
+        self.ray_tasks.labels(function=function).inc()
+        self.dispatched.labels(function=function).inc(invocations)
 
     def observe(self, rec: MetricRecord) -> None:
         """Count one finished execution."""

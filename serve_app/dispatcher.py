@@ -87,6 +87,7 @@ class Dispatcher:
                  on_result: Callable[[Pending, TaskResult], None] | None = None) -> None:
         self.writer = writer
         self.on_result = on_result
+        self.on_dispatch: Callable[[str, int], None] | None = None  # (function, invocations in the Ray task)
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,6 +166,8 @@ class Dispatcher:
             while len(batch) < size and q.waiting and q.waiting[0].rt.key == first.rt.key:
                 batch.append(q.waiting.popleft())
             q.running += len(batch)
+            if self.on_dispatch is not None:
+                self.on_dispatch(first.rt.name, len(batch))
             t = asyncio.get_running_loop().create_task(self._run(q, batch))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)

@@ -88,6 +88,7 @@ class Platform:
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
                                          shard_of=handles.shard_of)
         self.result_listeners.append(self.monitoring.on_results)
+        self.dispatcher.on_dispatch = self.monitoring.prom.observe_dispatch
         self.writer.start()
         await self.recover()
 
