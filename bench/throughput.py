@@ -2,15 +2,16 @@
 
     .venv/bin/python -m bench.throughput [--n 2000] [--concurrency 64] [--sequential 300]
 
-Prints JSON lines: the platform's end-to-end invocations/s (every execution persisted), submit-to-finish
-p50/p99, sequential `?wait=` latency, deploy-to-first-result; then the floor: N raw Ray tasks calling the
+Prints JSON lines: the platform's end-to-end invocations/s (every execution persisted, counted in
+PostgreSQL), submit-to-finish p50/p99, both with `?wait=` (one request per invocation, answered with its
+record) and asynchronously (202, then GET until ended); sequential `?wait=` latency; deploy-to-first-result;
+then the floor: N raw Ray tasks calling the
 handler directly (no API, no database, no sandbox), measured in the same run on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import time
@@ -18,7 +19,9 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import uvloop
 
+from bench.httpload import decode, run_many
 from bench.platform_proc import ROOT, PlatformProcess
 from core.bundles import zip_folder
 
@@ -39,49 +42,67 @@ def epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-async def burst(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
-    """N async invocations of hello; wait for all to finish; per-task submit-to-finish latency."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    submitted: dict[str, float] = {}
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=plat.url, headers={"Authorization": f"Bearer {plat.key}"},
-                                 limits=limits, timeout=60) as ac:
-        async def one(i: int) -> None:
-            async with sem:
-                t = time.time()
-                r = await ac.post("/v1/functions/hello/invocations", json={"name": f"n{i}"})
-                r.raise_for_status()
-                submitted[r.json()["task_id"]] = t
+def persisted_executions(plat: PlatformProcess, function: str) -> int:
+    """Execution rows of a function in PostgreSQL (what `every execution persisted` counts)."""
+    import psycopg
 
-        t0 = time.time()
-        await asyncio.gather(*(one(i) for i in range(n)))
-        t_submitted = time.time()
-        pending = set(submitted)
-        finished: dict[str, float] = {}
-        while pending:
-            batch = list(pending)[:200]
-            recs = await asyncio.gather(*(ac.get(f"/v1/tasks/{tid}") for tid in batch))
-            for tid, r in zip(batch, recs, strict=True):
-                rec = r.json()
-                if rec["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
-                    pending.discard(tid)
-                    finished[tid] = epoch(rec["finished_at"])
-            if pending:
-                await asyncio.sleep(0.2)
+    url = (plat.home / "database.url").read_text().strip().replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM execution_metrics WHERE function = %s", (function,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def burst_wait(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
+    """N invocations of hello, each `POST ...?wait=60` (answered with its finished record), over
+    `concurrency` keep-alive connections; then count the execution rows PostgreSQL gained."""
+    before = persisted_executions(plat, "hello")
+    reqs = [("POST", "/v1/functions/hello/invocations?wait=60", json.dumps({"name": f"n{i}"}).encode())
+            for i in range(n)]
+    t0 = time.time()
+    out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
+    wall = max(answered for _, answered, _, _ in out) - t0
+    ok = sum(1 for _, _, status, body in out if status == 200 and decode(body)["status"] == "succeeded")
+    lat = [(answered - sent) * 1000 for sent, answered, _, _ in out]
+    return {"mode": "wait", "n": n, "concurrency": concurrency, "wall_s": wall, "per_s": n / wall,
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "succeeded": ok,
+            "persisted": persisted_executions(plat, "hello") - before}
+
+
+def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
+    """N asynchronous invocations of hello (202 + task id), then `GET /v1/tasks/{id}` until each has ended;
+    submit-to-finish latency from the records' finished_at."""
+    reqs = [("POST", "/v1/functions/hello/invocations", json.dumps({"name": f"n{i}"}).encode()) for i in range(n)]
+    t0 = time.time()
+    out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
+    t_submitted = time.time()
+    submitted = {decode(body)["task_id"]: sent for sent, _, status, body in out if status == 202}
+    finished: dict[str, float] = {}
+    pending = list(submitted)
+    while pending:
+        got = uvloop.run(run_many(plat.url, plat.key, [("GET", f"/v1/tasks/{t}", b"") for t in pending],
+                                  concurrency))
+        for tid, (_, _, _, body) in zip(pending, got, strict=True):
+            rec = decode(body)
+            if rec["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
+                finished[tid] = epoch(rec["finished_at"])
+        pending = [t for t in pending if t not in finished]
+        if pending:
+            time.sleep(0.2)
     last = max(finished.values())
     lat = [(finished[t] - submitted[t]) * 1000 for t in submitted]
-    return {"n": n, "submit_s": t_submitted - t0, "wall_s": last - t0, "per_s": n / (last - t0),
-            "accept_per_s": n / (t_submitted - t0), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+    return {"mode": "async", "n": n, "concurrency": concurrency, "accepted": len(submitted),
+            "accept_per_s": n / (t_submitted - t0), "wall_s": last - t0, "per_s": n / (last - t0),
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
 
-def sequential(c: httpx.Client, n: int) -> dict[str, Any]:
-    """N invocations one after another with ?wait=, client-measured round trip."""
-    lat = []
-    for i in range(n):
-        t = time.perf_counter()
-        r = c.post("/v1/functions/hello/invocations", params={"wait": 10}, json={"name": str(i)})
-        lat.append((time.perf_counter() - t) * 1000)
-        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+def sequential(plat: PlatformProcess, n: int) -> dict[str, Any]:
+    """N invocations one after another with ?wait= on one keep-alive connection, client-measured round trip."""
+    reqs = [("POST", "/v1/functions/hello/invocations?wait=10", json.dumps({"name": str(i)}).encode())
+            for i in range(n)]
+    out = uvloop.run(run_many(plat.url, plat.key, reqs, 1))
+    lat = [(answered - sent) * 1000 for sent, answered, _, _ in out]
+    for _, _, status, body in out:
+        assert status == 200 and decode(body)["status"] == "succeeded", body
     return {"n": n, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
 
 
@@ -159,11 +180,12 @@ def main() -> None:
     a = ap.parse_args()
     emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare ratios")
     with PlatformProcess() as plat, plat.client(timeout=60) as c:
-        for _ in range(20):  # warm: workers, sandbox, caches
-            c.post("/v1/functions/hello/invocations", params={"wait": 10}, json={})
-        b = asyncio.run(burst(plat, a.n, a.concurrency))
-        emit(bench="platform_async", **b)
-        emit(bench="platform_sequential_wait", **sequential(c, a.sequential))
+        warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 500
+        uvloop.run(run_many(plat.url, plat.key, warm, a.concurrency))  # steady state: workers, sandboxes, caches
+        b = burst_wait(plat, a.n, a.concurrency)
+        emit(bench="platform_burst", **b)
+        emit(bench="platform_burst", **burst_async(plat, a.n, a.concurrency))
+        emit(bench="platform_sequential_wait", **sequential(plat, a.sequential))
         emit(bench="deploy_to_first_result", **deploy_to_first_result(c))
     r = raw_ray(a.n)
     emit(bench="raw_ray", **r)
