@@ -3,8 +3,8 @@
 Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
 queue never delays another's invocations; each queue is served in order of arrival. Queued invocations of
 a version whose executions are short go to Ray in batches (one task runs several, one after another, each
-in the warm sandbox with its own metrics and limits): a Ray task costs far more than a short handler. Results are awaited
-as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
+in the warm sandbox with its own metrics and limits): a Ray task costs far more than a short handler.
+Results are awaited as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
 A failed attempt is retried (same task id, next attempt number, exponential backoff) when the function's
 config allows it; the attempt is recorded. Ray itself never retries (`max_retries=0`), so an execution
 the platform does not know about cannot happen.

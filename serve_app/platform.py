@@ -60,7 +60,7 @@ class Platform:
         self.tasks = TaskStore(self.engine)
         self.secrets = SecretBox(settings.home / "secrets.key")
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
-        self.writer = GroupCommitWriter(self.engine, on_committed=self._committed)
+        self.writer = GroupCommitWriter(database_url, on_committed=self._committed)
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}

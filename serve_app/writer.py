@@ -1,7 +1,8 @@
 """Group commit: many requests' task inserts and many executions' results share one transaction.
 
 A request's 202 is sent only after its task row is committed (nothing accepted is lost), yet the
-database sees one commit per batch instead of one per task.
+database sees one commit per batch instead of one per task. The writer owns one psycopg connection and
+sends each flush (BEGIN, one statement per kind of row, COMMIT) as a single pipeline: one round trip.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import psycopg
+
+from core.db.engine import libpq_url
 
 log = logging.getLogger(__name__)
 RUNNING_DELAY_S = 0.05
@@ -65,10 +67,10 @@ class TaskResult:
 def _rows(columns: str) -> str:
     """`json_to_recordset(CAST(:rows AS json)) AS r(a t, ...)`: one statement writes a whole batch, sent as a
     single JSON parameter (far cheaper to encode than one array parameter per column)."""
-    return f"json_to_recordset(CAST(:rows AS json)) AS r({columns})"
+    return f"json_to_recordset(CAST(%(rows)s AS json)) AS r({columns})"
 
 
-INSERT_TASK = text(
+INSERT_TASK = (
     "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
     " idempotency_key, parent_id, step_index, plan, created_at, started_at)"
     " SELECT r.id, r.namespace, r.function_id, r.function_name, r.version, r.kind, r.status, CAST(r.input AS jsonb),"
@@ -78,11 +80,11 @@ INSERT_TASK = text(
         " input text, idempotency_key text, parent_id text, step_index integer, plan text, created_at float8,"
         " started_at float8")
 )
-MARK_RUNNING = text(
+MARK_RUNNING = (
     "UPDATE tasks t SET status = 'running', started_at = to_timestamp(r.started_at) FROM "
     + _rows("id text, started_at float8") + " WHERE t.id = r.id AND t.status = 'queued'"
 )
-FINISH_TASK = text(
+FINISH_TASK = (
     "UPDATE tasks t SET status = r.status, output = CAST(r.output AS jsonb), error = CAST(r.error AS jsonb),"
     " logs = r.logs, started_at = COALESCE(to_timestamp(r.started_at), t.started_at),"
     " finished_at = to_timestamp(r.finished_at), attempt = r.attempt FROM "
@@ -90,15 +92,16 @@ FINISH_TASK = text(
               " attempt integer")
     + " WHERE t.id = r.id AND t.status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
 )
-RECORD_ATTEMPT = text(
+RECORD_ATTEMPT = (
     "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at, retry_delay_s)"
-    " VALUES (:id, :attempt, :status, CAST(:error AS jsonb), :started_at, :finished_at, :retry_delay_s)"
+    " VALUES (%(id)s, %(attempt)s, %(status)s, CAST(%(error)s AS jsonb), %(started_at)s, %(finished_at)s,"
+    " %(retry_delay_s)s)"
 )
-REQUEUE_TASK = text(
-    "UPDATE tasks SET status = 'queued', attempt = :attempt + 1 WHERE id = :id"
+REQUEUE_TASK = (
+    "UPDATE tasks SET status = 'queued', attempt = %(attempt)s + 1 WHERE id = %(id)s"
     " AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
 )
-INSERT_METRIC = text(
+INSERT_METRIC = (
     "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
     " finished_at, duration_ms, cpu_ms, peak_memory_mb, queue_ms, cold_start, error_type, input_bytes,"
     " output_bytes) SELECT r.task_id, r.namespace, r.function, r.version, r.attempt, r.status,"
@@ -119,9 +122,10 @@ def rows_param(rows: list[dict[str, Any]]) -> dict[str, str]:
 class GroupCommitWriter:
     """Batches task inserts, running marks and results into one transaction per flush."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500,
+    def __init__(self, database_url: str, *, max_batch: int = 500,
                  on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None) -> None:
-        self.engine = engine
+        self.dsn = libpq_url(database_url)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self.max_batch = max_batch
         self.on_committed = on_committed
         self._inserts: list[tuple[TaskInsert, asyncio.Future[None]]] = []
@@ -189,6 +193,8 @@ class GroupCommitWriter:
         self._wake.set()
         if self._loop_task:
             await self._loop_task
+        if self._conn is not None:
+            await self._conn.close()
 
     async def _run(self) -> None:
         while True:
@@ -208,8 +214,7 @@ class GroupCommitWriter:
             running = self._take_due_marks()
         finished = {r.id for r, _ in results}
         try:
-            async with self.engine.begin() as conn:
-                await self._write(conn, inserts, running, results, finished)
+            await self._commit(self._statements(inserts, running, results, finished))
         except Exception as exc:  # a bad batch must not lose the good rows: retry one by one
             log.warning("batch write failed (%s); retrying row by row", exc)
             await self._write_singly(inserts, running, results, finished)
@@ -219,25 +224,44 @@ class GroupCommitWriter:
                 fut.set_result(None)
         self._resolve(results)
 
-    async def _write(self, conn: AsyncConnection, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
-                     running: dict[str, float], results: list[tuple[TaskResult, asyncio.Future[None] | None]],
-                     finished: set[str]) -> None:
+    async def _commit(self, statements: list[tuple[str, Any]]) -> None:
+        """Run statements in one transaction, pipelined (one round trip); a broken connection is replaced."""
+        if not statements:
+            return
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        conn = self._conn
+        try:
+            async with conn.pipeline(), conn.transaction():
+                for sql, params in statements:
+                    if isinstance(params, list):
+                        await conn.cursor().executemany(sql, params)
+                    else:
+                        await conn.execute(sql, params)
+        except psycopg.OperationalError:
+            await conn.close()
+            raise
+
+    @staticmethod
+    def _statements(inserts: list[tuple[TaskInsert, asyncio.Future[None]]], running: dict[str, float],
+                    results: list[tuple[TaskResult, asyncio.Future[None] | None]],
+                    finished: set[str]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
         if inserts:
-            await conn.execute(INSERT_TASK, rows_param([_insert_params(r) for r, _ in inserts]))
+            out.append((INSERT_TASK, rows_param([_insert_params(r) for r, _ in inserts])))
         marks = [{"id": k, "started_at": v} for k, v in running.items() if k not in finished]
         if marks:
-            await conn.execute(MARK_RUNNING, rows_param(marks))
-        if results:
-            final = [_finish_params(r) for r, _ in results if r.retry_delay_s is None]
-            retried = [_attempt_params(r) for r, _ in results if r.retry_delay_s is not None]
-            if final:
-                await conn.execute(FINISH_TASK, rows_param(final))
-            if retried:
-                await conn.execute(RECORD_ATTEMPT, retried)
-                await conn.execute(REQUEUE_TASK, retried)
-            metrics = [r.metrics for r, _ in results if r.metrics is not None]
-            if metrics:
-                await conn.execute(INSERT_METRIC, rows_param([_metric_params(m) for m in metrics]))
+            out.append((MARK_RUNNING, rows_param(marks)))
+        final = [_finish_params(r) for r, _ in results if r.retry_delay_s is None]
+        if final:
+            out.append((FINISH_TASK, rows_param(final)))
+        retried = [_attempt_params(r) for r, _ in results if r.retry_delay_s is not None]
+        if retried:
+            out += [(RECORD_ATTEMPT, retried), (REQUEUE_TASK, retried)]
+        metrics = [_metric_params(r.metrics) for r, _ in results if r.metrics is not None]
+        if metrics:
+            out.append((INSERT_METRIC, rows_param(metrics)))
+        return out
 
     async def _write_singly(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
                             running: dict[str, float],
@@ -245,22 +269,19 @@ class GroupCommitWriter:
                             finished: set[str]) -> None:
         for row, fut in inserts:
             try:
-                async with self.engine.begin() as conn:
-                    await self._write(conn, [(row, fut)], {}, [], set())
+                await self._commit(self._statements([(row, fut)], {}, [], set()))
                 fut.set_result(None)
             except Exception as exc:
                 if not fut.done():
                     fut.set_exception(exc)
         for item in results:
             try:
-                async with self.engine.begin() as conn:
-                    await self._write(conn, [], {}, [item], set())
+                await self._commit(self._statements([], {}, [item], set()))
             except Exception:
                 log.exception("could not persist result of task %s", item[0].id)
         if running:
             try:
-                async with self.engine.begin() as conn:
-                    await self._write(conn, [], running, [], finished)
+                await self._commit(self._statements([], running, [], finished))
             except Exception:
                 log.exception("could not mark tasks running")
         self._resolve(results)

@@ -15,6 +15,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg/libpq itself (no SQLAlchemy driver suffix)."""
+    url = normalise_url(url)
+    return "postgresql://" + url[len("postgresql+psycopg://"):] if url.startswith("postgresql+psycopg://") else url
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """A synchronous engine."""
     return create_engine(normalise_url(url), pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
