@@ -28,7 +28,7 @@ def _config(key: str, config: dict[str, Any]) -> FunctionConfig:
     return cfg
 
 
-def run_request(req: dict[str, Any]) -> dict[str, Any]:
+def run_request(req: dict[str, Any], code_dir: Path | None = None) -> dict[str, Any]:
     """Run one invocation in the sandbox; return the outcome as a plain dict."""
     picked_up = time.time()
     cfg = _config(req["key"], req["config"])
@@ -42,7 +42,7 @@ def run_request(req: dict[str, Any]) -> dict[str, Any]:
         log_stream_name=f"{req['version']}/{req['task_id']}",
         deadline_epoch=picked_up + cfg.timeout_s,
     )
-    out = get_pool().invoke(key=req["key"], code_dir=Path.cwd(), handler=req["handler"], config=cfg,
+    out = get_pool().invoke(key=req["key"], code_dir=code_dir or Path.cwd(), handler=req["handler"], config=cfg,
                             event_json=req["event"], context=ctx)
     return {
         "status": out.status.value,
@@ -69,7 +69,8 @@ def execute(common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict
 
     The dispatcher sends more than one only for a version whose recent executions were short, so that a
     batch ends within milliseconds; `common` holds what the invocations share, `items` (task id, event)."""
-    return [run_request({**common, "task_id": task_id, "event": event}) for task_id, event in items]
+    code_dir = Path.cwd()
+    return [run_request({**common, "task_id": task_id, "event": event}, code_dir) for task_id, event in items]
 
 
 @ray.remote(max_retries=0, num_cpus=0)

@@ -14,7 +14,8 @@ app = create_app()
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0},
-                  logging_config={"enable_access_log": False},  # every task is recorded anyway
+                  # every task is recorded in the database; Serve's per-request access log would double the work
+                  logging_config={"enable_access_log": False, "log_level": "WARNING"},
                   health_check_period_s=5)
 @serve.ingress(app)
 class CloudFnApi:
