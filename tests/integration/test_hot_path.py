@@ -1,0 +1,105 @@
+"""The invocation hot path: batched dispatch of short functions and the ASGI fast path, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, text
+
+from tests.conftest import deploy
+
+ECHO = '''
+def handler(event, context):
+    print("event", event["i"], "request", context.aws_request_id)
+    return {"i": event["i"], "request": context.aws_request_id}
+'''
+TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+def dispatch_counters(api: httpx.Client, function: str) -> tuple[float, float]:
+    """(Ray tasks, invocations dispatched) for a function, from /metrics."""
+    found = {"ray_tasks": 0.0, "invocations": 0.0}
+    for line in api.get("/metrics").text.splitlines():
+        for kind in found:
+            if line.startswith(f'cloudfn_dispatch_{kind}_total{{function="{function}"}}'):
+                found[kind] = float(line.rsplit(" ", 1)[1])
+    return found["ray_tasks"], found["invocations"]
+
+
+async def submit_all(url: str, key: str, n: int, function: str) -> dict[str, int]:
+    """N asynchronous invocations, 50 at a time; task id -> the event's number."""
+    sem = asyncio.Semaphore(50)
+    out: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as ac:
+        async def one(i: int) -> None:
+            async with sem:
+                r = await ac.post(f"/v1/functions/{function}/invocations", json={"i": i})
+                assert r.status_code == 202, r.text
+                out[r.json()["task_id"]] = i
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return out
+
+
+def test_short_function_is_batched_and_every_invocation_is_its_own_execution(
+        api: httpx.Client, api_server: Any, admin_key: str, database_url: str) -> None:
+    assert deploy(api, "batchy", files={"main.py": ECHO}).status_code == 201
+    for i in range(5):  # the dispatcher learns that this function is short
+        r = api.post("/v1/functions/batchy/invocations", params={"wait": 30}, json={"i": -1 - i})
+        assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    tasks_before, dispatched_before = dispatch_counters(api, "batchy")
+
+    ids = asyncio.run(submit_all(api_server.url, admin_key, 300, "batchy"))
+    assert len(ids) == 300
+    records: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 120
+    while len(records) < len(ids) and time.monotonic() < deadline:
+        for tid in [t for t in ids if t not in records]:
+            rec = api.get(f"/v1/tasks/{tid}").json()
+            if rec["status"] in TERMINAL:
+                records[tid] = rec
+        time.sleep(0.2)
+
+    assert len(records) == 300
+    for tid, rec in records.items():  # each ran with its own event and its own context
+        assert rec["status"] == "succeeded", rec
+        assert rec["output"] == {"i": ids[tid], "request": tid}
+        assert rec["metrics"]["duration_ms"] is not None and rec["metrics"]["peak_memory_mb"] > 0
+    sample = list(records)[:5]
+    for tid in sample:  # and its own logs
+        logs = api.get(f"/v1/tasks/{tid}/logs").text
+        assert f"event {ids[tid]} request {tid}" in logs and logs.count("event ") == 1
+
+    tasks, dispatched = dispatch_counters(api, "batchy")
+    assert dispatched - dispatched_before == 300
+    assert tasks - tasks_before < 300  # some Ray tasks ran more than one invocation
+    eng = create_engine(database_url)
+    with eng.connect() as conn:
+        rows = conn.execute(text("SELECT count(*), count(DISTINCT task_id) FROM execution_metrics"
+                                 " WHERE function = 'batchy' AND attempt = 1")).one()
+    eng.dispose()
+    assert tuple(rows) == (305, 305)
+
+
+def test_fast_path_answers_like_the_fastapi_route(api: httpx.Client) -> None:
+    assert deploy(api, "fastpath", files={"main.py": "def handler(event, context):\n    return event\n"}
+                  ).status_code == 201
+    ok = api.post("/v1/functions/fastpath/invocations", params={"wait": 30}, json={"a": 1})
+    assert ok.status_code == 200 and ok.json()["output"] == {"a": 1}
+    accepted = api.post("/v1/functions/fastpath/invocations", json={"a": 2})
+    assert accepted.status_code == 202 and set(accepted.json()) == {"task_id", "status"}
+    # forms the fast path leaves to FastAPI: invalid or unknown query parameters
+    for params in ({"wait": "soon"}, {"wait": "-1"}, {"version": "0"}):
+        r = api.post("/v1/functions/fastpath/invocations", params=params, json={})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input", (params, r.text)
+    # errors raised on the fast path keep the contract's shape
+    r = api.post("/v1/functions/nosuch/invocations", json={})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = api.post("/v1/functions/fastpath/invocations", content=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(f"{api.base_url}/v1/functions/fastpath/invocations", json={},
+                   headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
