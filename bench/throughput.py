@@ -1,6 +1,6 @@
 """Throughput and latency of the platform against raw Ray running the same handler from the same ZIP.
 
-    .venv/bin/python -m bench.throughput [--n 2000] [--concurrency 64] [--sequential 300]
+    .venv/bin/python -m bench.throughput [--n 2000] [--concurrency 64] [--wait-concurrency 128] [--sequential 300]
 
 Prints JSON lines: the platform's end-to-end invocations/s (every execution persisted, counted in
 PostgreSQL), submit-to-finish p50/p99, both with `?wait=` (one request per invocation, answered with its
@@ -175,17 +175,19 @@ def main() -> None:
     """Run everything and print JSON lines."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=64, help="connections submitting asynchronously")
+    ap.add_argument("--wait-concurrency", type=int, default=128, help="connections each waiting for its result")
     ap.add_argument("--sequential", type=int, default=300)
     a = ap.parse_args()
     emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare ratios")
     with PlatformProcess() as plat, plat.client(timeout=60) as c:
         warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 500
         uvloop.run(run_many(plat.url, plat.key, warm, a.concurrency))  # steady state: workers, sandboxes, caches
-        b = burst_wait(plat, a.n, a.concurrency)
+        b = burst_wait(plat, a.n, a.wait_concurrency)
         emit(bench="platform_burst", **b)
         ba = burst_async(plat, a.n, a.concurrency)
         emit(bench="platform_burst", **ba)
+        time.sleep(5)  # one at a time on a settled platform: the bursts' lake flushes and detector batches done
         emit(bench="platform_sequential_wait", **sequential(plat, a.sequential))
         emit(bench="deploy_to_first_result", **deploy_to_first_result(c))
     r = raw_ray(a.n)

@@ -88,6 +88,8 @@ class Dispatcher:
         self.writer = writer
         self.on_result = on_result
         self.on_dispatch: Callable[[str, int], None] | None = None  # (function, invocations in the Ray task)
+        # the Ray remote for a version's next batch and its leading arguments (see Platform._remote_for)
+        self.remote_for: Callable[[FunctionRuntime], tuple[Any, tuple[Any, ...]]] = lambda rt: (rt.remote, ())
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -197,7 +199,8 @@ class Dispatcher:
                   "handler": rt.handler, "config": rt.config_dict}
         ref = None
         try:
-            ref = rt.remote.remote(common, [(p.task_id, p.event_json) for p in batch])
+            remote, lead = self.remote_for(rt)
+            ref = remote.remote(*lead, common, [(p.task_id, p.event_json) for p in batch])
             for p in batch:
                 p.ref, p.batched = ref, len(batch) > 1
                 self.writer.mark_running(p.task_id, dispatched)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors import handles
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
-from cluster.executor import check_handler, execute
+from cluster.executor import check_package, execute, execute_package
 from cluster.packages import runtime_env_for
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
@@ -38,6 +38,15 @@ from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bridge:
+    """A newly deployed version's way to run before its own (runtime_env) workers have started."""
+
+    package: Any  # ObjectRef of the bundle's bytes
+    remote: Any  # execute_package.options(...)
+    ready: bool = False  # the version's own worker has started: the bridge is no longer needed
 
 
 @dataclass(frozen=True)
@@ -63,10 +72,12 @@ class Platform:
         self.writer = GroupCommitWriter(database_url, on_committed=self._committed)
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
+        self.dispatcher.remote_for = self._remote_for
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
         self._last_pending: dict[str, Pending] = {}
         self._remotes: dict[tuple[str, float], Any] = {}
+        self._bridges: dict[tuple[str, float], Bridge] = {}
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
         self.lake = ParquetLake(settings.lake_path)
@@ -140,19 +151,46 @@ class Platform:
             async with self._pip:  # one pip at a time: each is CPU-heavy on a small host
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
-        env = await asyncio.to_thread(runtime_env_for, bundle.sha256, self.bundles.read)
-        failure = await check_handler.options(runtime_env=env).remote(
-            f"check/{caller.namespace}/{name}/{bundle.sha256}", handler, cfg.model_dump(mode="json"))
+        package = ray.put(bundle.data)
+        failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"))
         if failure is not None:
             raise HandlerCheckFailed(
                 f"handler {handler!r} failed the activation check: {failure.get('type')}: {failure.get('message')}",
                 detail={"handler_error": failure})
         stored = cfg.model_dump(mode="json", exclude={"env"})
         stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
+        await self._start_workers(bundle.sha256, cfg, package)
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
                                                config=stored, size_bytes=len(bundle.data))
         self.registry.invalidate(caller.namespace, name)
         return out
+
+    async def _start_workers(self, sha256: str, cfg: FunctionConfig, package: Any) -> None:
+        """Start the version's own worker (upload to GCS, then an empty batch in its runtime_env) without
+        waiting for it; until it answers, invocations run through a bridge (`execute_package`)."""
+        key = (sha256, cfg.cpus)
+        known = key in self._remotes  # this content already ran here: its workers exist or are starting
+        remote = await asyncio.to_thread(self._build_remote, sha256, cfg)
+        if known or key in self._bridges:
+            return
+        bridge = self._bridges[key] = Bridge(package, execute_package.options(num_cpus=cfg.cpus))
+
+        def started(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                log.warning("version %s: its runtime_env worker did not start (%r); its invocations keep "
+                            "running through the bridge", sha256[:12], None if fut.cancelled() else fut.exception())
+                return
+            bridge.ready = True
+            self._bridges.pop(key, None)
+
+        asyncio.ensure_future(remote.remote({}, [])).add_done_callback(started)
+
+    def _remote_for(self, rt: FunctionRuntime) -> tuple[Any, tuple[Any, ...]]:
+        """The Ray remote for a version's next batch, and the leading arguments it takes."""
+        bridge = self._bridges.get((rt.sha256, rt.config.cpus))
+        if bridge is None or bridge.ready:
+            return rt.remote, ()
+        return bridge.remote, (bridge.package, rt.sha256)
 
     async def set_state(self, caller: Caller, name: str, state: str) -> dict[str, Any]:
         """Activate or deactivate."""

@@ -103,3 +103,47 @@ def test_fast_path_answers_like_the_fastapi_route(api: httpx.Client) -> None:
     r = httpx.post(f"{api.base_url}/v1/functions/fastpath/invocations", json={},
                    headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_bridge_task_runs_a_bundle_from_its_bytes_in_any_worker(ray_cluster: Any) -> None:
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    import ray
+
+    from cluster.executor import execute_package
+    from core.models import FunctionConfig
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("main.py", "def handler(event, context):\n"
+                              "    return {'x': event['x'], 'id': context.aws_request_id}\n")
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    common = {"key": f"test/bridge/1/{sha}/noenv", "namespace": "test", "function": "bridge", "version": 1,
+              "handler": "main.handler", "config": FunctionConfig().model_dump(mode="json")}
+    outs = ray.get(execute_package.remote(ray.put(data), sha, common, [("t1", b'{"x": 1}'), ("t2", b'{"x": 2}')]))
+    assert [o["status"] for o in outs] == ["succeeded", "succeeded"]
+    assert [json.loads(o["output_json"]) for o in outs] == [{"x": 1, "id": "t1"}, {"x": 2, "id": "t2"}]
+
+
+def test_new_version_runs_at_once_then_moves_to_its_own_runtime_env_workers(api: httpx.Client,
+                                                                           api_server: Any) -> None:
+    from core.models import FunctionConfig
+
+    src = f"def handler(event, context):\n    return {{'fresh': {time.time_ns()}, 'got': event}}\n"
+    r = deploy(api, "bridged", files={"main.py": src})
+    assert r.status_code == 201, r.text
+    platform = api_server.platform
+    key = (r.json()["sha256"], FunctionConfig().cpus)
+    assert key in platform._remotes  # the version's runtime_env remote exists (its worker is starting)
+    first = api.post("/v1/functions/bridged/invocations", params={"wait": 30}, json={"n": 1}).json()
+    assert first["status"] == "succeeded" and first["output"]["got"] == {"n": 1}
+    deadline = time.monotonic() + 60
+    while key in platform._bridges and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert key not in platform._bridges  # the version's own worker started; the bridge is gone
+    later = api.post("/v1/functions/bridged/invocations", params={"wait": 30}, json={"n": 2}).json()
+    assert later["status"] == "succeeded" and later["output"]["got"] == {"n": 2}
