@@ -27,6 +27,16 @@ class PromRegistry:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.writer_flushes = Counter(
+            "cloudfn_writer_flushes",
+            "Group commits of task state (one transaction each).",
+            registry=self.registry,
+        )
+        self.writer_rows = Counter(
+            "cloudfn_writer_rows",
+            "Task inserts, running marks and results written; divided by cloudfn_writer_flushes, the mean batch.",
+            registry=self.registry,
+        )
         self.ray_tasks = Counter(
             "cloudfn_dispatch_ray_tasks",
             "Ray tasks sent to run invocations (one task may run a batch of a short function's invocations).",
@@ -70,6 +80,11 @@ class PromRegistry:
             ["function"],
             registry=self.registry,
         )
+
+    def observe_flush(self, rows: int) -> None:
+        """Count one group commit of `rows` task rows, running marks and results."""
+        self.writer_flushes.inc()
+        self.writer_rows.inc(rows)
 
     def observe_dispatch(self, function: str, invocations: int) -> None:
         """Count one Ray task sent for `invocations` queued invocations of a function (a batch when > 1)."""

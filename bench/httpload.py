@@ -24,10 +24,15 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request and read its response (status, body)."""
+    async def connect(self) -> None:
+        """Open the TCP connection (once)."""
         if self.writer is None or self.reader is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """Send one request and read its response (status, body)."""
+        await self.connect()
+        assert self.reader is not None and self.writer is not None
         self.writer.write(b"%s %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
             method.encode(), path.encode(), self.prefix, len(body), body))
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -47,13 +52,14 @@ class Connection:
 
 async def run_many(url: str, key: str, requests: list[tuple[str, str, bytes]],
                    concurrency: int) -> list[tuple[float, float, int, bytes]]:
-    """Send the requests over `concurrency` connections; per request (sent at, answered at, status, body),
-    in the order given."""
+    """Send the requests over `concurrency` keep-alive connections (all opened before the first request is
+    sent); per request (sent at, answered at, status, body), in the order given."""
     out: list[Any] = [None] * len(requests)
     next_index = iter(range(len(requests)))
+    conns = [Connection(url, key) for _ in range(concurrency)]
+    await asyncio.gather(*(c.connect() for c in conns))
 
-    async def worker() -> None:
-        conn = Connection(url, key)
+    async def worker(conn: Connection) -> None:
         try:
             for i in next_index:
                 method, path, body = requests[i]
@@ -63,7 +69,7 @@ async def run_many(url: str, key: str, requests: list[tuple[str, str, bytes]],
         finally:
             conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(c) for c in conns))
     return out
 
 

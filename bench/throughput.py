@@ -58,9 +58,8 @@ def burst_wait(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any
     before = persisted_executions(plat, "hello")
     reqs = [("POST", "/v1/functions/hello/invocations?wait=60", json.dumps({"name": f"n{i}"}).encode())
             for i in range(n)]
-    t0 = time.time()
     out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
-    wall = max(answered for _, answered, _, _ in out) - t0
+    wall = max(answered for _, answered, _, _ in out) - min(sent for sent, _, _, _ in out)
     ok = sum(1 for _, _, status, body in out if status == 200 and decode(body)["status"] == "succeeded")
     lat = [(answered - sent) * 1000 for sent, answered, _, _ in out]
     return {"mode": "wait", "n": n, "concurrency": concurrency, "wall_s": wall, "per_s": n / wall,
@@ -71,12 +70,14 @@ def burst_wait(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any
 def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
     """N asynchronous invocations of hello (202 + task id), then `GET /v1/tasks/{id}` until each has ended;
     submit-to-finish latency from the records' finished_at."""
+    before = persisted_executions(plat, "hello")
     reqs = [("POST", "/v1/functions/hello/invocations", json.dumps({"name": f"n{i}"}).encode()) for i in range(n)]
-    t0 = time.time()
     out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
-    t_submitted = time.time()
+    t0 = min(sent for sent, _, _, _ in out)
+    t_submitted = max(answered for _, answered, _, _ in out)
     submitted = {decode(body)["task_id"]: sent for sent, _, status, body in out if status == 202}
     finished: dict[str, float] = {}
+    statuses: dict[str, str] = {}
     pending = list(submitted)
     while pending:
         got = uvloop.run(run_many(plat.url, plat.key, [("GET", f"/v1/tasks/{t}", b"") for t in pending],
@@ -85,6 +86,7 @@ def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, An
             rec = decode(body)
             if rec["status"] in ("succeeded", "failed", "timed_out", "cancelled"):
                 finished[tid] = epoch(rec["finished_at"])
+                statuses[tid] = rec["status"]
         pending = [t for t in pending if t not in finished]
         if pending:
             time.sleep(0.2)
@@ -92,7 +94,9 @@ def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, An
     lat = [(finished[t] - submitted[t]) * 1000 for t in submitted]
     return {"mode": "async", "n": n, "concurrency": concurrency, "accepted": len(submitted),
             "accept_per_s": n / (t_submitted - t0), "wall_s": last - t0, "per_s": n / (last - t0),
-            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+            "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+            "succeeded": sum(1 for t in submitted if statuses[t] == "succeeded"),
+            "persisted": persisted_executions(plat, "hello") - before}
 
 
 def sequential(plat: PlatformProcess, n: int) -> dict[str, Any]:
@@ -181,8 +185,9 @@ def main() -> None:
     a = ap.parse_args()
     emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare ratios")
     with PlatformProcess() as plat, plat.client(timeout=60) as c:
-        warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 500
-        uvloop.run(run_many(plat.url, plat.key, warm, a.concurrency))  # steady state: workers, sandboxes, caches
+        warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
+        # steady state: as many workers and warm sandboxes as the bursts use, caches filled
+        uvloop.run(run_many(plat.url, plat.key, warm, max(a.concurrency, a.wait_concurrency)))
         b = burst_wait(plat, a.n, a.wait_concurrency)
         emit(bench="platform_burst", **b)
         ba = burst_async(plat, a.n, a.concurrency)

@@ -100,6 +100,7 @@ class Platform:
                                          shard_of=handles.shard_of)
         self.result_listeners.append(self.monitoring.on_results)
         self.dispatcher.on_dispatch = self.monitoring.prom.observe_dispatch
+        self.writer.on_flush = self.monitoring.prom.observe_flush
         self.writer.start()
         await self.recover()
 
@@ -281,11 +282,11 @@ class Platform:
     async def _answer(self, caller: Caller, task_id: str, done: asyncio.Future[TaskResult], wait_s: float | None,
                       accepted: str = "queued") -> tuple[dict[str, Any], bool]:
         if wait_s:
-            try:
-                result = await asyncio.wait_for(asyncio.shield(done), timeout=wait_s)
-            except TimeoutError:
+            ended, _ = await asyncio.wait((done,), timeout=wait_s)  # the task goes on if the wait times out
+            if not ended:
                 self._last_pending.pop(task_id, None)
                 return {"task_id": task_id, "status": "running"}, False
+            result = done.result()
             p = self._last_pending.pop(task_id, None)
             if p is not None and result.metrics is not None and result.attempt == 1:
                 return record_from_result(p, result), True  # what was just committed; no re-read

@@ -126,6 +126,7 @@ class GroupCommitWriter:
                  on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None) -> None:
         self.dsn = libpq_url(database_url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.on_flush: Callable[[int], None] | None = None  # rows written by one committed flush
         self.max_batch = max_batch
         self.on_committed = on_committed
         self._inserts: list[tuple[TaskInsert, asyncio.Future[None]]] = []
@@ -219,6 +220,8 @@ class GroupCommitWriter:
             log.warning("batch write failed (%s); retrying row by row", exc)
             await self._write_singly(inserts, running, results, finished)
             return
+        if self.on_flush is not None:
+            self.on_flush(len(inserts) + len(running) + len(results))
         for _, fut in inserts:
             if not fut.done():
                 fut.set_result(None)
