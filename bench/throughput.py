@@ -58,13 +58,15 @@ def burst_wait(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any
     before = persisted_executions(plat, "hello")
     reqs = [("POST", "/v1/functions/hello/invocations?wait=60", json.dumps({"name": f"n{i}"}).encode())
             for i in range(n)]
+    cpu0 = time.process_time()
     out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
+    client_cpu_ms = (time.process_time() - cpu0) * 1000
     wall = max(answered for _, answered, _, _ in out) - min(sent for sent, _, _, _ in out)
     ok = sum(1 for _, _, status, body in out if status == 200 and decode(body)["status"] == "succeeded")
     lat = [(answered - sent) * 1000 for sent, answered, _, _ in out]
     return {"mode": "wait", "n": n, "concurrency": concurrency, "wall_s": wall, "per_s": n / wall,
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "succeeded": ok,
-            "persisted": persisted_executions(plat, "hello") - before}
+            "persisted": persisted_executions(plat, "hello") - before, "client_cpu_ms_per_req": client_cpu_ms / n}
 
 
 def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
@@ -182,22 +184,33 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64, help="connections submitting asynchronously")
     ap.add_argument("--wait-concurrency", type=int, default=128, help="connections each waiting for its result")
     ap.add_argument("--sequential", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3, help="each measurement this often; medians reported")
     a = ap.parse_args()
-    emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare ratios")
+    emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare medians and ratios")
+    waits, asyncs, seqs, deploys = [], [], [], []
     with PlatformProcess() as plat, plat.client(timeout=60) as c:
         warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
         # steady state: as many workers and warm sandboxes as the bursts use, caches filled
         uvloop.run(run_many(plat.url, plat.key, warm, max(a.concurrency, a.wait_concurrency)))
-        b = burst_wait(plat, a.n, a.wait_concurrency)
-        emit(bench="platform_burst", **b)
-        ba = burst_async(plat, a.n, a.concurrency)
-        emit(bench="platform_burst", **ba)
-        time.sleep(5)  # one at a time on a settled platform: the bursts' lake flushes and detector batches done
-        emit(bench="platform_sequential_wait", **sequential(plat, a.sequential))
-        emit(bench="deploy_to_first_result", **deploy_to_first_result(c))
+        for _ in range(a.rounds):
+            waits.append(burst_wait(plat, a.n, a.wait_concurrency))
+            emit(bench="platform_burst", **waits[-1])
+            asyncs.append(burst_async(plat, a.n, a.concurrency))
+            emit(bench="platform_burst", **asyncs[-1])
+            time.sleep(5)  # one at a time on a settled platform: the bursts' lake flushes and detector batches done
+            seqs.append(sequential(plat, a.sequential))
+            emit(bench="platform_sequential_wait", **seqs[-1])
+            deploys.append(deploy_to_first_result(c))
+            emit(bench="deploy_to_first_result", **deploys[-1])
     r = raw_ray(a.n)
     emit(bench="raw_ray", **r)
-    emit(bench="ratio", wait_over_raw_ray=b["per_s"] / r["per_s"], async_over_raw_ray=ba["per_s"] / r["per_s"])
+    med = statistics.median
+    wait_per_s, async_per_s = med(x["per_s"] for x in waits), med(x["per_s"] for x in asyncs)
+    emit(bench="median", rounds=a.rounds, wait_per_s=wait_per_s, async_per_s=async_per_s,
+         raw_ray_per_s=r["per_s"], wait_over_raw_ray=wait_per_s / r["per_s"],
+         async_over_raw_ray=async_per_s / r["per_s"], sequential_p50_ms=med(x["p50_ms"] for x in seqs),
+         sequential_p99_ms=med(x["p99_ms"] for x in seqs),
+         deploy_to_first_result_ms=med(x["total_ms"] for x in deploys))
 
 
 if __name__ == "__main__":
