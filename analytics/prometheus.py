@@ -107,7 +107,7 @@ class PromRegistry:
         for status in _STATUSES:
             with contextlib.suppress(KeyError):
                 self.invocations.remove(function, status)
-        for metric in (self.duration, self.cpu, self.peak_memory, self.cold_starts):
+        for metric in (self.duration, self.cpu, self.peak_memory, self.cold_starts, self.ray_tasks, self.dispatched):
             with contextlib.suppress(KeyError):
                 metric.remove(function)
 

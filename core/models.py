@@ -52,6 +52,8 @@ class FunctionConfig(BaseModel):
     retry_on_timeout: bool = False
     max_concurrency: int = Field(default=64, ge=1, le=10000)
     max_queue: int = Field(default=10000, ge=0, le=1_000_000)
+    max_batch: int = Field(default=32, ge=1, le=256,
+                           description="queued invocations one Ray task may run while executions are short; 1: never")
 
     @field_validator("env")
     @classmethod

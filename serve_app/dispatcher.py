@@ -30,7 +30,6 @@ from serve_app.writer import GroupCommitWriter, TaskResult
 
 log = logging.getLogger(__name__)
 BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox enforces)
-BATCH_MAX = 32  # invocations per Ray task at most
 BATCH_BUDGET_MS = 20.0  # a batch's expected run time at most
 BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average below this
 BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
@@ -178,10 +177,10 @@ class Dispatcher:
         """How many queued invocations of this version one Ray task may run: 1 unless its recent executions
         were short (then a batch is expected to end within BATCH_BUDGET_MS)."""
         samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
-        if samples < BATCH_MIN_SAMPLES or mean_ms > BATCH_SHORT_MS:
+        if rt.config.max_batch == 1 or samples < BATCH_MIN_SAMPLES or mean_ms > BATCH_SHORT_MS:
             return 1
         per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
-        return max(1, min(BATCH_MAX, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
+        return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
 
     def _observe_speed(self, key: str, results: list[TaskResult]) -> None:
         samples, mean_ms = self._speed.get(key, (0, 0.0))

@@ -46,7 +46,6 @@ class Bridge:
 
     package: Any  # ObjectRef of the bundle's bytes
     remote: Any  # execute_package.options(...)
-    ready: bool = False  # the version's own worker has started: the bridge is no longer needed
 
 
 @dataclass(frozen=True)
@@ -174,22 +173,21 @@ class Platform:
         remote = await asyncio.to_thread(self._build_remote, sha256, cfg)
         if known or key in self._bridges:
             return
-        bridge = self._bridges[key] = Bridge(package, execute_package.options(num_cpus=cfg.cpus))
+        self._bridges[key] = Bridge(package, execute_package.options(num_cpus=cfg.cpus))
 
         def started(fut: asyncio.Future[Any]) -> None:
             if fut.cancelled() or fut.exception() is not None:
                 log.warning("version %s: its runtime_env worker did not start (%r); its invocations keep "
                             "running through the bridge", sha256[:12], None if fut.cancelled() else fut.exception())
                 return
-            bridge.ready = True
-            self._bridges.pop(key, None)
+            self._bridges.pop(key, None)  # the version's own worker is up: the bridge is no longer needed
 
         asyncio.ensure_future(remote.remote({}, [])).add_done_callback(started)
 
     def _remote_for(self, rt: FunctionRuntime) -> tuple[Any, tuple[Any, ...]]:
         """The Ray remote for a version's next batch, and the leading arguments it takes."""
         bridge = self._bridges.get((rt.sha256, rt.config.cpus))
-        if bridge is None or bridge.ready:
+        if bridge is None:
             return rt.remote, ()
         return bridge.remote, (bridge.package, rt.sha256)
 

@@ -84,6 +84,23 @@ def test_short_function_is_batched_and_every_invocation_is_its_own_execution(
     assert tuple(rows) == (305, 305)
 
 
+def test_max_batch_1_gives_every_invocation_its_own_ray_task(api: httpx.Client, api_server: Any,
+                                                              admin_key: str) -> None:
+    assert deploy(api, "unbatched", files={"main.py": ECHO}, config={"max_batch": 1}).status_code == 201
+    for i in range(5):
+        assert api.post("/v1/functions/unbatched/invocations", params={"wait": 30}, json={"i": i}).status_code == 200
+    tasks_before, dispatched_before = dispatch_counters(api, "unbatched")
+    ids = asyncio.run(submit_all(api_server.url, admin_key, 100, "unbatched"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(api.get(f"/v1/tasks/{t}").json()["status"] in TERMINAL for t in ids):
+            break
+        time.sleep(0.3)
+    tasks, dispatched = dispatch_counters(api, "unbatched")
+    assert dispatched - dispatched_before == 100
+    assert tasks - tasks_before == 100
+
+
 def test_fast_path_answers_like_the_fastapi_route(api: httpx.Client) -> None:
     assert deploy(api, "fastpath", files={"main.py": "def handler(event, context):\n    return event\n"}
                   ).status_code == 201
