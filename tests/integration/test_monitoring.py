@@ -145,7 +145,8 @@ def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client)
         rule_id = r.json()["id"]
         for _ in range(100):
             run(api, "jumpy", {"ms": 10})
-        assert api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"] == []
+        early = api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"]
+        assert early == [], early
         slow = [run(api, "jumpy", {"ms": 500}) for _ in range(5)]
         anomalies = wait_for(lambda: api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"], 30)
         assert anomalies, "no anomaly after a 50x slowdown"
