@@ -131,6 +131,17 @@ def zip_dir(path: Path) -> bytes:
     return zip_folder(path)
 
 
+def own_workers_started(server: ApiServer, timeout_s: float = 60.0) -> None:
+    """Wait until every newly deployed version runs in its own runtime_env worker (no bridge left): tests that
+    measure executions' timing start from that steady state, not during a worker's start-up."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while server.platform._bridges and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.platform._bridges, "a new version's own worker did not start"
+
+
 def deploy(api: httpx.Client, name: str, folder: Path | None = None, *, files: dict[str, str] | None = None,
            config: dict[str, Any] | None = None, handler: str | None = None) -> httpx.Response:
     """Deploy a folder or a dict of files as NAME; return the raw response."""

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
-from tests.conftest import deploy, free_port
+from tests.conftest import deploy, free_port, own_workers_started
 
 SPIN = ("import time\n"
         "def handler(event, context):\n"
@@ -89,11 +89,12 @@ def run(api: httpx.Client, name: str, event: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_lake_duckdb_and_postgres_agree(api: httpx.Client, settings: Any, database_url: str) -> None:
+def test_lake_duckdb_and_postgres_agree(api: httpx.Client, api_server: Any, settings: Any,
+                                        database_url: str) -> None:
     assert deploy(api, "lakefn", files={"main.py": SPIN}).status_code == 201
+    own_workers_started(api_server)
     n = 30
-    for i in range(n):
-        run(api, "lakefn", {"ms": 1 + i % 5, "fail": i % 10 == 0})
+    recs = [run(api, "lakefn", {"ms": 1 + i % 5, "fail": i % 10 == 0}) for i in range(n)]
     lake = str(settings.lake_path)
 
     def lake_rows() -> int:
@@ -103,7 +104,8 @@ def test_lake_duckdb_and_postgres_agree(api: httpx.Client, settings: Any, databa
         except duckdb.Error:
             return 0
 
-    assert wait_for(lambda: lake_rows() == n, 20) is True
+    assert wait_for(lambda: lake_rows() == n, 20) is True, (lake_rows(), [(r["status"], r["error"]) for r in recs
+                                                                          if r["status"] != "succeeded"])
     m = api.get("/v1/functions/lakefn/metrics", params={"window": "1h"}).json()
     eng = create_engine(database_url)
     with eng.connect() as c:
@@ -134,10 +136,11 @@ def test_prometheus_exposition_parses(api: httpx.Client) -> None:
     assert hist and hist[0].value == 2.0
 
 
-def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client) -> None:
+def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client, api_server: Any) -> None:
     hook = Receiver(fail_first=1)
     try:
         assert deploy(api, "jumpy", files={"main.py": SPIN}).status_code == 201
+        own_workers_started(api_server)
         rule = {"name": "jumpy-anomaly", "function": "jumpy", "kind": "anomaly",
                 "channels": [{"type": "webhook", "url": f"{hook.url}/hook", "secret": SECRET}]}
         r = api.post("/v1/alert-rules", json=rule)
