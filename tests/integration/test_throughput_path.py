@@ -52,8 +52,8 @@ def test_short_function_is_batched_and_every_invocation_is_its_own_execution(
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
     tasks_before, dispatched_before = dispatch_counters(api, "batchy")
 
-    ids = asyncio.run(submit_all(api_server.url, admin_key, 300, "batchy"))
-    assert len(ids) == 300
+    ids = asyncio.run(submit_all(api_server.url, admin_key, 150, "batchy"))
+    assert len(ids) == 150
     records: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 120
     while len(records) < len(ids) and time.monotonic() < deadline:
@@ -63,7 +63,7 @@ def test_short_function_is_batched_and_every_invocation_is_its_own_execution(
                 records[tid] = rec
         time.sleep(0.2)
 
-    assert len(records) == 300
+    assert len(records) == 150
     for tid, rec in records.items():  # each ran with its own event and its own context
         assert rec["status"] == "succeeded", rec
         assert rec["output"] == {"i": ids[tid], "request": tid}
@@ -74,14 +74,14 @@ def test_short_function_is_batched_and_every_invocation_is_its_own_execution(
         assert f"event {ids[tid]} request {tid}" in logs and logs.count("event ") == 1
 
     tasks, dispatched = dispatch_counters(api, "batchy")
-    assert dispatched - dispatched_before == 300
-    assert tasks - tasks_before < 300  # some Ray tasks ran more than one invocation
+    assert dispatched - dispatched_before == 150
+    assert tasks - tasks_before < 150  # some Ray tasks ran more than one invocation
     eng = create_engine(database_url)
     with eng.connect() as conn:
         rows = conn.execute(text("SELECT count(*), count(DISTINCT task_id) FROM execution_metrics"
                                  " WHERE function = 'batchy' AND attempt = 1")).one()
     eng.dispose()
-    assert tuple(rows) == (305, 305)
+    assert tuple(rows) == (155, 155)
 
 
 def test_max_batch_1_gives_every_invocation_its_own_ray_task(api: httpx.Client, api_server: Any,
@@ -90,15 +90,15 @@ def test_max_batch_1_gives_every_invocation_its_own_ray_task(api: httpx.Client, 
     for i in range(5):
         assert api.post("/v1/functions/unbatched/invocations", params={"wait": 30}, json={"i": i}).status_code == 200
     tasks_before, dispatched_before = dispatch_counters(api, "unbatched")
-    ids = asyncio.run(submit_all(api_server.url, admin_key, 100, "unbatched"))
+    ids = asyncio.run(submit_all(api_server.url, admin_key, 40, "unbatched"))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if all(api.get(f"/v1/tasks/{t}").json()["status"] in TERMINAL for t in ids):
             break
         time.sleep(0.3)
     tasks, dispatched = dispatch_counters(api, "unbatched")
-    assert dispatched - dispatched_before == 100
-    assert tasks - tasks_before == 100
+    assert dispatched - dispatched_before == 40
+    assert tasks - tasks_before == 40
 
 
 def test_fast_path_answers_like_the_fastapi_route(api: httpx.Client) -> None:
