@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import time
-import zipfile
 from typing import Any
 
 import httpx
 
-from bench.platform_proc import PlatformProcess
+from bench.platform_proc import PlatformProcess, zip_handler
 from bench.throughput import pct
 
 STEPS = {"add1": "def handler(e, c):\n    return {'x': e['x'] + 1}\n",
          "double": "def handler(e, c):\n    return {'x': e['x'] * 2}\n",
          "square": "def handler(e, c):\n    return {'x': e['x'] ** 2}\n"}
 
-
-def _zip(src: str) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("main.py", src)
-    return buf.getvalue()
 
 
 async def run(plat: PlatformProcess, n: int, concurrency: int, pipeline: bool) -> dict[str, Any]:
@@ -67,7 +59,7 @@ def main() -> None:
     with PlatformProcess() as plat, plat.client(timeout=60) as c:
         for name, src in STEPS.items():
             assert c.post("/v1/functions", data={"name": name},
-                          files={"archive": ("f.zip", _zip(src), "application/zip")}).status_code == 201
+                          files={"archive": ("f.zip", zip_handler(src), "application/zip")}).status_code == 201
         assert c.post("/v1/pipelines", json={"name": "p3", "steps": list(STEPS)}).status_code == 201
         asyncio.run(run(plat, 20, 4, True))
         asyncio.run(run(plat, 20, 4, False))

@@ -16,6 +16,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def zip_handler(src: str) -> bytes:
+    """A ZIP holding one `main.py` with this source."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("main.py", src)
+    return buf.getvalue()
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:

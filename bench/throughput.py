@@ -22,7 +22,7 @@ import httpx
 import uvloop
 
 from bench.httpload import decode, run_many
-from bench.platform_proc import ROOT, PlatformProcess
+from bench.platform_proc import ROOT, PlatformProcess, zip_handler
 from core.bundles import zip_folder
 
 
@@ -46,8 +46,9 @@ def persisted_executions(plat: PlatformProcess, function: str) -> int:
     """Execution rows of a function in PostgreSQL (what `every execution persisted` counts)."""
     import psycopg
 
-    url = (plat.home / "database.url").read_text().strip().replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(url) as conn:
+    from core.db.engine import libpq_url
+
+    with psycopg.connect(libpq_url((plat.home / "database.url").read_text().strip())) as conn:
         row = conn.execute("SELECT count(*) FROM execution_metrics WHERE function = %s", (function,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -116,7 +117,8 @@ def deploy_to_first_result(c: httpx.Client) -> dict[str, Any]:
     """A fresh function (new content, new runtime_env): deploy, then the first ?wait= result."""
     src = f"def handler(event, context):\n    return {{'fresh': {time.time_ns()}}}\n"
     t = time.perf_counter()
-    r = c.post("/v1/functions", data={"name": "fresh"}, files={"archive": ("f.zip", _zip(src), "application/zip")})
+    archive = ("f.zip", zip_handler(src), "application/zip")
+    r = c.post("/v1/functions", data={"name": "fresh"}, files={"archive": archive})
     assert r.status_code == 201, r.text
     t_deployed = time.perf_counter()
     rec = c.post("/v1/functions/fresh/invocations", params={"wait": 30}, json={}).json()
@@ -125,15 +127,6 @@ def deploy_to_first_result(c: httpx.Client) -> dict[str, Any]:
     return {"deploy_ms": (t_deployed - t) * 1000, "first_result_ms": (t_done - t_deployed) * 1000,
             "total_ms": (t_done - t) * 1000, "cold_start": rec["metrics"]["cold_start"]}
 
-
-def _zip(src: str) -> bytes:
-    import io
-    import zipfile
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("main.py", src)
-    return buf.getvalue()
 
 
 def raw_ray(n: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -32,7 +33,7 @@ def _config(key: str, config: dict[str, Any]) -> FunctionConfig:
     return cfg
 
 
-def run_request(req: dict[str, Any], code_dir: Path | None = None) -> dict[str, Any]:
+def run_request(req: dict[str, Any], code_dir: Path) -> dict[str, Any]:
     """Run one invocation in the sandbox; return the outcome as a plain dict."""
     picked_up = time.time()
     cfg = _config(req["key"], req["config"])
@@ -46,7 +47,7 @@ def run_request(req: dict[str, Any], code_dir: Path | None = None) -> dict[str, 
         log_stream_name=f"{req['version']}/{req['task_id']}",
         deadline_epoch=picked_up + cfg.timeout_s,
     )
-    out = get_pool().invoke(key=req["key"], code_dir=code_dir or Path.cwd(), handler=req["handler"], config=cfg,
+    out = get_pool().invoke(key=req["key"], code_dir=code_dir, handler=req["handler"], config=cfg,
                             event_json=req["event"], context=ctx)
     return {
         "status": out.status.value,
@@ -73,7 +74,11 @@ def execute(common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict
 
     The dispatcher sends more than one only for a version whose recent executions were short, so that a
     batch ends within milliseconds; `common` holds what the invocations share, `items` (task id, event)."""
-    code_dir = Path.cwd()
+    return run_batch(common, items, Path.cwd())
+
+
+def run_batch(common: dict[str, Any], items: list[tuple[str, bytes]], code_dir: Path) -> list[dict[str, Any]]:
+    """Run a batch's invocations one after another from `code_dir`."""
     return [run_request({**common, "task_id": task_id, "event": event}, code_dir) for task_id, event in items]
 
 
@@ -90,8 +95,6 @@ def unpacked(sha256: str, package: bytes) -> Path:
         try:
             staging.rename(target)
         except OSError:  # another worker got there first
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
     return target
 
@@ -101,8 +104,7 @@ def execute_package(package: bytes, sha256: str, common: dict[str, Any],
                     items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
     """`execute` in a worker without the version's runtime_env, the bundle extracted from `package`: runs a
     new version's first invocations while the version's own workers start (a Ray worker start is ~1 s)."""
-    code_dir = unpacked(sha256, package)
-    return [run_request({**common, "task_id": task_id, "event": event}, code_dir) for task_id, event in items]
+    return run_batch(common, items, unpacked(sha256, package))
 
 
 @ray.remote(max_retries=0, num_cpus=0)

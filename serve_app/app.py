@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core.errors import BundleTooLarge, InvalidInput
 from serve_app import errors
-from serve_app.fast_invoke import FastInvoke
+from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
 from serve_app.platform import Caller, Platform
 
 _current: list[Platform] = []
@@ -22,20 +23,18 @@ def set_platform(app: FastAPI, platform: Platform) -> None:
     _current[:] = [platform]
 
 
-async def platform_of(request: Request) -> Platform:
-    """The process's platform runtime (started on first use)."""
-    p: Platform = getattr(request.app.state, "platform", None) or _current[0]
-    if not p.started:
-        await p.start()
-    return p
-
-
-async def _platform_of_scope(scope: dict[str, Any]) -> Platform:
+async def platform_of_scope(scope: Mapping[str, Any]) -> Platform:
+    """The process's platform runtime (started on first use), from an ASGI scope."""
     app = scope.get("app")
     p: Platform = getattr(getattr(app, "state", None), "platform", None) or _current[0]
     if not p.started:
         await p.start()
     return p
+
+
+async def platform_of(request: Request) -> Platform:
+    """The same, for FastAPI dependencies."""
+    return await platform_of_scope(request.scope)
 
 
 async def caller_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
@@ -51,12 +50,12 @@ def create_app() -> FastAPI:
     """Build the app (the Serve deployment or a test sets app.state.platform)."""
     app = FastAPI(title="CloudFunctions", version="0.1.0")
     errors.install(app)
-    app.add_middleware(FastInvoke, platform_of=_platform_of_scope)
+    app.add_middleware(FastInvoke, platform_of=platform_of_scope)
 
     # first: Serve matches each request against the routes in order (for its metrics), and this is the hot one
     @app.post("/v1/functions/{name}/invocations")
     async def invoke(request: Request, p: PlatformDep, c: CallerDep, name: str,
-                     wait: Annotated[float | None, Query(ge=0, le=900)] = None,
+                     wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
                      version: Annotated[int | None, Query(ge=1)] = None,
                      then: Annotated[str | None, Query(description="comma-separated functions to chain")] = None,
                      idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:

@@ -38,14 +38,19 @@ def status_of(exc: CloudFnError) -> int:
     return next(code for cls, code in STATUS if isinstance(exc, cls))
 
 
+def domain_error(exc: CloudFnError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """A domain error's status, body and headers (Retry-After when overloaded)."""
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else {}
+    return status_of(exc), error_body(exc.code, exc.message, **exc.detail), headers
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers."""
 
     @app.exception_handler(CloudFnError)
     async def _domain(_: Request, exc: CloudFnError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else None
-        return JSONResponse(error_body(exc.code, exc.message, **exc.detail), status_code=status_of(exc),
-                            headers=headers)
+        status, body, headers = domain_error(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from core.errors import InvalidInput
 from serve_app.app import CallerDep, PlatformDep
+from serve_app.fast_invoke import MAX_WAIT_S
 
 
 def register(app: FastAPI) -> None:
@@ -29,7 +30,7 @@ def register(app: FastAPI) -> None:
 
     @app.post("/v1/pipelines/{name}/invocations")
     async def invoke_pipeline(request: Request, p: PlatformDep, c: CallerDep, name: str,
-                              wait: Annotated[float | None, Query(ge=0, le=900)] = None,
+                              wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
                               idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         record, finished = await p.invoke_pipeline(c, name, await request.body(), wait_s=wait,
                                                    idempotency_key=idempotency_key)

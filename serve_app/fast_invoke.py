@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from core.errors import CloudFnError, Overloaded
-from serve_app.errors import error_body, status_of
+from core.errors import CloudFnError
+from serve_app.errors import domain_error, error_body
 
 log = logging.getLogger(__name__)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
@@ -73,8 +73,8 @@ class FastInvoke:
                 idempotency_key=_text(headers.get(b"idempotency-key")))
             await _respond(send, 200 if finished else 202, record)
         except CloudFnError as exc:
-            extra = [(b"retry-after", str(exc.retry_after_s).encode())] if isinstance(exc, Overloaded) else []
-            await _respond(send, status_of(exc), error_body(exc.code, exc.message, **exc.detail), extra)
+            status, payload, headers = domain_error(exc)
+            await _respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
         except Exception as exc:
             log.exception("unhandled error")
             await _respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))

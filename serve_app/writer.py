@@ -65,7 +65,7 @@ class TaskResult:
 
 
 def _rows(columns: str) -> str:
-    """`json_to_recordset(CAST(:rows AS json)) AS r(a t, ...)`: one statement writes a whole batch, sent as a
+    """`json_to_recordset(CAST(%(rows)s AS json)) AS r(a t, ...)`: one statement writes a whole batch, sent as a
     single JSON parameter (far cheaper to encode than one array parameter per column)."""
     return f"json_to_recordset(CAST(%(rows)s AS json)) AS r({columns})"
 

@@ -142,19 +142,25 @@ def own_workers_started(server: ApiServer, timeout_s: float = 60.0) -> None:
     assert not server.platform._bridges, "a new version's own worker did not start"
 
 
+def zip_files(files: dict[str, str]) -> bytes:
+    """A ZIP holding these files (name -> source)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for n, src in files.items():
+            z.writestr(n, src)
+    return buf.getvalue()
+
+
 def deploy(api: httpx.Client, name: str, folder: Path | None = None, *, files: dict[str, str] | None = None,
            config: dict[str, Any] | None = None, handler: str | None = None) -> httpx.Response:
     """Deploy a folder or a dict of files as NAME; return the raw response."""
-    import io
     import json
-    import zipfile
 
     if files is not None:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as z:
-            for n, src in files.items():
-                z.writestr(n, src)
-        data = buf.getvalue()
+        data = zip_files(files)
     else:
         assert folder is not None
         data = zip_dir(folder)

@@ -89,6 +89,12 @@ def run(api: httpx.Client, name: str, event: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
+def anomalies(api: httpx.Client, function: str, task_id: str | None = None) -> list[dict[str, Any]]:
+    """A function's anomalies (of one task, if given), newest first."""
+    found = api.get("/v1/anomalies", params={"function": function}).json()["anomalies"]
+    return [a for a in found if task_id is None or a["task_id"] == task_id]
+
+
 def test_lake_duckdb_and_postgres_agree(api: httpx.Client, api_server: Any, settings: Any,
                                         database_url: str) -> None:
     assert deploy(api, "lakefn", files={"main.py": SPIN}).status_code == 201
@@ -147,13 +153,13 @@ def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client,
         assert r.status_code == 201, r.text
         rule_id = r.json()["id"]
         normal = [run(api, "jumpy", {"ms": 10})["metrics"] for _ in range(100)]
-        early = api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"]
+        early = anomalies(api, "jumpy")
         assert early == [], json.dumps({"anomalies": early, "runs": normal})
         slow = [run(api, "jumpy", {"ms": 500}) for _ in range(5)]
-        anomalies = wait_for(lambda: api.get("/v1/anomalies", params={"function": "jumpy"}).json()["anomalies"], 30)
-        assert anomalies, "no anomaly after a 50x slowdown"
+        found = wait_for(lambda: anomalies(api, "jumpy"), 30)
+        assert found, "no anomaly after a 50x slowdown"
         slow_ids = {s["task_id"] for s in slow}
-        a = next(x for x in anomalies if x["task_id"] in slow_ids)
+        a = next(x for x in found if x["task_id"] in slow_ids)
         assert a["metric"] == "duration_ms" and a["observed"] > a["expected_high"]
         for k in ("id", "function", "version", "kind", "score", "detected_at", "detector", "expected_low"):
             assert k in a
@@ -230,18 +236,16 @@ def test_a_crashed_detector_actor_is_recreated_with_its_models_and_anomalies(api
     for _ in range(80):
         run(api, "phoenix", {"ms": 5})
     slow = run(api, "phoenix", {"ms": 300})
-    before = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]
-                               if a["task_id"] == slow["task_id"]], 20)
+    before = wait_for(lambda: anomalies(api, "phoenix", slow["task_id"]), 20)
     assert before
     shard = api_server.platform.detectors[0]
     assert ray.get(shard.persist.remote()) >= 0  # models saved (the actor also does this every 10 s)
     ray.kill(shard, no_restart=False)  # a crash: Ray restarts it (max_restarts=-1)
     time.sleep(2)
     again = run(api, "phoenix", {"ms": 300})
-    after = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]
-                              if a["task_id"] == again["task_id"]], 30)
+    after = wait_for(lambda: anomalies(api, "phoenix", again["task_id"]), 30)
     assert after, "the recreated actor did not reload the fitted model"
-    ids = {a["id"] for a in api.get("/v1/anomalies", params={"function": "phoenix"}).json()["anomalies"]}
+    ids = {a["id"] for a in anomalies(api, "phoenix")}
     assert before[0]["id"] in ids  # nothing stored before the crash was lost
 
 
@@ -250,15 +254,12 @@ def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> No
     for _ in range(80):
         run(api, "fbfn", {"ms": 5})
     first = run(api, "fbfn", {"ms": 60})
-    found = wait_for(lambda: [a for a in api.get("/v1/anomalies", params={"function": "fbfn"}).json()["anomalies"]
-                              if a["task_id"] == first["task_id"]], 20)
+    found = wait_for(lambda: anomalies(api, "fbfn", first["task_id"]), 20)
     assert found
     r = api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "false_positive"})
     assert r.status_code == 200
     second = run(api, "fbfn", {"ms": 60})
     time.sleep(3)
-    repeat = [a for a in api.get("/v1/anomalies", params={"function": "fbfn"}).json()["anomalies"]
-              if a["task_id"] == second["task_id"]]
-    assert repeat == []
+    assert anomalies(api, "fbfn", second["task_id"]) == []
     assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
     assert api.post("/v1/anomalies/999999/feedback", json={"verdict": "confirmed"}).status_code == 404

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, deploy
+from tests.conftest import ROOT, deploy, zip_files
 
 EX = ROOT / "examples"
 
@@ -128,23 +126,16 @@ def test_new_upload_makes_a_new_version(api: httpx.Client) -> None:
     assert invoke_wait(api, "versioned", {})["output"] == 1
 
 
-def _zip(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for n, s in files.items():
-            z.writestr(n, s)
-    return buf.getvalue()
-
 
 @pytest.mark.parametrize(("form", "archive", "status", "needle"), [
     ({"name": "bad1"}, b"not a zip", 400, "zip"),
-    ({"name": "bad2"}, _zip({}), 400, ""),
-    ({"name": "bad3"}, _zip({"other.py": "x = 1"}), 400, "main.py"),
-    ({"name": "bad4", "handler": "not a handler!"}, _zip({"main.py": "def handler(e): pass"}), 400, "handler"),
-    ({"name": "Bad_Name"}, _zip({"main.py": "def handler(e): pass"}), 400, "name"),
-    ({"name": "bad6", "config": "{not json"}, _zip({"main.py": "def handler(e): pass"}), 400, "JSON"),
-    ({"name": "bad7", "config": '{"timeout_s": -1}'}, _zip({"main.py": "def handler(e): pass"}), 400, "timeout_s"),
-    ({"name": "bad8"}, _zip({"main.py": "import nonexistent_module_xyz\ndef handler(e): pass"}), 422,
+    ({"name": "bad2"}, zip_files({}), 400, ""),
+    ({"name": "bad3"}, zip_files({"other.py": "x = 1"}), 400, "main.py"),
+    ({"name": "bad4", "handler": "not a handler!"}, zip_files({"main.py": "def handler(e): pass"}), 400, "handler"),
+    ({"name": "Bad_Name"}, zip_files({"main.py": "def handler(e): pass"}), 400, "name"),
+    ({"name": "bad6", "config": "{not json"}, zip_files({"main.py": "def handler(e): pass"}), 400, "JSON"),
+    ({"name": "bad7", "config": '{"timeout_s": -1}'}, zip_files({"main.py": "def handler(e): pass"}), 400, "timeout_s"),
+    ({"name": "bad8"}, zip_files({"main.py": "import nonexistent_module_xyz\ndef handler(e): pass"}), 422,
      "ModuleNotFoundError"),
 ])
 def test_bad_uploads_get_a_4xx_and_leave_nothing(api: httpx.Client, form: dict[str, str], archive: bytes,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.conftest import deploy
+from tests.conftest import deploy, zip_files
 
 ECHO = '''
 def handler(event, context):
@@ -124,20 +124,15 @@ def test_fast_path_answers_like_the_fastapi_route(api: httpx.Client) -> None:
 
 def test_bridge_task_runs_a_bundle_from_its_bytes_in_any_worker(ray_cluster: Any) -> None:
     import hashlib
-    import io
     import json
-    import zipfile
 
     import ray
 
     from cluster.executor import execute_package
     from core.models import FunctionConfig
 
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("main.py", "def handler(event, context):\n"
-                              "    return {'x': event['x'], 'id': context.aws_request_id}\n")
-    data = buf.getvalue()
+    data = zip_files({"main.py": "def handler(event, context):\n"
+                                 "    return {'x': event['x'], 'id': context.aws_request_id}\n"})
     sha = hashlib.sha256(data).hexdigest()
     common = {"key": f"test/bridge/1/{sha}/noenv", "namespace": "test", "function": "bridge", "version": 1,
               "handler": "main.handler", "config": FunctionConfig().model_dump(mode="json")}
