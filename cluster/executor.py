@@ -59,6 +59,7 @@ def run_request(req: dict[str, Any], code_dir: Path) -> dict[str, Any]:
         "finished_at": out.finished_at or time.time(),
         "duration_ms": out.duration_ms,
         "cpu_ms": out.cpu_ms,
+        "cpu_wait_ms": out.cpu_wait_ms,
         "peak_memory_mb": out.peak_memory_mb,
         "cold_start": out.cold_start,
         "input_bytes": out.input_bytes or len(req["event"]),

@@ -84,6 +84,7 @@ class ExecutionOutcome:
     finished_at: float = 0.0
     duration_ms: float = 0.0
     cpu_ms: float = 0.0
+    cpu_wait_ms: float = 0.0  # runnable but waiting for a CPU (host contention), within duration_ms
     peak_memory_mb: float = 0.0
     cold_start: bool = False
     input_bytes: int = 0
@@ -111,6 +112,7 @@ class MetricRecord:
     input_bytes: int = 0
     output_bytes: int = 0
     attempt: int = 1
+    cpu_wait_ms: float = 0.0  # part of duration_ms spent runnable but without a CPU (host contention)
 
     @property
     def is_error(self) -> bool:

@@ -263,6 +263,7 @@ class Dispatcher:
         metrics = {"task_id": p.task_id, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
                    "attempt": p.attempt, "status": out["status"], "started_at": out["started_at"],
                    "finished_at": out["finished_at"], "duration_ms": out["duration_ms"], "cpu_ms": out["cpu_ms"],
+                   "cpu_wait_ms": out.get("cpu_wait_ms", 0.0),
                    "peak_memory_mb": out["peak_memory_mb"], "queue_ms": queue_ms,
                    "cold_start": bool(out["cold_start"]), "error_type": error_type,
                    "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"]}

@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from core.db.tables import ExecutionMetric, Task, TaskAttempt
 from core.errors import InvalidInput, NotFound
 
-METRIC_KEYS = ("duration_ms", "cpu_ms", "peak_memory_mb", "queue_ms", "cold_start", "input_bytes", "output_bytes")
+METRIC_KEYS = ("duration_ms", "cpu_ms", "cpu_wait_ms", "peak_memory_mb", "queue_ms", "cold_start", "input_bytes",
+               "output_bytes")
 
 
 def _iso(v: Any) -> str | None:

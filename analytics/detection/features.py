@@ -10,6 +10,8 @@ from core.models import MetricRecord
 
 FEATURES: tuple[str, ...] = ("duration_ms", "cpu_ms", "peak_memory_mb", "error", "input_bytes", "output_bytes")
 ERROR = FEATURES.index("error")
+DURATION = FEATURES.index("duration_ms")
+CPU = FEATURES.index("cpu_ms")
 _LOG = np.array([i != ERROR for i in range(len(FEATURES))])
 MIN_LOG_SCALE = 0.02  # a 2% change is never "many deviations" however steady the history
 
@@ -21,6 +23,19 @@ def raw_features(rec: MetricRecord) -> np.ndarray:
          float(rec.input_bytes), float(rec.output_bytes)],
         dtype=float,
     )
+
+
+def contention_bounds(raw: np.ndarray, cpu_wait_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """What an execution's duration and CPU would have been had it never waited for a CPU, as ranges.
+
+    Work of fixed size keeps its CPU time under contention and only its duration grows (so the true
+    duration is as low as duration - wait); work bounded by a deadline keeps its duration and loses
+    the CPU time it spent waiting (so the true CPU is as high as cpu + wait). Each lies in between.
+    """
+    low, high = raw.copy(), raw.copy()
+    low[DURATION] = max(0.0, raw[DURATION] - cpu_wait_ms)
+    high[CPU] = raw[CPU] + cpu_wait_ms
+    return low, high
 
 
 def transform(raw: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from analytics.detection.aggregate import IntervalAggregator
 from analytics.detection.anomaly import Anomaly
 from analytics.detection.calibrate import p_to_score
 from analytics.detection.drift import DriftDetector, DriftFinding
-from analytics.detection.features import FEATURES, raw_features, transform
+from analytics.detection.features import FEATURES, contention_bounds, inverse, raw_features, transform
 from analytics.detection.outlier import OutlierDetector
 from analytics.detection.regression import RegressionDetector, RegressionFinding
 from analytics.detection.series import StreamingSeriesDetector
@@ -74,15 +74,20 @@ class FunctionDetectors:
         return out
 
     def _outlier(self, rec: MetricRecord) -> Anomaly | None:
-        raw = raw_features(rec)
-        t = transform(raw)
+        # an execution that waited for a CPU is judged by its most normal reading (see contention_bounds):
+        # the host's noise is not the function's anomaly, and a real change stands out in every reading
+        measured = raw_features(rec)
+        low, high = contention_bounds(measured, rec.cpu_wait_ms)
+        t = self.outlier.most_normal(transform(measured), transform(low), transform(high))
+        raw = np.array([inverse(float(x), i) for i, x in enumerate(t)])
         v = self.outlier.observe(t)
         if v is None or not v.anomalous or self.outlier.profile is None:
             return None
         f = v.feature
         low, high = self.outlier.profile.expected_range(f, self.outlier.z_min, float(self.outlier.widen[f]))
         contrib = {FEATURES[i]: round(float(v.z[i]), 2) for i in range(len(FEATURES))}
-        details: dict[str, Any] = {"robust_z": contrib, "z_min": self.outlier.z_min, "features": raw.tolist()}
+        details: dict[str, Any] = {"robust_z": contrib, "z_min": self.outlier.z_min, "features": raw.tolist(),
+                                   "measured": measured.tolist(), "cpu_wait_ms": rec.cpu_wait_ms}
         if v.model_score is not None:
             details.update(model_score=v.model_score, model_threshold=v.threshold)
         return Anomaly("outlier", FEATURES[f], float(raw[f]), low, high, round(v.score, 4), self.outlier_name,

@@ -128,6 +128,13 @@ class OutlierDetector:
         cap = self.history.maxlen or 1000
         return new >= min(max(self.fitted_on, self.warmup), cap // 2)
 
+    def most_normal(self, t: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Within per-feature ranges `low..high` of readings of one execution (measured as `t`), the
+        point nearest the normal history; `t` itself during warm-up."""
+        if self.profile is None:
+            return t
+        return np.clip(self.profile.median, low, high)
+
     def observe(self, t: np.ndarray) -> OutlierVerdict | None:
         """Score one transformed feature vector; None during warm-up."""
         if self.profile is None:

@@ -270,6 +270,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _open_schedstat() -> int | None:
+    """This thread's scheduler statistics (CPU time, run-queue wait), if the kernel exposes them."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        os.pread(fd, 64, 0)
+        return fd
+    except OSError:
+        return None
+
+
+def _run_delay_ns(fd: int | None) -> int:
+    """Nanoseconds this thread has spent runnable but waiting for a CPU (0 when unknown)."""
+    if fd is None:
+        return 0
+    try:
+        return int(os.pread(fd, 64, 0).split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _clear_peak() -> bool:
     try:
         fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
@@ -295,6 +315,7 @@ class Runtime:
         self.handler: Any = None
         self.two_args = True
         self.req = _RequestId()
+        self.schedstat = _open_schedstat()
         sys.stdout = sys.stderr = self.capture
         root = logging.getLogger()
         root.handlers.clear()
@@ -378,12 +399,14 @@ class Runtime:
         mem_reset = _clear_peak()
         t_cpu0 = os.times()  # children's CPU (tick resolution); our own from the precise process clock
         p_cpu0 = time.process_time()
+        wait0 = _run_delay_ns(self.schedstat)
         started = time.time()
         t0 = time.perf_counter()
         try:
             event = json.loads(body)
             result = self.handler(event, ctx) if self.two_args else self.handler(event)
             t1 = time.perf_counter()
+            wait1 = _run_delay_ns(self.schedstat)
             p_cpu1 = time.process_time()
             t_cpu1 = os.times()
             try:
@@ -394,6 +417,7 @@ class Runtime:
                          "stack": []}
         except BaseException as exc:
             t1 = time.perf_counter()
+            wait1 = _run_delay_ns(self.schedstat)
             p_cpu1 = time.process_time()
             t_cpu1 = os.times()
             etype = _classify(exc) or ("CpuLimitExceeded" if self.cpu_exceeded else None)
@@ -423,6 +447,7 @@ class Runtime:
             "error": error,
             "duration_ms": (t1 - t0) * 1000.0,
             "cpu_ms": ((p_cpu1 - p_cpu0) + sum(t_cpu1[2:4]) - sum(t_cpu0[2:4])) * 1000.0,
+            "cpu_wait_ms": max(0.0, min((wait1 - wait0) / 1e6, (t1 - t0) * 1000.0)),
             "peak_memory_mb": _peak_rss_mb(),
             "peak_memory_source": "VmHWM" if mem_reset else "ru_maxrss",
             "started_at": started,

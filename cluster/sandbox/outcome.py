@@ -46,6 +46,7 @@ def from_reply(header: dict[str, Any], body: bytes, logs: str, input_bytes: int)
         finished_at=float(header.get("finished_at", 0.0)),
         duration_ms=float(header.get("duration_ms", 0.0)),
         cpu_ms=float(header.get("cpu_ms", 0.0)),
+        cpu_wait_ms=float(header.get("cpu_wait_ms", 0.0)),
         peak_memory_mb=float(header.get("peak_memory_mb", 0.0)),
         input_bytes=input_bytes,
         output_bytes=len(body) if ok else 0,

@@ -150,6 +150,7 @@ class ExecutionMetric(Base):
     finished_at: Mapped[datetime] = mapped_column(TS)
     duration_ms: Mapped[float] = mapped_column(Float)
     cpu_ms: Mapped[float] = mapped_column(Float)
+    cpu_wait_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     peak_memory_mb: Mapped[float] = mapped_column(Float)
     queue_ms: Mapped[float] = mapped_column(Float)
     cold_start: Mapped[bool] = mapped_column(Boolean)

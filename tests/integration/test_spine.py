@@ -42,6 +42,7 @@ def test_invoke_wait_returns_the_full_record_with_real_metrics(api: httpx.Client
     assert rec["output"]["request_id"] == rec["task_id"]  # context.aws_request_id is the task id
     m = rec["metrics"]
     assert m["duration_ms"] >= 0 and m["cpu_ms"] >= 0 and m["queue_ms"] >= 0
+    assert 0 <= m["cpu_wait_ms"] <= m["duration_ms"]
     assert m["peak_memory_mb"] > 1
     assert isinstance(m["cold_start"], bool)
     for k in ("created_at", "started_at", "finished_at"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from analytics.detection import FunctionDetectors
@@ -34,6 +36,24 @@ def test_cold_start_is_never_an_anomaly(make_rec: MakeRec, rng: np.random.Genera
     _warm(fd, make_rec, rng, 0, 100)
     assert fd.observe(make_rec(100, 900.0, cold=True)) == []
     assert _warm(fd, make_rec, rng, 101, 50) == 0
+
+
+def test_host_contention_is_not_the_functions_anomaly(make_rec: MakeRec, rng: np.random.Generator) -> None:
+    fd = FunctionDetectors("f", warmup=50)
+    _warm(fd, make_rec, rng, 0, 100)
+    # fixed work that waited 20 ms for a CPU: 3x the duration, the usual CPU time
+    queued = replace(make_rec(100, 30.0), cpu_wait_ms=20.0, cpu_ms=8.0)
+    # work bounded by a deadline (a 10 ms loop) that lost most of its CPU, then overran while waiting
+    starved = replace(make_rec(101, 28.6), cpu_wait_ms=26.5, cpu_ms=2.1)
+    assert fd.observe(queued) == [] and fd.observe(starved) == []
+    # a real slowdown stands out in every reading of a contended execution
+    slowed = [a for a in fd.observe(replace(make_rec(102, 500.0), cpu_wait_ms=250.0, cpu_ms=250.0))
+              if a.kind == "outlier"]
+    assert len(slowed) == 1 and slowed[0].metric in ("duration_ms", "cpu_ms")
+    assert slowed[0].observed > slowed[0].expected_high and slowed[0].details["cpu_wait_ms"] == 250.0
+    # and without the run-queue wait the same 3x is an outlier
+    assert [a.kind for a in fd.observe(replace(make_rec(103, 30.0), cpu_ms=24.0))] == ["outlier"]
+    assert _warm(fd, make_rec, rng, 104, 30) == 0
 
 
 def test_feedback_stops_a_repeated_false_positive(make_rec: MakeRec, rng: np.random.Generator) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from cluster.sandbox import SandboxPool
@@ -140,6 +144,28 @@ def test_metrics_measured(pool: SandboxPool, tmp_path: Path) -> None:
     idle = invoke(pool, code, "idle", key=key, config=cfg)
     assert idle.peak_memory_mb < 40, "peak RSS must be reset between invocations"
     assert idle.cpu_ms < 50
+
+
+def test_run_queue_wait_measured_under_contention(pool: SandboxPool, tmp_path: Path) -> None:
+    code = write_code(tmp_path, """
+        import time
+        def handler(event, context):
+            end = time.process_time() + 0.2
+            while time.process_time() < end:
+                pass
+    """)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) + 1)]
+    try:
+        time.sleep(0.2)
+        busy = invoke(pool, code, None, key=f"t/wait/{tmp_path.name}")
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert busy.status == TaskStatus.SUCCEEDED, busy.error
+    # more runnable processes than CPUs: the handler spent part of its time queued for a CPU
+    assert 0 < busy.cpu_wait_ms <= busy.duration_ms
+    assert busy.cpu_wait_ms >= 0.1 * busy.cpu_ms, (busy.cpu_wait_ms, busy.cpu_ms, busy.duration_ms)
 
 
 def test_deps_dir_on_path(pool: SandboxPool, tmp_path: Path) -> None:
