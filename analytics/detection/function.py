@@ -77,8 +77,8 @@ class FunctionDetectors:
         # an execution that waited for a CPU is judged by its most normal reading (see contention_bounds):
         # the host's noise is not the function's anomaly, and a real change stands out in every reading
         measured = raw_features(rec)
-        low, high = contention_bounds(measured, rec.cpu_wait_ms)
-        t = self.outlier.most_normal(transform(measured), transform(low), transform(high))
+        least, most = contention_bounds(measured, rec.cpu_wait_ms)
+        t = self.outlier.most_normal(transform(measured), transform(least), transform(most))
         raw = np.array([inverse(float(x), i) for i, x in enumerate(t)])
         v = self.outlier.observe(t)
         if v is None or not v.anomalous or self.outlier.profile is None:
