@@ -259,47 +259,51 @@ def _classify(exc: BaseException) -> str | None:
     return None
 
 
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+class ProcStats:
+    """This process's /proc files the measurements read, opened once (each read is then one pread)."""
 
+    def __init__(self) -> None:
+        self.status = self._open("/proc/self/status", os.O_RDONLY)
+        self.clear_refs = self._open("/proc/self/clear_refs", os.O_WRONLY)
+        self.schedstat = self._open("/proc/thread-self/schedstat", os.O_RDONLY)
 
-def _open_schedstat() -> int | None:
-    """This thread's scheduler statistics (CPU time, run-queue wait), if the kernel exposes them."""
-    try:
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-        os.pread(fd, 64, 0)
-        return fd
-    except OSError:
-        return None
-
-
-def _run_delay_ns(fd: int | None) -> int:
-    """Nanoseconds this thread has spent runnable but waiting for a CPU (0 when unknown)."""
-    if fd is None:
-        return 0
-    try:
-        return int(os.pread(fd, 64, 0).split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _clear_peak() -> bool:
-    try:
-        fd = os.open("/proc/self/clear_refs", os.O_WRONLY)
+    @staticmethod
+    def _open(path: str, flags: int) -> int | None:
         try:
-            os.write(fd, b"5")
-        finally:
-            os.close(fd)
-        return True
-    except OSError:
-        return False
+            return os.open(path, flags)
+        except OSError:
+            return None
+
+    def peak_rss_mb(self) -> float:
+        """Peak RSS since the last `clear_peak` (VmHWM), else since the start (ru_maxrss)."""
+        if self.status is not None:
+            try:
+                data = os.pread(self.status, 8192, 0)
+                at = data.find(b"VmHWM:")
+                if at >= 0:
+                    return int(data[at + 6 : data.index(b"kB", at)]) / 1024.0
+            except (OSError, ValueError):
+                pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def clear_peak(self) -> bool:
+        """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
+        if self.clear_refs is None:
+            return False
+        try:
+            os.write(self.clear_refs, b"5")
+            return True
+        except OSError:
+            return False
+
+    def run_delay_ns(self) -> int:
+        """Nanoseconds this thread has spent runnable but waiting for a CPU (0 when unknown)."""
+        if self.schedstat is None:
+            return 0
+        try:
+            return int(os.pread(self.schedstat, 64, 0).split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
 
 
 class Runtime:
@@ -315,7 +319,7 @@ class Runtime:
         self.handler: Any = None
         self.two_args = True
         self.req = _RequestId()
-        self.schedstat = _open_schedstat()
+        self.proc = ProcStats()
         sys.stdout = sys.stderr = self.capture
         root = logging.getLogger()
         root.handlers.clear()
@@ -396,17 +400,17 @@ class Runtime:
             resource.setrlimit(resource.RLIMIT_CPU, (int(used + self.cpu_s) + 1, self.cpu_hard))
         out = b""
         error: dict[str, Any] | None = None
-        mem_reset = _clear_peak()
+        mem_reset = self.proc.clear_peak()
         t_cpu0 = os.times()  # children's CPU (tick resolution); our own from the precise process clock
         p_cpu0 = time.process_time()
-        wait0 = _run_delay_ns(self.schedstat)
+        wait0 = self.proc.run_delay_ns()
         started = time.time()
         t0 = time.perf_counter()
         try:
             event = json.loads(body)
             result = self.handler(event, ctx) if self.two_args else self.handler(event)
             t1 = time.perf_counter()
-            wait1 = _run_delay_ns(self.schedstat)
+            wait1 = self.proc.run_delay_ns()
             p_cpu1 = time.process_time()
             t_cpu1 = os.times()
             try:
@@ -417,7 +421,7 @@ class Runtime:
                          "stack": []}
         except BaseException as exc:
             t1 = time.perf_counter()
-            wait1 = _run_delay_ns(self.schedstat)
+            wait1 = self.proc.run_delay_ns()
             p_cpu1 = time.process_time()
             t_cpu1 = os.times()
             etype = _classify(exc) or ("CpuLimitExceeded" if self.cpu_exceeded else None)
@@ -448,7 +452,7 @@ class Runtime:
             "duration_ms": (t1 - t0) * 1000.0,
             "cpu_ms": ((p_cpu1 - p_cpu0) + sum(t_cpu1[2:4]) - sum(t_cpu0[2:4])) * 1000.0,
             "cpu_wait_ms": max(0.0, min((wait1 - wait0) / 1e6, (t1 - t0) * 1000.0)),
-            "peak_memory_mb": _peak_rss_mb(),
+            "peak_memory_mb": self.proc.peak_rss_mb(),
             "peak_memory_source": "VmHWM" if mem_reset else "ru_maxrss",
             "started_at": started,
             "finished_at": finished,
