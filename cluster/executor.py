@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from cluster.sandbox import InvocationContext, get_pool
-from core.models import FunctionConfig
+from core.models import ExecutionOutcome, FunctionConfig
 
 _configs: dict[str, FunctionConfig] = {}
 
@@ -33,22 +33,22 @@ def _config(key: str, config: dict[str, Any]) -> FunctionConfig:
     return cfg
 
 
-def run_request(req: dict[str, Any], code_dir: Path) -> dict[str, Any]:
-    """Run one invocation in the sandbox; return the outcome as a plain dict."""
-    picked_up = time.time()
-    cfg = _config(req["key"], req["config"])
-    ctx = InvocationContext(
+def _context(req: dict[str, Any], task_id: str, cfg: FunctionConfig, picked_up: float) -> InvocationContext:
+    """The Lambda-style context of one invocation."""
+    return InvocationContext(
         function_name=req["function"],
         function_version=str(req["version"]),
-        aws_request_id=req["task_id"],
+        aws_request_id=task_id,
         memory_limit_in_mb=cfg.memory_mb,
         invoked_function_arn=f"arn:cloudfn:local:{req['namespace']}:function:{req['function']}",
         log_group_name=f"/cloudfn/{req['namespace']}/{req['function']}",
-        log_stream_name=f"{req['version']}/{req['task_id']}",
+        log_stream_name=f"{req['version']}/{task_id}",
         deadline_epoch=picked_up + cfg.timeout_s,
     )
-    out = get_pool().invoke(key=req["key"], code_dir=code_dir, handler=req["handler"], config=cfg,
-                            event_json=req["event"], context=ctx)
+
+
+def _as_dict(out: ExecutionOutcome, picked_up: float, input_bytes: int) -> dict[str, Any]:
+    """An outcome as the plain dict the dispatcher reads."""
     return {
         "status": out.status.value,
         "output_json": None if out.output is None and out.status.value != "succeeded" else json.dumps(out.output),
@@ -62,7 +62,7 @@ def run_request(req: dict[str, Any], code_dir: Path) -> dict[str, Any]:
         "cpu_wait_ms": out.cpu_wait_ms,
         "peak_memory_mb": out.peak_memory_mb,
         "cold_start": out.cold_start,
-        "input_bytes": out.input_bytes or len(req["event"]),
+        "input_bytes": out.input_bytes or input_bytes,
         "output_bytes": out.output_bytes,
         "extra": out.extra,
     }
@@ -79,8 +79,13 @@ def execute(common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict
 
 
 def run_batch(common: dict[str, Any], items: list[tuple[str, bytes]], code_dir: Path) -> list[dict[str, Any]]:
-    """Run a batch's invocations one after another from `code_dir`."""
-    return [run_request({**common, "task_id": task_id, "event": event}, code_dir) for task_id, event in items]
+    """Run a batch's invocations one after another from `code_dir`, in one warm child."""
+    picked_up = time.time()
+    cfg = _config(common["key"], common["config"])
+    calls = [(event, _context(common, task_id, cfg, picked_up)) for task_id, event in items]
+    outs = get_pool().invoke_many(key=common["key"], code_dir=code_dir, handler=common["handler"], config=cfg,
+                                  calls=calls)
+    return [_as_dict(out, picked_up, len(event)) for out, (_, event) in zip(outs, items, strict=True)]
 
 
 def unpacked(sha256: str, package: bytes) -> Path:

@@ -495,14 +495,34 @@ def _serve(chan: Channel) -> None:
             header, body = chan.recv()
         except EOFError:
             return
-        resp, out, logs = runtime.invoke(header, body)
-        try:
-            chan.send(resp, out, logs)
-        except MemoryError:
-            chan.send({"status": "failed", "retire": True, "error": {
-                "type": "MemoryLimitExceeded", "message": "out of memory sending the result", "stack": []}})
-        if resp["retire"]:
+        if header.get("op") == "batch":
+            if not _serve_batch(chan, runtime, header, body):
+                return
+        elif not _answer(chan, *runtime.invoke(header, body)):
             return
+
+
+def _answer(chan: Channel, resp: dict[str, Any], out: bytes, logs: bytes) -> bool:
+    """Send one invocation's reply; False when this child must retire now."""
+    try:
+        chan.send(resp, out, logs)
+    except MemoryError:
+        chan.send({"status": "failed", "retire": True, "error": {
+            "type": "MemoryLimitExceeded", "message": "out of memory sending the result", "stack": []}})
+        return False
+    return not resp["retire"]
+
+
+def _serve_batch(chan: Channel, runtime: Runtime, header: dict[str, Any], body: bytes) -> bool:
+    """Several invocations in one request frame (events concatenated, `sizes` apart), one reply frame each,
+    sent as each ends; each one's deadline counts from its own start. False when this child must retire."""
+    at = 0
+    for ctx, size in zip(header["ctxs"], header["sizes"], strict=True):
+        event, at = body[at : at + size], at + size
+        ctx["deadline_epoch"] = time.time() + header["timeout_s"]
+        if not _answer(chan, *runtime.invoke({"ctx": ctx}, event)):
+            return False
+    return True
 
 
 def main() -> None:

@@ -107,6 +107,10 @@ class Child:
     def call(self, ctx: dict[str, Any], event_json: bytes, deadline: float) -> tuple[dict[str, Any], bytes, bytes]:
         """One invocation round trip."""
         self.chan.send({"op": "invoke", "ctx": ctx}, event_json, deadline)
+        return self.call_reply(deadline)
+
+    def call_reply(self, deadline: float) -> tuple[dict[str, Any], bytes, bytes]:
+        """The reply to one invocation already sent (alone or in a batch)."""
         header, body, logs = self.chan.recv(deadline, self.cap, self.cap + 4096)
         self.cpu_total_s = float(header.get("cpu_total_s", self.cpu_total_s))
         self.last_used = time.monotonic()
