@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.sandbox_roundtrip [--n 5000] [--batch 16]
 
 Prints one JSON line per mode: one invocation per request, and `--batch` invocations per request (as the
-dispatcher sends a short function's queued invocations). The baseline in the same run is a plain in-process call of the same handler, so the
-figure is the sandbox's own overhead (pipe round trip, measurement, limits, log capture) per invocation.
+dispatcher sends a short function's queued invocations). The baseline in the same run is a plain
+in-process call of the same handler, so the figures are the sandbox's own overhead (pipe round trip,
+measurement, limits, log capture) per invocation.
 """
 
 from __future__ import annotations

@@ -79,7 +79,9 @@ def execute(common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict
 
 
 def run_batch(common: dict[str, Any], items: list[tuple[str, bytes]], code_dir: Path) -> list[dict[str, Any]]:
-    """Run a batch's invocations one after another from `code_dir`, in one warm child."""
+    """Run a batch's invocations one after another from `code_dir`, in one warm child (none: a warm-up)."""
+    if not items:
+        return []
     picked_up = time.time()
     cfg = _config(common["key"], common["config"])
     calls = [(event, _context(common, task_id, cfg, picked_up)) for task_id, event in items]
