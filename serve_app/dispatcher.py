@@ -25,6 +25,7 @@ import ray
 
 from core.errors import Overloaded
 from core.models import TaskStatus
+from serve_app.lanes import Lane
 from serve_app.registry import FunctionRuntime
 from serve_app.writer import GroupCommitWriter, TaskResult
 
@@ -89,6 +90,8 @@ class Dispatcher:
         self.on_dispatch: Callable[[str, int], None] | None = None  # (function, invocations in the Ray task)
         # the Ray remote for a version's next batch and its leading arguments (see Platform._remote_for)
         self.remote_for: Callable[[FunctionRuntime], tuple[Any, tuple[Any, ...]]] = lambda rt: (rt.remote, ())
+        # a short version's idle express lane, if it has one (see serve_app.lanes); None: Ray tasks
+        self.lane_for: Callable[[FunctionRuntime], Lane | None] = lambda rt: None
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,12 +176,17 @@ class Dispatcher:
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
+    def _short(self, rt: FunctionRuntime) -> bool:
+        """True when this version's recent executions were short and it accepts batching (max_batch > 1)."""
+        samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
+        return rt.config.max_batch != 1 and samples >= BATCH_MIN_SAMPLES and mean_ms <= BATCH_SHORT_MS
+
     def _batch_size(self, rt: FunctionRuntime, limit: int) -> int:
         """How many queued invocations of this version one Ray task may run: 1 unless its recent executions
         were short (then a batch is expected to end within BATCH_BUDGET_MS)."""
-        samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
-        if rt.config.max_batch == 1 or samples < BATCH_MIN_SAMPLES or mean_ms > BATCH_SHORT_MS:
+        if not self._short(rt):
             return 1
+        _, mean_ms = self._speed[rt.key]
         per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
         return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
 
@@ -197,20 +205,29 @@ class Dispatcher:
         common = {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
                   "handler": rt.handler, "config": rt.config_dict}
         ref = None
+        items = [(p.task_id, p.event_json) for p in batch]
+        lane = self.lane_for(rt) if self._short(rt) else None
         try:
-            remote, lead = self.remote_for(rt)
-            ref = remote.remote(*lead, common, [(p.task_id, p.event_json) for p in batch])
+            if lane is not None:  # short, like a batch: left to finish if cancelled (see cancel)
+                ref = lane.submit(common, items)
+            else:
+                remote, lead = self.remote_for(rt)
+                ref = remote.remote(*lead, common, items)
             for p in batch:
-                p.ref, p.batched = ref, len(batch) > 1
+                p.ref, p.batched = ref, len(batch) > 1 or lane is not None
                 self.writer.mark_running(p.task_id, dispatched)
             outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
             results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
         except TimeoutError:
-            if ref is not None:
+            if lane is not None:
+                lane.kill()
+            elif ref is not None:
                 ray.cancel(ref, force=True)
             results = [self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
                                   TaskStatus.TIMED_OUT) for p in batch]
         except Exception as exc:  # worker died, cancelled, runtime_env failed, ...
+            if lane is not None:
+                lane.kill()
             if not any(p.cancelled and not p.batched for p in batch):
                 log.warning("tasks %s lost their executor: %r", [p.task_id for p in batch], exc)
             results = [self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
@@ -218,6 +235,8 @@ class Dispatcher:
                        self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
                        for p in batch]
         finally:
+            if lane is not None:
+                lane.release()
             for p in batch:
                 p.ref = None
             q.running -= len(batch)

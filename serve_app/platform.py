@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors import handles
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
-from cluster.executor import check_package, execute, execute_package
+from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
@@ -31,6 +31,7 @@ from core.secrets import SecretBox, check_env
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
+from serve_app.lanes import Lane, Lanes
 from serve_app.monitoring import MonitoringFeed
 from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
@@ -72,6 +73,10 @@ class Platform:
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
         self.dispatcher.remote_for = self._remote_for
+        self.dispatcher.lane_for = self._lane_for
+        self._envs: dict[tuple[str, float], dict[str, Any]] = {}
+        self.lanes = Lanes(lambda key: WarmExecutor.options(runtime_env=self._envs[key]).remote(),  # type: ignore[attr-defined]
+                           idle_s=max(float(settings.keep_warm_s), 1.0))
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
         self._last_pending: dict[str, Pending] = {}
@@ -106,6 +111,7 @@ class Platform:
     async def close(self) -> None:
         """Drain and stop."""
         await self.dispatcher.drain()
+        self.lanes.close()
         await self.writer.close()
         if self.monitoring is not None:
             self.monitoring.close()
@@ -135,7 +141,7 @@ class Platform:
         key = (sha256, cfg.cpus)
         remote = self._remotes.get(key)
         if remote is None:
-            env = runtime_env_for(sha256, self.bundles.read)
+            env = self._envs[key] = runtime_env_for(sha256, self.bundles.read)
             remote = self._remotes[key] = execute.options(runtime_env=env, num_cpus=cfg.cpus)
         return remote
 
@@ -190,6 +196,13 @@ class Platform:
         if bridge is None:
             return rt.remote, ()
         return bridge.remote, (bridge.package, rt.sha256)
+
+    def _lane_for(self, rt: FunctionRuntime) -> Lane | None:
+        """A short version's express lane if idle; none while the version still runs through the bridge."""
+        key = (rt.sha256, rt.config.cpus)
+        if key in self._bridges or key not in self._envs:
+            return None
+        return self.lanes.idle(key)
 
     async def set_state(self, caller: Caller, name: str, state: str) -> dict[str, Any]:
         """Activate or deactivate."""

@@ -159,3 +159,46 @@ def test_new_version_runs_at_once_then_moves_to_its_own_runtime_env_workers(api:
     assert key not in platform._bridges  # the version's own worker started; the bridge is gone
     later = api.post("/v1/functions/bridged/invocations", params={"wait": 30}, json={"n": 2}).json()
     assert later["status"] == "succeeded" and later["output"]["got"] == {"n": 2}
+
+
+def test_short_function_called_one_at_a_time_uses_its_express_lane_and_survives_its_death(
+        api: httpx.Client, api_server: Any, database_url: str) -> None:
+    import ray
+
+    from core.models import FunctionConfig
+
+    src = f"def handler(event, context):\n    return {{'lane': {time.time_ns()}, 'i': event['i']}}\n"
+    r = deploy(api, "express", files={"main.py": src})
+    assert r.status_code == 201, r.text
+    key = (r.json()["sha256"], FunctionConfig().cpus)
+    lanes = api_server.platform.lanes
+
+    def call(i: int) -> dict[str, Any]:
+        rec = api.post("/v1/functions/express/invocations", params={"wait": 30}, json={"i": i}).json()
+        assert rec["status"] in TERMINAL, rec
+        return dict(rec)
+
+    deadline = time.monotonic() + 60
+    i = 0
+    while not (key in lanes.lanes and lanes.lanes[key].calls >= 5) and time.monotonic() < deadline:
+        assert call(i)["status"] == "succeeded"
+        i += 1
+    lane = lanes.lanes[key]
+    assert lane.calls >= 5 and not lane.busy  # one-at-a-time calls of a short function went to its lane
+    first_lane_call = i - lane.calls
+
+    ray.kill(lane.actor)  # the lane's worker dies while idle
+    after = [call(i + k) for k in range(20)]
+    lost = [a for a in after if a["status"] != "succeeded"]
+    # the call that met the dead actor fails as ExecutorLost (never a duplicate); then a new lane serves
+    assert len(lost) <= 1 and all(a["error"]["type"] == "ExecutorLost" for a in lost), lost
+    assert all(a["status"] == "succeeded" for a in after[-10:])
+    deadline = time.monotonic() + 30
+    while not (key in lanes.lanes and lanes.lanes[key] is not lane and lanes.lanes[key].calls) \
+            and time.monotonic() < deadline:
+        call(0)
+    assert lanes.lanes[key] is not lane and lanes.lanes[key].calls > 0
+    with create_engine(database_url).connect() as conn:
+        rows = conn.execute(text("SELECT count(*), count(DISTINCT task_id) FROM execution_metrics"
+                                 " WHERE function = 'express'")).one()
+    assert rows[0] == rows[1] and rows[0] >= first_lane_call + 5  # one execution row per invocation

@@ -1,0 +1,109 @@
+"""Express lanes: one warm executor actor (`cluster.executor.WarmExecutor`) per short, recently used version.
+
+The dispatcher sends a short version's invocations to its lane when the lane is idle, and to Ray tasks
+otherwise, so one-at-a-time callers get an actor call's latency and bursts keep the tasks' parallelism.
+A lane is started on first demand (its worker takes about a second to start; until it answers, tasks
+serve), stopped after `idle_s` without use, and dropped if its actor dies (the next demand starts another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+class Lane:
+    """One version's actor and whether it can take a call now."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.ready = False
+        self.busy = False
+        self.dead = False
+        self.calls = 0
+        self.last_used = time.monotonic()
+
+    def submit(self, common: dict[str, Any], items: list[tuple[str, bytes]]) -> Any:
+        """Send a batch; the caller must `release` once its result (or failure) is in."""
+        self.busy = True
+        self.calls += 1
+        return self.actor.run.remote(common, items)
+
+    def release(self) -> None:
+        """The lane's call ended."""
+        self.busy = False
+        self.last_used = time.monotonic()
+
+    def kill(self) -> None:
+        """Stop the actor (a call that failed or overran: its worker is not trusted again)."""
+        self.dead = True
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(self.actor)
+
+
+class Lanes:
+    """The lanes of this replica, keyed like the versions' remotes (content hash, CPUs)."""
+
+    def __init__(self, make_actor: Callable[[tuple[str, float]], Any], idle_s: float) -> None:
+        self.make_actor = make_actor
+        self.idle_s = idle_s
+        self.lanes: dict[tuple[str, float], Lane] = {}
+        self._reaped_at = time.monotonic()
+
+    def idle(self, key: tuple[str, float]) -> Lane | None:
+        """The version's lane if it can take a call now; else None (starting one if there is none)."""
+        self._reap()
+        lane = self.lanes.get(key)
+        if lane is not None and lane.dead:
+            del self.lanes[key]
+            lane = None
+        if lane is None:
+            self._start(key)
+            return None
+        return lane if lane.ready and not lane.busy else None
+
+    def drop(self, key: tuple[str, float], lane: Lane) -> None:
+        """Forget a lane (its actor died or was killed) and kill its actor if it still runs."""
+        if self.lanes.get(key) is lane:
+            del self.lanes[key]
+        lane.kill()
+
+    def close(self) -> None:
+        """Stop every lane."""
+        for key, lane in list(self.lanes.items()):
+            self.drop(key, lane)
+
+    def _start(self, key: tuple[str, float]) -> None:
+        try:
+            lane = Lane(self.make_actor(key))
+        except Exception:
+            log.exception("could not start the express lane of %s", key[0][:12])
+            return
+        self.lanes[key] = lane
+
+        def answered(fut: asyncio.Future[Any]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                log.warning("express lane of %s did not start: %r", key[0][:12],
+                            None if fut.cancelled() else fut.exception())
+                self.drop(key, lane)
+            else:
+                lane.ready = True
+
+        asyncio.ensure_future(lane.actor.run.remote({}, [])).add_done_callback(answered)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        if now - self._reaped_at < min(30.0, self.idle_s):
+            return
+        self._reaped_at = now
+        for key, lane in list(self.lanes.items()):
+            if not lane.busy and now - lane.last_used > self.idle_s:
+                self.drop(key, lane)
