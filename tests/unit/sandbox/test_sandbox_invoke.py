@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cluster.sandbox import SandboxPool
 from core.models import FunctionConfig, TaskStatus
 
@@ -146,6 +148,7 @@ def test_metrics_measured(pool: SandboxPool, tmp_path: Path) -> None:
     assert idle.cpu_ms < 50
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/thread-self/schedstat"), reason="kernel without schedstats")
 def test_run_queue_wait_measured_under_contention(pool: SandboxPool, tmp_path: Path) -> None:
     code = write_code(tmp_path, """
         import time
