@@ -3,7 +3,9 @@
 The dispatcher sends a short version's invocations to its lane when the lane is idle, and to Ray tasks
 otherwise, so one-at-a-time callers get an actor call's latency and bursts keep the tasks' parallelism.
 A lane is started on first demand (its worker takes about a second to start; until it answers, tasks
-serve), stopped after `idle_s` without use, and dropped if its actor dies (the next demand starts another).
+serve), probed with an empty call when it was idle for PROBE_AFTER_S (so an actor that died while idle is
+found by the probe, not by an invocation), stopped after `idle_s` without use, and dropped if its actor
+dies (the next demand starts another).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import ray
 
 log = logging.getLogger(__name__)
+PROBE_AFTER_S = 2.0  # a lane unused this long answers an empty call before it gets an invocation again
 
 
 class Lane:
@@ -68,7 +71,12 @@ class Lanes:
         if lane is None:
             self._start(key)
             return None
-        return lane if lane.ready and not lane.busy else None
+        if not lane.ready or lane.busy:
+            return None
+        if time.monotonic() - lane.last_used > PROBE_AFTER_S:
+            self._probe(key, lane)  # idle a while: make sure it still lives before trusting it with a call
+            return None
+        return lane
 
     def drop(self, key: tuple[str, float], lane: Lane) -> None:
         """Forget a lane (its actor died or was killed) and kill its actor if it still runs."""
@@ -88,14 +96,19 @@ class Lanes:
             log.exception("could not start the express lane of %s", key[0][:12])
             return
         self.lanes[key] = lane
+        self._probe(key, lane)
+
+    def _probe(self, key: tuple[str, float], lane: Lane) -> None:
+        """An empty call: the lane is ready once it answers, dropped if it fails."""
+        lane.ready = False
 
         def answered(fut: asyncio.Future[Any]) -> None:
             if fut.cancelled() or fut.exception() is not None:
-                log.warning("express lane of %s did not start: %r", key[0][:12],
-                            None if fut.cancelled() else fut.exception())
+                log.warning("express lane of %s is gone: %r", key[0][:12], None if fut.cancelled() else fut.exception())
                 self.drop(key, lane)
             else:
                 lane.ready = True
+                lane.last_used = time.monotonic()
 
         asyncio.ensure_future(lane.actor.run.remote({}, [])).add_done_callback(answered)
 

@@ -166,6 +166,7 @@ def test_short_function_called_one_at_a_time_uses_its_express_lane_and_survives_
     import ray
 
     from core.models import FunctionConfig
+    from serve_app.lanes import PROBE_AFTER_S
 
     src = f"def handler(event, context):\n    return {{'lane': {time.time_ns()}, 'i': event['i']}}\n"
     r = deploy(api, "express", files={"main.py": src})
@@ -198,6 +199,13 @@ def test_short_function_called_one_at_a_time_uses_its_express_lane_and_survives_
             and time.monotonic() < deadline:
         call(0)
     assert lanes.lanes[key] is not lane and lanes.lanes[key].calls > 0
+    # a lane that dies while idle for a while is found by its probe, not by an invocation
+    second = lanes.lanes[key]
+    ray.kill(second.actor)
+    time.sleep(PROBE_AFTER_S + 0.5)
+    later = [call(100 + k) for k in range(10)]
+    assert all(a["status"] == "succeeded" for a in later), [a.get("error") for a in later]
+    assert lanes.lanes.get(key) is not second
     with create_engine(database_url).connect() as conn:
         rows = conn.execute(text("SELECT count(*), count(DISTINCT task_id) FROM execution_metrics"
                                  " WHERE function = 'express'")).one()
