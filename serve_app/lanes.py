@@ -20,6 +20,8 @@ from typing import Any
 import ray
 
 log = logging.getLogger(__name__)
+MAX_LANES = 8  # per replica: each lane is a worker process; when all are taken, one idle for EVICT_AFTER_S makes
+EVICT_AFTER_S = 60.0  # room (never a busier one: starting an actor costs about a second of CPU)
 PROBE_AFTER_S = 2.0  # a lane unused this long answers an empty call before it gets an invocation again
 
 
@@ -90,6 +92,13 @@ class Lanes:
             self.drop(key, lane)
 
     def _start(self, key: tuple[str, float]) -> None:
+        if len(self.lanes) >= MAX_LANES:
+            cutoff = time.monotonic() - EVICT_AFTER_S
+            idle = [(lane.last_used, k) for k, lane in self.lanes.items() if not lane.busy and lane.last_used < cutoff]
+            if not idle:
+                return  # tasks serve this version
+            oldest = min(idle)[1]
+            self.drop(oldest, self.lanes[oldest])
         try:
             lane = Lane(self.make_actor(key))
         except Exception:
