@@ -23,7 +23,6 @@ STEPS = {"add1": "def handler(e, c):\n    return {'x': e['x'] + 1}\n",
          "square": "def handler(e, c):\n    return {'x': e['x'] ** 2}\n"}
 
 
-
 async def run(plat: PlatformProcess, n: int, concurrency: int, pipeline: bool) -> dict[str, Any]:
     """n runs of ((x+1)*2)^2, as one pipeline invocation or as three chained client calls."""
     sem = asyncio.Semaphore(concurrency)

@@ -128,7 +128,6 @@ def deploy_to_first_result(c: httpx.Client) -> dict[str, Any]:
             "total_ms": (t_done - t) * 1000, "cold_start": rec["metrics"]["cold_start"]}
 
 
-
 def raw_ray(n: int) -> dict[str, Any]:
     """The floor: N Ray tasks calling the same handler directly, from the same ZIP as a gcs:// runtime_env."""
     import ray

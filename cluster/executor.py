@@ -48,10 +48,13 @@ def _context(req: dict[str, Any], task_id: str, cfg: FunctionConfig, picked_up: 
 
 
 def _as_dict(out: ExecutionOutcome, picked_up: float, input_bytes: int) -> dict[str, Any]:
-    """An outcome as the plain dict the dispatcher reads."""
+    """An outcome as the plain dict the dispatcher reads (the output's JSON as the child sent it, not re-encoded)."""
+    output_json = out.output_json
+    if output_json is None and out.status.value == "succeeded":
+        output_json = json.dumps(out.output)
     return {
         "status": out.status.value,
-        "output_json": None if out.output is None and out.status.value != "succeeded" else json.dumps(out.output),
+        "output_json": output_json,
         "error": out.error,
         "logs": out.logs,
         "picked_up_at": picked_up,

@@ -78,6 +78,7 @@ class ExecutionOutcome:
 
     status: TaskStatus
     output: Any = None
+    output_json: str | None = None  # the output as the handler's runtime serialised it (checked JSON)
     error: dict[str, Any] | None = None
     logs: str = ""
     started_at: float = 0.0  # epoch seconds

@@ -25,8 +25,8 @@ import ray
 
 from core.errors import Overloaded
 from core.models import TaskStatus
-from serve_app.lanes import Lane
 from serve_app.registry import FunctionRuntime
+from serve_app.runners import Runner
 from serve_app.writer import GroupCommitWriter, TaskResult
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Pending:
     done: asyncio.Future[TaskResult] | None = None
     ref: Any = None
     cancelled: bool = False
-    batched: bool = False  # dispatched in a batch with other invocations of its version
+    batched: bool = False  # its call is not killed for it: a batch with other invocations, or an express lane
     timer: asyncio.TimerHandle | None = None
 
 
@@ -88,10 +88,8 @@ class Dispatcher:
         self.writer = writer
         self.on_result = on_result
         self.on_dispatch: Callable[[str, int], None] | None = None  # (function, invocations in the Ray task)
-        # the Ray remote for a version's next batch and its leading arguments (see Platform._remote_for)
-        self.remote_for: Callable[[FunctionRuntime], tuple[Any, tuple[Any, ...]]] = lambda rt: (rt.remote, ())
-        # a short version's idle express lane, if it has one (see serve_app.lanes); None: Ray tasks
-        self.lane_for: Callable[[FunctionRuntime], Lane | None] = lambda rt: None
+        # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
+        self.runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -151,7 +149,7 @@ class Dispatcher:
         elif p.ref is not None and not p.batched:
             ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
         # a batched invocation is left to finish: it is short (see _batch_size), and killing its worker would
-        # kill the other invocations of the batch; its record then shows how it really ended
+        # kill the other invocations of the batch (or an express lane); its record then shows how it really ended
         return True
 
     def _pump_soon(self, q: FnQueue, limit: int) -> None:
@@ -205,29 +203,21 @@ class Dispatcher:
         common = {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
                   "handler": rt.handler, "config": rt.config_dict}
         ref = None
-        items = [(p.task_id, p.event_json) for p in batch]
-        lane = self.lane_for(rt) if self._short(rt) else None
+        runner = self.runner_for(rt, self._short(rt))
         try:
-            if lane is not None:  # short, like a batch: left to finish if cancelled (see cancel)
-                ref = lane.submit(common, items)
-            else:
-                remote, lead = self.remote_for(rt)
-                ref = remote.remote(*lead, common, items)
+            ref = runner.submit(common, [(p.task_id, p.event_json) for p in batch])
             for p in batch:
-                p.ref, p.batched = ref, len(batch) > 1 or lane is not None
+                p.ref, p.batched = ref, len(batch) > 1 or not runner.cancel_kills_call
                 self.writer.mark_running(p.task_id, dispatched)
             outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
             results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
         except TimeoutError:
-            if lane is not None:
-                lane.kill()
-            elif ref is not None:
-                ray.cancel(ref, force=True)
+            if ref is not None:
+                runner.abort(ref)
             results = [self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
                                   TaskStatus.TIMED_OUT) for p in batch]
         except Exception as exc:  # worker died, cancelled, runtime_env failed, ...
-            if lane is not None:
-                lane.kill()
+            runner.failed()
             if not any(p.cancelled and not p.batched for p in batch):
                 log.warning("tasks %s lost their executor: %r", [p.task_id for p in batch], exc)
             results = [self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
@@ -235,8 +225,7 @@ class Dispatcher:
                        self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
                        for p in batch]
         finally:
-            if lane is not None:
-                lane.release()
+            runner.release()
             for p in batch:
                 p.ref = None
             q.running -= len(batch)
@@ -282,7 +271,7 @@ class Dispatcher:
         metrics = {"task_id": p.task_id, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
                    "attempt": p.attempt, "status": out["status"], "started_at": out["started_at"],
                    "finished_at": out["finished_at"], "duration_ms": out["duration_ms"], "cpu_ms": out["cpu_ms"],
-                   "cpu_wait_ms": out.get("cpu_wait_ms", 0.0),
+                   "cpu_wait_ms": out["cpu_wait_ms"],
                    "peak_memory_mb": out["peak_memory_mb"], "queue_ms": queue_ms,
                    "cold_start": bool(out["cold_start"]), "error_type": error_type,
                    "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"]}

@@ -10,7 +10,6 @@ dies (the next demand starts another).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -19,6 +18,8 @@ from typing import Any
 
 import ray
 
+from serve_app.runners import when_answered
+
 log = logging.getLogger(__name__)
 MAX_LANES = 8  # per replica: each lane is a worker process; when all are taken, one idle for EVICT_AFTER_S makes
 EVICT_AFTER_S = 60.0  # room (never a busier one: starting an actor costs about a second of CPU)
@@ -26,7 +27,9 @@ PROBE_AFTER_S = 2.0  # a lane unused this long answers an empty call before it g
 
 
 class Lane:
-    """One version's actor and whether it can take a call now."""
+    """One version's actor and whether it can take a call now (a `serve_app.runners.Runner`)."""
+
+    cancel_kills_call = False  # short, like a batch: a cancelled invocation in a lane is left to finish
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
@@ -52,6 +55,14 @@ class Lane:
         self.dead = True
         with contextlib.suppress(Exception):  # already gone
             ray.kill(self.actor)
+
+    def abort(self, ref: Any) -> None:
+        """The call overran its backstop: the actor goes (a new lane replaces it on demand)."""
+        self.kill()
+
+    def failed(self) -> None:
+        """The call raised: the actor goes."""
+        self.kill()
 
 
 class Lanes:
@@ -111,15 +122,15 @@ class Lanes:
         """An empty call: the lane is ready once it answers, dropped if it fails."""
         lane.ready = False
 
-        def answered(fut: asyncio.Future[Any]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                log.warning("express lane of %s is gone: %r", key[0][:12], None if fut.cancelled() else fut.exception())
-                self.drop(key, lane)
-            else:
-                lane.ready = True
-                lane.last_used = time.monotonic()
+        def alive() -> None:
+            lane.ready = True
+            lane.last_used = time.monotonic()
 
-        asyncio.ensure_future(lane.actor.run.remote({}, [])).add_done_callback(answered)
+        def gone(exc: BaseException | None) -> None:
+            log.warning("express lane of %s is gone: %r", key[0][:12], exc)
+            self.drop(key, lane)
+
+        when_answered(lane.actor.run.remote({}, []), alive, gone)
 
     def _reap(self) -> None:
         now = time.monotonic()

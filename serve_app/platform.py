@@ -31,22 +31,15 @@ from core.secrets import SecretBox, check_env
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
-from serve_app.lanes import Lane, Lanes
+from serve_app.lanes import Lanes
 from serve_app.monitoring import MonitoringFeed
 from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
+from serve_app.runners import Runner, TaskRunner, when_answered
 from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Bridge:
-    """A newly deployed version's way to run before its own (runtime_env) workers have started."""
-
-    package: Any  # ObjectRef of the bundle's bytes
-    remote: Any  # execute_package.options(...)
 
 
 @dataclass(frozen=True)
@@ -72,16 +65,13 @@ class Platform:
         self.writer = GroupCommitWriter(database_url, on_committed=self._committed)
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
-        self.dispatcher.remote_for = self._remote_for
-        self.dispatcher.lane_for = self._lane_for
-        self._envs: dict[tuple[str, float], dict[str, Any]] = {}
-        self.lanes = Lanes(lambda key: WarmExecutor.options(runtime_env=self._envs[key]).remote(),  # type: ignore[attr-defined]
-                           idle_s=max(float(settings.keep_warm_s), 1.0))
+        self.dispatcher.runner_for = self._runner_for
+        self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
         self._last_pending: dict[str, Pending] = {}
-        self._remotes: dict[tuple[str, float], Any] = {}
-        self._bridges: dict[tuple[str, float], Bridge] = {}
+        self._remotes: dict[tuple[str, float], TaskRunner] = {}  # each version's tasks in its own runtime_env
+        self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
         self.lake = ParquetLake(settings.lake_path)
@@ -137,13 +127,14 @@ class Platform:
         return hit[0]
 
     # ---- deploy -----------------------------------------------------------------------------
-    def _build_remote(self, sha256: str, cfg: FunctionConfig) -> Any:
+    def _build_remote(self, sha256: str, cfg: FunctionConfig) -> TaskRunner:
         key = (sha256, cfg.cpus)
-        remote = self._remotes.get(key)
-        if remote is None:
-            env = self._envs[key] = runtime_env_for(sha256, self.bundles.read)
-            remote = self._remotes[key] = execute.options(runtime_env=env, num_cpus=cfg.cpus)
-        return remote
+        runner = self._remotes.get(key)
+        if runner is None:
+            env = runtime_env_for(sha256, self.bundles.read)
+            runner = self._remotes[key] = TaskRunner(execute.options(runtime_env=env, num_cpus=cfg.cpus),
+                                                     runtime_env=env)
+        return runner
 
     async def deploy(self, caller: Caller, *, name: str, archive: bytes, handler: str | None,
                      config_json: str | None) -> dict[str, Any]:
@@ -176,33 +167,33 @@ class Platform:
         waiting for it; until it answers, invocations run through a bridge (`execute_package`)."""
         key = (sha256, cfg.cpus)
         known = key in self._remotes  # this content already ran here: its workers exist or are starting
-        remote = await asyncio.to_thread(self._build_remote, sha256, cfg)
+        runner = await asyncio.to_thread(self._build_remote, sha256, cfg)
         if known or key in self._bridges:
             return
-        self._bridges[key] = Bridge(package, execute_package.options(num_cpus=cfg.cpus))
+        self._bridges[key] = TaskRunner(execute_package.options(num_cpus=cfg.cpus), (package, sha256))
 
-        def started(fut: asyncio.Future[Any]) -> None:
-            if fut.cancelled() or fut.exception() is not None:
-                log.warning("version %s: its runtime_env worker did not start (%r); its invocations keep "
-                            "running through the bridge", sha256[:12], None if fut.cancelled() else fut.exception())
-                return
+        def started() -> None:
             self._bridges.pop(key, None)  # the version's own worker is up: the bridge is no longer needed
 
-        asyncio.ensure_future(remote.remote({}, [])).add_done_callback(started)
+        def not_started(exc: BaseException | None) -> None:
+            log.warning("version %s: its runtime_env worker did not start (%r); its invocations keep running "
+                        "through the bridge", sha256[:12], exc)
 
-    def _remote_for(self, rt: FunctionRuntime) -> tuple[Any, tuple[Any, ...]]:
-        """The Ray remote for a version's next batch, and the leading arguments it takes."""
-        bridge = self._bridges.get((rt.sha256, rt.config.cpus))
-        if bridge is None:
-            return rt.remote, ()
-        return bridge.remote, (bridge.package, rt.sha256)
+        when_answered(runner.submit({}, []), started, not_started)
 
-    def _lane_for(self, rt: FunctionRuntime) -> Lane | None:
-        """A short version's express lane if idle; none while the version still runs through the bridge."""
+    def _runner_for(self, rt: FunctionRuntime, short: bool) -> Runner:
+        """Where a version's next batch runs: its bridge while its own workers start, else (short and idle)
+        its express lane, else Ray tasks in its runtime_env."""
         key = (rt.sha256, rt.config.cpus)
-        if key in self._bridges or key not in self._envs:
-            return None
-        return self.lanes.idle(key)
+        bridge = self._bridges.get(key)
+        if bridge is not None:
+            return bridge
+        lane = self.lanes.idle(key) if short and key in self._remotes else None
+        return lane if lane is not None else rt.remote
+
+    def _lane_actor(self, key: tuple[str, float]) -> Any:
+        """A new express-lane actor in the version's runtime_env."""
+        return WarmExecutor.options(runtime_env=self._remotes[key].runtime_env).remote()  # type: ignore[attr-defined]
 
     async def set_state(self, caller: Caller, name: str, state: str) -> dict[str, Any]:
         """Activate or deactivate."""

@@ -37,7 +37,7 @@ class FunctionRuntime:
     handler: str
     config: FunctionConfig
     config_dict: dict[str, Any]
-    remote: Any = field(default=None, repr=False)  # execute.options(...) for this version
+    remote: Any = field(default=None, repr=False)  # a TaskRunner: Ray tasks in this version's runtime_env
     env_id: str = ""
 
     @property
@@ -53,7 +53,7 @@ class Registry:
     def __init__(self, engine: AsyncEngine, build_remote: Any, secrets: SecretBox) -> None:
         self.engine = engine
         self.secrets = secrets
-        self.build_remote = build_remote  # (sha256, FunctionConfig) -> remote function with options
+        self.build_remote = build_remote  # (sha256, FunctionConfig) -> TaskRunner of the version
         self._active: dict[tuple[str, str], FunctionRuntime] = {}
         self._versions: dict[tuple[str, str, int], FunctionRuntime] = {}
 

@@ -77,12 +77,14 @@ class FunctionDetectors:
         # an execution that waited for a CPU is judged by its most normal reading (see contention_bounds):
         # the host's noise is not the function's anomaly, and a real change stands out in every reading
         measured = raw_features(rec)
-        least, most = contention_bounds(measured, rec.cpu_wait_ms)
-        t = self.outlier.most_normal(transform(measured), transform(least), transform(most))
-        raw = np.array([inverse(float(x), i) for i, x in enumerate(t)])
+        t = transform(measured)
+        if rec.cpu_wait_ms > 0:
+            least, most = contention_bounds(measured, rec.cpu_wait_ms)
+            t = self.outlier.most_normal(t, transform(least), transform(most))
         v = self.outlier.observe(t)
         if v is None or not v.anomalous or self.outlier.profile is None:
             return None
+        raw = np.array([inverse(float(x), i) for i, x in enumerate(t)])  # the reading judged, in its own units
         f = v.feature
         low, high = self.outlier.profile.expected_range(f, self.outlier.z_min, float(self.outlier.widen[f]))
         contrib = {FEATURES[i]: round(float(v.z[i]), 2) for i in range(len(FEATURES))}

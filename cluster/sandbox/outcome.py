@@ -31,15 +31,17 @@ def from_reply(header: dict[str, Any], body: bytes, logs: str, input_bytes: int)
     """A completed round trip."""
     error = header.get("error")
     ok = header.get("status") == "succeeded" and error is None
-    output = None
+    output = output_json = None
     if ok and body:
         try:
             output = json.loads(body)
+            output_json = body.decode()
         except ValueError:
             ok, error = False, err("OutputNotSerializable", "handler output is not valid JSON")
     return ExecutionOutcome(
         status=TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
         output=output,
+        output_json=output_json,
         error=None if ok else error,
         logs=logs,
         started_at=float(header.get("started_at", 0.0)),
