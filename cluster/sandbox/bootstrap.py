@@ -25,10 +25,6 @@ if TYPE_CHECKING:  # typing costs ~3 ms of every cold start
     from typing import Any
 
 FRAME = struct.Struct(">III")
-CLONE_NEWNS = 0x00020000
-CLONE_NEWNET = 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
 TRUNCATED = "\n[... log output truncated: limit of {limit} bytes reached ...]\n"
 
@@ -67,91 +63,24 @@ class Channel:
 
 def _libc() -> Any:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     return libc
 
 
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def _mount(libc: Any, src: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    enc = (lambda s: s.encode() if s is not None else None)  # noqa: E731
-    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-def _under(path: str, parent: str) -> bool:
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
-def _build_mounts(libc: Any, spec: dict[str, Any]) -> list[str]:
-    """New mount namespace: hide sensitive trees under empty tmpfs, re-expose what the child needs read-only."""
-    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None)
-    notes: list[str] = []
-    exposes = [p for p in [*spec["expose"], *sys.path] if os.path.isdir(p)]  # sys.path: the stdlib
-    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in exposes}
-    tmp_size = f"size={spec['tmp_mb']}m"
-    for hidden in sorted(set(spec["hide"]), key=len):
-        if not os.path.isdir(hidden) or any(_under(hidden, h) and h != hidden for h in spec["hide"]):
-            continue
-        opts = f"{tmp_size},mode=1777" if hidden in spec["scratch"] else "size=64k,mode=0755"
-        _mount(libc, "tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, opts)
-        notes.append(hidden)
-    old_umask = os.umask(0o022)
-    for path, fd in fds.items():
-        if any(_under(path, h) for h in notes):
-            os.makedirs(path, 0o755, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
-            _mount(libc, None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
-        os.close(fd)
-    work = spec["work_dir"]
-    os.makedirs(work, 0o755, exist_ok=True)
-    os.umask(old_umask)
-    owner = f"uid={spec['uid']},gid={spec['gid']}"
-    _mount(libc, "tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, f"{tmp_size},mode=0700,{owner}")
-    try:
-        _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-        notes.append("proc:hidepid")
-    except OSError:
-        pass
-    return notes
-
-
-def _isolate(spec: dict[str, Any]) -> dict[str, Any]:
-    """Namespaces, privilege drop, parent-death signal; returns what applied."""
-    iso: dict[str, Any] = {"root": os.geteuid() == 0}
+def _settle(spec: dict[str, Any]) -> dict[str, Any]:
+    """The jail (bwrap) has already isolated this process before the interpreter started; here only what
+    belongs to the process itself: the parent-death signal, the function's environment, the work dir."""
     libc = _libc()
-    if iso["root"]:
-        try:
-            iso["hidden"] = _build_mounts(libc, spec)
-            iso["mount_ns"] = True
-        except OSError as exc:
-            iso["mount_ns"] = f"failed: {exc}"
-    if not spec["network"]:
-        try:
-            _check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
-            iso["network"] = "none (own network namespace)"
-        except OSError as exc:
-            iso["network"] = f"host (could not unshare network: {exc})"
-    else:
-        iso["network"] = "host (config.network)"
-    os.chdir(spec["work_dir"])
-    if iso["root"]:
-        os.setgroups([])
-        os.setresgid(spec["gid"], spec["gid"], spec["gid"])
-        os.setresuid(spec["uid"], spec["uid"], spec["uid"])
-        if os.getuid() == 0 or os.getgid() == 0:
-            raise PermissionError("privilege drop did not take effect")
-        libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # /proc/self owned by us again (clear_refs, status)
-    iso["uid"], iso["gid"] = os.getuid(), os.getgid()
-    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    if os.getppid() != spec["parent_pid"]:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if spec.get("parent_pid") and os.getppid() != spec["parent_pid"]:
         os._exit(70)  # the supervisor died before the death signal was armed
-    return iso
+    if spec.get("check_only"):
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    os.chdir(spec["work_dir"])
+    return {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid()}
 
 
 def _apply_rlimits(limits: dict[str, list[int]]) -> None:
@@ -260,41 +189,13 @@ def _classify(exc: BaseException) -> str | None:
 
 
 class ProcStats:
-    """This process's /proc files the measurements read, opened once (each read is then one pread)."""
+    """This thread's schedstat, opened once (each read is then one pread); the supervisor measures the rest."""
 
     def __init__(self) -> None:
-        self.status = self._open("/proc/self/status", os.O_RDONLY)
-        self.clear_refs = self._open("/proc/self/clear_refs", os.O_WRONLY)
-        self.schedstat = self._open("/proc/thread-self/schedstat", os.O_RDONLY)
-
-    @staticmethod
-    def _open(path: str, flags: int) -> int | None:
         try:
-            return os.open(path, flags)
+            self.schedstat: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         except OSError:
-            return None
-
-    def peak_rss_mb(self) -> float:
-        """Peak RSS since the last `clear_peak` (VmHWM), else since the start (ru_maxrss)."""
-        if self.status is not None:
-            try:
-                data = os.pread(self.status, 8192, 0)
-                at = data.find(b"VmHWM:")
-                if at >= 0:
-                    return int(data[at + 6 : data.index(b"kB", at)]) / 1024.0
-            except (OSError, ValueError):
-                pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-    def clear_peak(self) -> bool:
-        """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-        if self.clear_refs is None:
-            return False
-        try:
-            os.write(self.clear_refs, b"5")
-            return True
-        except OSError:
-            return False
+            self.schedstat = None
 
     def run_delay_ns(self) -> int:
         """Nanoseconds this thread has spent runnable but waiting for a CPU (0 when unknown)."""
@@ -400,36 +301,30 @@ class Runtime:
             resource.setrlimit(resource.RLIMIT_CPU, (int(used + self.cpu_s) + 1, self.cpu_hard))
         out = b""
         error: dict[str, Any] | None = None
-        mem_reset = self.proc.clear_peak()
-        t_cpu0 = os.times()  # children's CPU (tick resolution); our own from the precise process clock
-        p_cpu0 = time.process_time()
         wait0 = self.proc.run_delay_ns()
-        started = time.time()
         t0 = time.perf_counter()
         try:
             event = json.loads(body)
             result = self.handler(event, ctx) if self.two_args else self.handler(event)
             t1 = time.perf_counter()
             wait1 = self.proc.run_delay_ns()
-            p_cpu1 = time.process_time()
-            t_cpu1 = os.times()
             try:
                 out = json.dumps(result, allow_nan=False).encode()
-            except (TypeError, ValueError, RecursionError) as exc:
+            except (ValueError, RecursionError) as exc:  # NaN, Infinity, nesting beyond the recursion limit
+                error = {"type": "OutputNotJSON",
+                         "message": f"handler returned a value that is not JSON: {exc}", "stack": []}
+            except TypeError as exc:
                 error = {"type": "OutputNotSerializable",
                          "message": f"handler returned a value that is not JSON-serialisable: {exc}",
                          "stack": []}
         except BaseException as exc:
             t1 = time.perf_counter()
             wait1 = self.proc.run_delay_ns()
-            p_cpu1 = time.process_time()
-            t_cpu1 = os.times()
             etype = _classify(exc) or ("CpuLimitExceeded" if self.cpu_exceeded else None)
             error = _error(exc, etype, skip=1)
             del exc
         if os.getpid() != self.pid:  # a process the handler forked returned into the runtime: not ours to answer
             os._exit(0)
-        finished = time.time()
         if self.cpu_exceeded:
             retire = True
             if error is None or error["type"] != "CpuLimitExceeded":
@@ -449,15 +344,8 @@ class Runtime:
         resp = {
             "status": "succeeded" if error is None else "failed",
             "error": error,
-            "duration_ms": (t1 - t0) * 1000.0,
-            "cpu_ms": ((p_cpu1 - p_cpu0) + sum(t_cpu1[2:4]) - sum(t_cpu0[2:4])) * 1000.0,
             "cpu_wait_ms": max(0.0, min((wait1 - wait0) / 1e6, (t1 - t0) * 1000.0)),
-            "peak_memory_mb": self.proc.peak_rss_mb(),
-            "peak_memory_source": "VmHWM" if mem_reset else "ru_maxrss",
-            "started_at": started,
-            "finished_at": finished,
             "retire": retire,
-            "cpu_total_s": sum(os.times()[:4]),
         }
         return resp, out, logs
 
@@ -466,7 +354,7 @@ def _serve(chan: Channel) -> None:
     spec, _ = chan.recv()
     t0 = time.perf_counter()
     try:
-        iso = _isolate(spec)
+        iso = _settle(spec)
         os.umask(0o077)
         try:
             fdlog = os.open(".", os.O_TMPFILE | os.O_RDWR, 0o600)

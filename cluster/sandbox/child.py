@@ -13,17 +13,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 from core.models import FunctionConfig
 
+from . import jail, mode, protocol, runtime, seccomp
 from . import spec as childspec
 from .cgroups import CgroupSet
-from .context import InvocationContext
 from .framing import ParentChannel
-from .layout import KeyDirs, is_root
+from .measure import Measurement, Meter
+from .layout import KeyDirs
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
 MiB = 1 << 20
+MAX_SETUP_ERROR = 4096
 _counter = itertools.count()
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every child is forked from
 # this one long-lived thread rather than from whichever (possibly short-lived) thread called invoke().
@@ -40,8 +43,13 @@ class Exit:
 
     @property
     def signal(self) -> int | None:
-        """Terminating signal, if any."""
-        return os.WTERMSIG(self.status) if self.status is not None and os.WIFSIGNALED(self.status) else None
+        """Terminating signal, if any (bwrap reports its child's signal as exit code 128 + signal)."""
+        if self.status is None:
+            return None
+        if os.WIFSIGNALED(self.status):
+            return os.WTERMSIG(self.status)
+        code = os.WEXITSTATUS(self.status)
+        return code - 128 if 128 < code < 128 + 65 else None
 
     def describe(self) -> str:
         """Human wording of the exit."""
@@ -52,69 +60,128 @@ class Exit:
         return f"exited with code {os.WEXITSTATUS(self.status)}"
 
 
+@dataclass
+class Reply:
+    """One invocation's reply as the child sent it (checked) and its cost as the supervisor measured it."""
+
+    header: dict[str, Any]
+    body: bytes
+    logs: bytes
+    cost: Measurement
+
+
 class Child:
     """A running bootstrap process for one key."""
 
-    def __init__(self, key: str, proc: subprocess.Popen[bytes], cg: CgroupSet, config: FunctionConfig) -> None:
+    def __init__(self, key: str, proc: subprocess.Popen[bytes], cg: CgroupSet, config: FunctionConfig,
+                 jailed: bool) -> None:
         self.key = key
+        self.jailed = jailed
         self.proc = proc
         self.pid = proc.pid
         self.cg = cg
         self.config = config
         assert proc.stdin is not None and proc.stdout is not None
         self.chan = ParentChannel(proc.stdin.fileno(), proc.stdout.fileno())
+        self.meter = Meter(cg, proc.pid)
         self.cpu_hard = childspec.cpu_hard_s(config)
         self.cap = config.max_output_kb * 1024
         self.last_used = time.monotonic()
-        self.cpu_total_s = 0.0
         self.cancelled = False
         self.dead = False
         self.exit: Exit | None = None
         self.isolation: dict[str, Any] = {}
 
     @classmethod
-    def spawn(cls, key: str, dirs: KeyDirs, config: FunctionConfig, handler: str, ctx: InvocationContext) -> Child:
-        """Start the bootstrap (as root it drops to the key's uid itself, after building namespaces)."""
-        env = childspec.child_env(config, dirs, handler, ctx)
-        cg = CgroupSet(dirs={})
-        if is_root():
-            tmpfs = 2 * config.max_file_mb * MiB
-            cg = CgroupSet.create(f"{os.getpid()}-{next(_counter)}", config.memory_mb * MiB + tmpfs + 32 * MiB,
-                                  config.max_processes + 8)
+    def spawn(cls, key: str, dirs: KeyDirs, config: FunctionConfig, root: Path) -> Child:
+        """Start the bootstrap in its jail (or, in insecure mode, as a plain child); raises SandboxUnavailable
+        when the jail cannot be applied and OSError when the process cannot start."""
+        if mode.insecure():
+            return cls._start(key, config, CgroupSet({}), [sys.executable, "-I", "-S", "-B", BOOTSTRAP],
+                              None, [], jailed=False)
+        try:
+            rt = runtime.ensure(root)
+            bpf = seccomp.policy_fd()
+        except (runtime.RuntimeUnavailable, seccomp.SeccompUnavailable) as exc:
+            raise mode.SandboxUnavailable(str(exc)) from exc
+        try:
+            cg = CgroupSet.create(f"{os.getpid()}-{next(_counter)}", childspec.cgroup_memory_bytes(config),
+                                  config.max_processes + 8, max(1.0, config.cpus))
+        except Exception as exc:
+            os.close(bpf)
+            raise mode.SandboxUnavailable(str(exc)) from exc
+        argv = jail.command(rt, dirs, network=config.network, tmp_mb=config.max_file_mb, seccomp_fd=bpf)
+        procs = jail.open_procs_files(cg.procs_dirs())
+        try:
+            child = cls._start(key, config, cg, argv, jail.drop_privileges(dirs.uid, dirs.gid, procs),
+                               [bpf], jailed=True)
+        finally:
+            for fd in [bpf, *procs]:
+                os.close(fd)
+        try:
+            cg.open_meters()
+        except OSError as exc:
+            child.kill()
+            raise mode.SandboxUnavailable(f"cannot measure the child's cgroup: {exc}") from exc
+        return child
 
+    @classmethod
+    def _start(cls, key: str, config: FunctionConfig, cg: CgroupSet, argv: list[str],
+               preexec: Callable[[], None] | None, fds: list[int], *, jailed: bool) -> Child:
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                [sys.executable, "-I", "-S", BOOTSTRAP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, env=env, cwd="/", close_fds=True, process_group=0,
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE if jailed else
+                subprocess.DEVNULL, env=dict(jail.FIXED_ENV), cwd="/", close_fds=True, pass_fds=fds,
+                process_group=0, preexec_fn=preexec,
             )
 
         try:
             proc = _spawner.submit(popen).result()
         except BaseException:
+            cg.kill_all()
             cg.remove()
             raise
-        with contextlib.suppress(OSError):
-            cg.add(proc.pid)
-        return cls(key, proc, cg, config)
+        if proc.stderr is not None:
+            os.set_blocking(proc.stderr.fileno(), False)
+        return cls(key, proc, cg, config, jailed)
+
+    def setup_error(self) -> str:
+        """What the jail itself printed before the bootstrap took over (bwrap's own errors), if anything."""
+        if self.proc.stderr is None:
+            return ""
+        try:
+            data = os.read(self.proc.stderr.fileno(), MAX_SETUP_ERROR)
+        except (BlockingIOError, OSError, ValueError):
+            return ""
+        return data.decode("utf-8", "replace").strip()
 
     def start(self, init: dict[str, Any], deadline: float) -> tuple[dict[str, Any], bytes]:
         """Send the init spec; the ready header and import-time logs."""
         self.chan.send(init, b"", deadline)
         header, _, logs = self.chan.recv(deadline, 0, self.cap + 4096)
-        self.cpu_total_s = float(header.get("cpu_total_s", 0.0))
+        protocol.check_ready(header)
         return header, logs
 
-    def call(self, ctx: dict[str, Any], event_json: bytes, deadline: float) -> tuple[dict[str, Any], bytes, bytes]:
+    def call(self, ctx: dict[str, Any], event_json: bytes, deadline: float) -> Reply:
         """One invocation round trip."""
+        self.meter.mark()
         self.chan.send({"op": "invoke", "ctx": ctx}, event_json, deadline)
         return self.call_reply(deadline)
 
-    def call_reply(self, deadline: float) -> tuple[dict[str, Any], bytes, bytes]:
-        """The reply to one invocation already sent (alone or in a batch)."""
+    def send_batch(self, ctxs: list[dict[str, Any]], events: list[bytes], timeout_s: float) -> None:
+        """Several invocations in one request frame; their replies come one by one (`call_reply`)."""
+        self.meter.mark()
+        self.chan.send({"op": "batch", "ctxs": ctxs, "sizes": [len(e) for e in events], "timeout_s": timeout_s},
+                       b"".join(events), time.monotonic() + timeout_s)
+
+    def call_reply(self, deadline: float) -> Reply:
+        """The reply to one invocation already sent (alone or in a batch), checked, with its measured cost;
+        raises ProtocolViolation for a reply that breaks the protocol."""
         header, body, logs = self.chan.recv(deadline, self.cap, self.cap + 4096)
-        self.cpu_total_s = float(header.get("cpu_total_s", self.cpu_total_s))
+        cost = self.meter.read()
+        protocol.check_reply(header)
         self.last_used = time.monotonic()
-        return header, body, logs
+        return Reply(header, body, logs, cost)
 
     def reap(self, timeout: float) -> Exit | None:
         """Wait up to `timeout` for the process to exit; its status and rusage."""
@@ -146,11 +213,12 @@ class Child:
         """Signal-kill, reap and release the child; only by the thread that owns it. Never raises."""
         self.signal_kill()
         result = self.reap(2.0)
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             try:
                 if stream is not None:
                     stream.close()
             except OSError:
                 pass
         self.cg.remove()
+        self.meter.close()
         return result

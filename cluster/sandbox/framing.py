@@ -30,6 +30,10 @@ class ProtocolViolation(Exception):
     """The child sent a frame that breaks the protocol or the size caps."""
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 class ParentChannel:
     """Frames to and from one child; fds are set non-blocking."""
 
@@ -94,11 +98,12 @@ class ParentChannel:
         self._fill(end, deadline)
         mv = memoryview(self._buf)
         try:
-            header = json.loads(bytes(mv[FRAME.size : FRAME.size + hlen]))
+            header = json.loads(bytes(mv[FRAME.size : FRAME.size + hlen]), parse_constant=_reject_constant)
             body = bytes(mv[FRAME.size + hlen : FRAME.size + hlen + blen])
             logs = bytes(mv[FRAME.size + hlen + blen : end])
-        except ValueError as exc:
-            raise ProtocolViolation(f"bad frame header: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            del self._buf[:end]
+            raise ProtocolViolation(f"bad frame header: {type(exc).__name__}") from exc
         finally:
             mv.release()
         del self._buf[:end]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from typing import Any
 
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus
 
-from .child import Child, Exit
+from . import protocol
+from .child import Child, Exit, Reply
 from .spec import cpu_limit_s
 
 TRUNCATED = "\n[... log output truncated: limit of {limit} bytes reached ...]\n"
@@ -27,29 +27,32 @@ def join_logs(parts: list[bytes], cap: int) -> str:
     return data.decode("utf-8", "replace")
 
 
-def from_reply(header: dict[str, Any], body: bytes, logs: str, input_bytes: int) -> ExecutionOutcome:
-    """A completed round trip."""
+def from_reply(reply: Reply, logs: str, input_bytes: int) -> ExecutionOutcome:
+    """A completed round trip: the child's status, error and output, the supervisor's measurements."""
+    header, body, cost = reply.header, reply.body, reply.cost
     error = header.get("error")
     ok = header.get("status") == "succeeded" and error is None
     output = output_json = None
-    if ok and body:
-        try:
-            output = json.loads(body)
-            output_json = body.decode()
-        except ValueError:
-            ok, error = False, err("OutputNotSerializable", "handler output is not valid JSON")
+    if ok:
+        parsed = protocol.parse_output(body or b"null")
+        if isinstance(parsed, str):
+            ok, error = False, err("OutputNotJSON", parsed)
+        else:
+            output, output_json = parsed
+    elif error is None:
+        error = err("SandboxProtocolError", "the function's process reported a failure without an error")
     return ExecutionOutcome(
         status=TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
         output=output,
         output_json=output_json,
         error=None if ok else error,
         logs=logs,
-        started_at=float(header.get("started_at", 0.0)),
-        finished_at=float(header.get("finished_at", 0.0)),
-        duration_ms=float(header.get("duration_ms", 0.0)),
-        cpu_ms=float(header.get("cpu_ms", 0.0)),
-        cpu_wait_ms=float(header.get("cpu_wait_ms", 0.0)),
-        peak_memory_mb=float(header.get("peak_memory_mb", 0.0)),
+        started_at=cost.started_at,
+        finished_at=cost.finished_at,
+        duration_ms=cost.duration_ms,
+        cpu_ms=cost.cpu_ms,
+        cpu_wait_ms=min(float(header.get("cpu_wait_ms", 0.0)), cost.duration_ms),
+        peak_memory_mb=cost.peak_memory_mb,
         input_bytes=input_bytes,
         output_bytes=len(body) if ok else 0,
     )

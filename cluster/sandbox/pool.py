@@ -13,7 +13,8 @@ from typing import Any
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, handler_module_path
 
 from . import cgroups, layout
-from .child import Child
+from . import mode
+from .child import Child, Reply
 from .context import InvocationContext
 from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation
 from .outcome import death_error, err, failure, from_reply, join_logs
@@ -41,35 +42,28 @@ class SandboxPool:
     def invoke(self, *, key: str, code_dir: Path, handler: str, config: FunctionConfig,
                event_json: bytes, context: InvocationContext) -> ExecutionOutcome:
         """Run one invocation in the key's warm child (starting one if needed); never raises for user faults."""
-        started = time.time()
         nin = len(event_json)
         child = self._checkout(key, config)
         cold = child is None
         init_logs = b""
         init_ms = None
         if child is None:
-            started_child = self._cold_start(key, code_dir, handler, config, context, started, nin)
+            started_child = self._cold_start(key, code_dir, handler, config, context, nin)
             if isinstance(started_child, ExecutionOutcome):
                 return started_child
             child, init_ms, init_logs = started_child
-        ctx = context.to_wire()
-        cap = child.cap
+        started = time.time()
         try:
-            header, body, logs = child.call(ctx, event_json, time.monotonic() + config.timeout_s)
+            reply = child.call(context.to_wire(), event_json, time.monotonic() + config.timeout_s)
         except ChannelTimeout:
             return self._lost(child, config, started, nin, cold, init_logs, timed_out=True, why="")
         except (ChannelClosed, ProtocolViolation) as exc:
-            return self._lost(child, config, started, nin, cold, init_logs, timed_out=False, why=str(exc))
-        out = from_reply(header, body, join_logs([init_logs, logs], cap) if init_logs else
-                         logs.decode("utf-8", "replace"), nin)
+            return self._lost(child, config, started, nin, cold, init_logs, timed_out=False, why=str(exc),
+                              protocol=isinstance(exc, ProtocolViolation))
+        out = self._finish(child, reply, nin, [init_logs] if init_logs else [])
         out.cold_start = cold
-        out.extra["isolation"] = child.isolation
         if init_ms is not None:
             out.extra["init_ms"] = init_ms
-        if header.get("retire"):
-            self._discard(child)
-        else:
-            self._checkin(child)
         return out
 
     def invoke_many(self, *, key: str, code_dir: Path, handler: str, config: FunctionConfig,
@@ -80,7 +74,6 @@ class SandboxPool:
         if len(calls) <= 1:
             return [self.invoke(key=key, code_dir=code_dir, handler=handler, config=config, event_json=e,
                                 context=c) for e, c in calls]
-        started = time.time()
         child = self._checkout(key, config)
         if child is None:  # the first invocation starts the child; the rest share it
             event, context = calls[0]
@@ -89,10 +82,9 @@ class SandboxPool:
             return [first, *self.invoke_many(key=key, code_dir=code_dir, handler=handler, config=config,
                                              calls=calls[1:])]
         outs: list[ExecutionOutcome] = []
+        started = time.time()
         try:
-            child.chan.send({"op": "batch", "ctxs": [c.to_wire() for _, c in calls],
-                             "sizes": [len(e) for e, _ in calls], "timeout_s": config.timeout_s},
-                            b"".join(e for e, _ in calls), time.monotonic() + config.timeout_s)
+            child.send_batch([c.to_wire() for _, c in calls], [e for e, _ in calls], config.timeout_s)
         except (ChannelTimeout, ChannelClosed) as exc:
             outs.append(self._lost(child, config, started, len(calls[0][0]), False, b"",
                                    timed_out=isinstance(exc, ChannelTimeout), why=str(exc)))
@@ -100,19 +92,17 @@ class SandboxPool:
             for event, _ in calls:
                 nin = len(event)
                 try:
-                    header, body, logs = child.call_reply(time.monotonic() + config.timeout_s)
+                    reply = child.call_reply(time.monotonic() + config.timeout_s)
                 except ChannelTimeout:
                     outs.append(self._lost(child, config, started, nin, False, b"", timed_out=True, why=""))
                     break
                 except (ChannelClosed, ProtocolViolation) as exc:
-                    outs.append(self._lost(child, config, started, nin, False, b"", timed_out=False, why=str(exc)))
+                    outs.append(self._lost(child, config, started, nin, False, b"", timed_out=False, why=str(exc),
+                                           protocol=isinstance(exc, ProtocolViolation)))
                     break
-                out = from_reply(header, body, logs.decode("utf-8", "replace"), nin)
-                out.extra["isolation"] = child.isolation
-                outs.append(out)
+                outs.append(self._finish(child, reply, nin, [], checkin=False))
                 started = time.time()
-                if header.get("retire"):
-                    self._discard(child)
+                if child.dead:
                     break
             else:
                 self._checkin(child)
@@ -120,27 +110,29 @@ class SandboxPool:
         return outs + (self.invoke_many(key=key, code_dir=code_dir, handler=handler, config=config, calls=rest)
                        if rest else [])
 
-    def check_handler(self, *, code_dir: Path, handler: str, config: FunctionConfig) -> dict[str, Any] | None:
+    def check_handler(self, *, key: str, code_dir: Path, handler: str,
+                      config: FunctionConfig) -> dict[str, Any] | None:
         """Activation gate: None if the handler imports and resolves to a callable taking 1 or 2 positional
-        params; else {"type","message","stack"} of the failure. Runs in a fresh sandbox, not warm."""
+        params; else {"type","message","stack"} of the failure. Runs in a fresh jail as the key's own uid, not
+        warm. Raises SandboxUnavailable when the jail cannot be applied."""
         try:
             handler_module_path(handler)
         except ValueError as exc:
             return err("InvalidHandler", str(exc))
         self._ensure_root()
-        dirs = layout.prepare(self.root, "", Path(code_dir), layout.check_uid(), one_shot=True)
+        dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key), one_shot=True)
         ctx = InvocationContext("activation-check", "0", "activation-check", config.memory_mb, "", "", "",
                                 time.time() + config.timeout_s)
         child: Child | None = None
         try:
-            child = Child.spawn("", dirs, config, handler, ctx)
-            ready, _ = child.start(init_message(config, dirs, handler, check_only=True),
+            child = Child.spawn(key, dirs, config, self.root)
+            ready, _ = child.start(init_message(config, dirs, handler, ctx, check_only=True, jailed=child.jailed),
                                    time.monotonic() + config.timeout_s)
         except ChannelTimeout:
             return err("TimeoutError", f"importing the handler took longer than {config.timeout_s:g} s")
         except (ChannelClosed, ProtocolViolation) as exc:
             assert child is not None
-            return death_error(child, child.reap(0.5), config, str(exc))
+            return self._setup_failure(child, config, str(exc))
         except OSError as exc:
             return err("SandboxSetupFailed", f"could not start the sandbox: {exc}")
         finally:
@@ -249,45 +241,80 @@ class SandboxPool:
             for c in expired:
                 c.kill()
 
+    def _finish(self, child: Child, reply: Reply, nin: int, log_parts: list[bytes], *,
+                checkin: bool = True) -> ExecutionOutcome:
+        """Turn a checked reply into an outcome; anything unexpected in it kills the child, never leaks it."""
+        try:
+            logs = join_logs([*log_parts, reply.logs], child.cap) if log_parts else \
+                reply.logs.decode("utf-8", "replace")
+            out = from_reply(reply, logs, nin)
+        except Exception as exc:  # noqa: BLE001 - a reply that passed the checks yet cannot be used
+            self._discard(child)
+            return failure(TaskStatus.FAILED, err("SandboxProtocolError", f"unusable reply: {type(exc).__name__}"),
+                           reply.cost.started_at, reply.cost.finished_at, "", nin)
+        out.extra["isolation"] = child.isolation
+        out.extra["sandbox"] = mode.label()
+        if reply.header.get("retire"):
+            self._discard(child)
+        elif checkin:
+            self._checkin(child)
+        return out
+
     def _cold_start(self, key: str, code_dir: Path, handler: str, config: FunctionConfig,
-                    context: InvocationContext, started: float,
-                    nin: int) -> tuple[Child, float, bytes] | ExecutionOutcome:
+                    context: InvocationContext, nin: int) -> tuple[Child, float, bytes] | ExecutionOutcome:
         """Spawn and initialise a child; on failure the outcome to return instead."""
+        started = time.time()
         try:
             dirs = self._key_dirs(key, code_dir)
-            child = Child.spawn(key, dirs, config, handler, context)
+            child = Child.spawn(key, dirs, config, self.root)
+        except mode.SandboxUnavailable as exc:
+            return failure(TaskStatus.FAILED, err("SandboxUnavailable", f"the jail cannot be applied: {exc}"),
+                           started, time.time(), "", nin)
         except OSError as exc:
             return failure(TaskStatus.FAILED, err("SandboxSetupFailed", f"could not start the sandbox: {exc}"),
                            started, time.time(), "", nin)
         with self._lock:
             self._busy.add(child)
         try:
-            ready, logs = child.start(init_message(config, dirs, handler, check_only=False),
-                                      time.monotonic() + config.timeout_s)
+            ready, logs = child.start(init_message(config, dirs, handler, context, check_only=False,
+                                                   jailed=child.jailed), time.monotonic() + config.timeout_s)
         except ChannelTimeout:
             return self._lost(child, config, started, nin, True, b"", timed_out=True, why="during init")
         except (ChannelClosed, ProtocolViolation) as exc:
-            return self._lost(child, config, started, nin, True, b"", timed_out=False, why=str(exc))
-        child.isolation = {**ready.get("isolation", {}), "cgroups": child.cg.controllers}
+            setup = child.setup_error()
+            out = self._lost(child, config, started, nin, True, b"", timed_out=False, why=str(exc),
+                             protocol=isinstance(exc, ProtocolViolation))
+            if setup and out.error is not None and out.error.get("type") == "SandboxCrashed":
+                out.error = err("SandboxSetupFailed", f"the jail could not start: {setup}")
+            return out
+        child.isolation = {"sandbox": mode.label(), "jail": "bubblewrap" if child.jailed else None,
+                           "uid": dirs.uid if child.jailed else os.getuid(),
+                           "network": "host" if (config.network or not child.jailed) else "none",
+                           "cgroups": child.cg.controllers, "seccomp": child.jailed}
         if not ready.get("ok"):
             self._discard(child)
             error = ready.get("error") or ready.get("setup_error") or err("SandboxCrashed", "no reply")
-            out = failure(TaskStatus.FAILED, error, started, time.time(),
-                          logs.decode("utf-8", "replace"), nin)
+            out = failure(TaskStatus.FAILED, error, started, time.time(), logs.decode("utf-8", "replace"), nin)
             out.cold_start = True
             out.extra["isolation"] = child.isolation
             return out
         return child, float(ready.get("init_ms", 0.0)), logs
 
+    def _setup_failure(self, child: Child, config: FunctionConfig, why: str) -> dict[str, Any]:
+        """Why a child died before it answered: the jail's own message if it printed one, else its death."""
+        exit = child.reap(0.5)
+        setup = child.setup_error()
+        if setup:
+            return err("SandboxSetupFailed", f"the jail could not start: {setup}")
+        return death_error(child, exit, config, why)
+
     def _lost(self, child: Child, config: FunctionConfig, started: float, nin: int, cold: bool,
-              init_logs: bytes, *, timed_out: bool, why: str) -> ExecutionOutcome:
-        """The child stopped answering (deadline, EOF, bad frame): kill it and say why."""
-        exit = None if timed_out or child.cancelled else child.reap(0.3)
-        if exit is None:
-            child.kill()
-            exit = child.exit
-        else:
-            child.kill()
+              init_logs: bytes, *, timed_out: bool, why: str, protocol: bool = False) -> ExecutionOutcome:
+        """The child stopped answering (deadline, EOF) or broke the protocol: kill it and say why."""
+        exit = None if timed_out or child.cancelled or protocol else child.reap(0.3)
+        cpu_ns = child.cg.cpu_ns() if child.cg.dirs else 0
+        child.kill()
+        exit = exit or child.exit
         with self._lock:
             self._busy.discard(child)
         if child.cancelled:
@@ -295,14 +322,17 @@ class SandboxPool:
         elif timed_out:
             status = TaskStatus.TIMED_OUT
             error = err("TimeoutError", f"Task timed out after {config.timeout_s:.2f} seconds")
+        elif protocol:
+            status, error = TaskStatus.FAILED, err("SandboxProtocolError",
+                                                   f"the function's process broke the sandbox protocol ({why})")
         else:
             status, error = TaskStatus.FAILED, death_error(child, exit, config, why)
         out = failure(status, error, started, time.time(), join_logs([init_logs], child.cap), nin)
         out.cold_start = cold
         out.extra["isolation"] = child.isolation
-        if exit is not None and exit.status is not None:
-            out.cpu_ms = max(0.0, (exit.cpu_s - child.cpu_total_s) * 1000.0)
-            out.peak_memory_mb = exit.maxrss_mb
+        out.extra["sandbox"] = mode.label()
+        if cpu_ns:
+            out.cpu_ms = max(0.0, (cpu_ns - child.meter.cpu_at_mark) / 1e6)
         return out
 
 

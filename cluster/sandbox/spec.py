@@ -14,10 +14,6 @@ from .context import InvocationContext
 from .layout import KeyDirs
 
 MiB = 1 << 20
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC"}
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
-NEVER_HIDE = {"/", "/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev", "/var"}
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def cpu_limit_s(config: FunctionConfig) -> float:
@@ -31,8 +27,10 @@ def cpu_hard_s(config: FunctionConfig) -> int:
 
 
 def child_env(config: FunctionConfig, dirs: KeyDirs, handler: str, ctx: InvocationContext) -> dict[str, str]:
-    """Only the function's own env, a minimal base and Lambda's reserved variables."""
-    env = {**BASE_ENV, "HOME": str(dirs.work), "TMPDIR": "/tmp"}
+    """The function's own env and Lambda's reserved variables; the bootstrap sets them after it has started
+    (nothing here reaches the dynamic loader or the interpreter's start-up)."""
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "TMPDIR": "/tmp",
+           "HOME": str(dirs.work)}
     env.update(config.env)
     env.update({
         "AWS_LAMBDA_FUNCTION_NAME": ctx.function_name,
@@ -46,7 +44,12 @@ def child_env(config: FunctionConfig, dirs: KeyDirs, handler: str, ctx: Invocati
     return env
 
 
-def rlimits(config: FunctionConfig, root: bool) -> dict[str, list[int]]:
+def cgroup_memory_bytes(config: FunctionConfig) -> int:
+    """The child's cgroup memory ceiling: its memory limit plus its tmpfs (pages there are charged to it)."""
+    return config.memory_mb * MiB + 2 * config.max_file_mb * MiB + 32 * MiB
+
+
+def rlimits(config: FunctionConfig) -> dict[str, list[int]]:
     """Resource limits the bootstrap applies to itself before importing user code."""
     inf = resource.RLIM_INFINITY
     limits = {
@@ -57,44 +60,23 @@ def rlimits(config: FunctionConfig, root: bool) -> dict[str, list[int]]:
         "RLIMIT_CORE": [0, 0],
         "RLIMIT_STACK": [8 * MiB, 8 * MiB],
     }
-    if root:  # per-uid counter: only meaningful for a uid of our own
-        limits["RLIMIT_NPROC"] = [config.max_processes] * 2
     del inf
     return limits
 
 
-def hidden_paths() -> list[str]:
-    """Trees a namespaced child sees as empty: scratch dirs, the platform's home, Ray's and our state."""
-    paths = [*SCRATCH, str(Path.home()), "/root", str(PROJECT_DIR)]
-    for var in ("RAY_TMPDIR", "CLOUDFN_HOME", "VIRTUAL_ENV"):
-        if os.environ.get(var):
-            paths.append(os.environ[var])
-    paths += [p for p in os.environ.get("CLOUDFN_SANDBOX_HIDE", "").split(":") if p]
-    out = []
-    for p in paths:
-        real = os.path.realpath(p)
-        if real not in NEVER_HIDE and real not in out:
-            out.append(real)
-    return out
-
-
-def init_message(config: FunctionConfig, dirs: KeyDirs, handler: str, *, check_only: bool) -> dict[str, Any]:
+def init_message(config: FunctionConfig, dirs: KeyDirs, handler: str, ctx: InvocationContext, *,
+                 check_only: bool, jailed: bool) -> dict[str, Any]:
     """The bootstrap's init spec."""
     sys_path = [str(dirs.code)] + ([str(dirs.deps)] if dirs.deps else [])
-    root = os.geteuid() == 0
     return {
+        "env": child_env(config, dirs, handler, ctx),
         "uid": dirs.uid,
         "gid": dirs.gid,
         "work_dir": str(dirs.work),
         "handler": handler,
         "sys_path": sys_path,
-        "expose": sys_path,
-        "hide": hidden_paths(),
-        "scratch": list(SCRATCH),
-        "tmp_mb": config.max_file_mb,
-        "network": config.network,
-        "parent_pid": os.getpid(),
-        "rlimits": rlimits(config, root),
+        "parent_pid": 0 if jailed else os.getpid(),  # in the jail the parent is bwrap's reaper
+        "rlimits": rlimits(config),
         "cpu_s": cpu_limit_s(config),
         "max_output_bytes": config.max_output_kb * 1024,
         "check_only": check_only,

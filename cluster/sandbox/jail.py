@@ -1,0 +1,78 @@
+"""The bubblewrap command line that jails one warm child, and the step between fork and exec that puts it
+in its cgroups and drops it to the version's uid with `no_new_privs` before bwrap (or anything the function
+influences) is loaded.
+
+Inside the jail: new user, PID, IPC, UTS, cgroup and (unless `network: true`) network namespaces; a
+read-only root holding only /usr, the library dirs, /etc, the interpreter's standard library, the code and
+its dependencies; a private procfs and a minimal /dev; size-capped private tmpfs for /tmp and the work dir;
+nothing else of the host (no /home, /root, /run, /var, /opt, /srv, /mnt, /sys, no Ray or platform state);
+a fixed environment (the function's own variables arrive in the init message, after the interpreter has
+started); the seccomp policy; no capabilities; no nested user namespaces; a new session (no terminal).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from .layout import KeyDirs
+from .runtime import Runtime
+
+MiB = 1 << 20
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
+FIXED_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "TMPDIR": "/tmp"}
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def command(rt: Runtime, dirs: KeyDirs, *, network: bool, tmp_mb: int, seccomp_fd: int) -> list[str]:
+    """bwrap's argv for a child running the bootstrap as `dirs.uid`."""
+    tmp_bytes = str(tmp_mb * MiB)
+    args = [str(rt.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+            "--hostname", "cloudfn", "--clearenv"]
+    if not network:
+        args.append("--unshare-net")
+    for name, value in FIXED_ENV.items():
+        args += ["--setenv", name, value]
+    args += ["--setenv", "HOME", str(dirs.work)]
+    for path in SYSTEM_DIRS:
+        args += ["--ro-bind-try", path, path]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/tmp"]
+    if rt.prefix != "/usr":
+        args += ["--ro-bind", str(rt.python_copy), rt.prefix]
+    args += ["--ro-bind", str(rt.bootstrap), str(rt.bootstrap)]
+    args += ["--ro-bind", str(dirs.code), str(dirs.code)]
+    if dirs.deps is not None and not dirs.deps.is_relative_to(dirs.code):
+        args += ["--ro-bind", str(dirs.deps), str(dirs.deps)]
+    args += ["--size", tmp_bytes, "--perms", "0700", "--tmpfs", str(dirs.work)]
+    args += ["--remount-ro", "/", "--seccomp", str(seccomp_fd), "--chdir", str(dirs.work),
+             "--", rt.executable, "-I", "-S", "-B", str(rt.bootstrap)]
+    return args
+
+
+def drop_privileges(uid: int, gid: int, cgroup_procs: list[int]) -> Callable[[], None]:
+    """The pre-exec step (runs in the forked child, as root): join the cgroups, become uid/gid with no
+    supplementary groups, set no_new_privs and a parent-death signal. Only async-signal-safe calls."""
+
+    def step() -> None:
+        pid = str(os.getpid()).encode()
+        for fd in cgroup_procs:
+            os.write(fd, pid)
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return step
+
+
+def open_procs_files(cgroup_dirs: list[Path]) -> list[int]:
+    """Write fds for each group's `cgroup.procs`, opened by the supervisor for the pre-exec step."""
+    return [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in cgroup_dirs]
