@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from cluster.sandbox import InvocationContext, get_pool
+from cluster.sandbox import InvocationContext, SandboxUnavailable, get_pool
 from core.models import ExecutionOutcome, FunctionConfig
 
 _configs: dict[str, FunctionConfig] = {}
@@ -119,11 +119,16 @@ def execute_package(package: bytes, sha256: str, common: dict[str, Any],
 
 
 @ray.remote(max_retries=0, num_cpus=0)
-def check_package(package: bytes, sha256: str, handler: str, config: dict[str, Any]) -> dict[str, Any] | None:
-    """Activation gate, in any warm worker: None if the handler imports (in a fresh sandbox) and resolves to a
-    valid callable, else the failure."""
-    return get_pool().check_handler(code_dir=unpacked(sha256, package), handler=handler,
-                                    config=FunctionConfig.model_validate(config))
+def check_package(package: bytes, sha256: str, handler: str, config: dict[str, Any],
+                  key: str) -> dict[str, Any] | None:
+    """Activation gate, in any warm worker: None if the handler imports (in a fresh jail, as `key`'s own uid)
+    and resolves to a valid callable, else the failure ({"type": "SandboxUnavailable"} when the jail cannot
+    be applied)."""
+    try:
+        return get_pool().check_handler(key=key, code_dir=unpacked(sha256, package), handler=handler,
+                                        config=FunctionConfig.model_validate(config))
+    except SandboxUnavailable as exc:
+        return {"type": "SandboxUnavailable", "message": f"the jail cannot be applied: {exc}", "stack": []}
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)

@@ -149,7 +149,8 @@ class Platform:
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
         package = ray.put(bundle.data)
-        failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"))
+        failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"),
+                                             f"check/{caller.namespace}/{name}/{bundle.sha256}")
         if failure is not None:
             raise HandlerCheckFailed(
                 f"handler {handler!r} failed the activation check: {failure.get('type')}: {failure.get('message')}",
