@@ -81,6 +81,13 @@ class PromRegistry:
             registry=self.registry,
         )
 
+        self.rows_set_aside = Counter(
+            "cloudfn_rows_set_aside",
+            "Metric rows refused by a shared sink (non-finite or absurd values) and logged instead of written.",
+            ["sink"],
+            registry=self.registry,
+        )
+
     def observe_flush(self, rows: int) -> None:
         """Count one group commit of `rows` task rows, running marks and results."""
         self.writer_flushes.inc()

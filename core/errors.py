@@ -64,3 +64,9 @@ class Overloaded(CloudFnError):
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class SandboxUnavailableError(CloudFnError):
+    """The jail cannot be applied on this host, so nothing is deployed or run (HTTP 503)."""
+
+    code = "sandbox_unavailable"

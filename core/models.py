@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -14,6 +15,8 @@ NAME_RE = re.compile(NAME_PATTERN)
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HANDLER = "main.handler"
 DEFAULT_NAMESPACE = "default"
+INT32_MAX = 2**31 - 1  # the largest id or version an `integer` column holds (larger ones are a 4xx, not a 5xx)
+INT64_MAX = 2**63 - 1  # ... a `bigint` column
 
 
 class TaskStatus(StrEnum):
@@ -119,3 +122,27 @@ class MetricRecord:
     def is_error(self) -> bool:
         """True when the execution did not succeed."""
         return self.status != TaskStatus.SUCCEEDED.value
+
+    def problem(self) -> str | None:
+        """Why this row must not reach the lake, detectors or alerting (a non-finite or absurd number, a
+        field of the wrong type), or None. Shared sinks set such a row aside instead of failing a batch."""
+        for name, low, high in METRIC_BOUNDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                return f"{name}={value!r} is outside [{low:g}, {high:g}]"
+        if self.finished_at < self.started_at:
+            return "finished_at is before started_at"
+        for name in ("task_id", "namespace", "function", "status"):
+            if not isinstance(getattr(self, name), str):
+                return f"{name} is not a string"
+        if not isinstance(self.cold_start, bool) or not isinstance(self.version, int):
+            return "cold_start or version has the wrong type"
+        return None
+
+
+# (field, lowest, highest) a metric row may hold: a year 2001-2286 timestamp, at most a day of time, 1 TiB.
+METRIC_BOUNDS = (("started_at", 1e9, 1e10), ("finished_at", 1e9, 1e10), ("duration_ms", 0.0, 8.64e7),
+                 ("cpu_ms", 0.0, 8.64e7 * 1024), ("peak_memory_mb", 0.0, 1 << 20), ("queue_ms", 0.0, 8.64e7 * 30),
+                 ("input_bytes", 0, 2**31 - 1), ("output_bytes", 0, 2**31 - 1), ("attempt", 1, 1000),
+                 ("cpu_wait_ms", 0.0, 8.64e7), ("version", 1, INT32_MAX))

@@ -53,6 +53,14 @@ class SecretBox:
                 from None
 
 
+# Names the platform sets, and names the dynamic loader, glibc or the interpreter act on at start-up.
+RESERVED_PREFIXES = ("AWS_LAMBDA_", "RAY_", "CLOUDFN_", "LD_", "PYTHON", "GCONV_", "GLIBC_", "MALLOC_", "LC_",
+                     "_HANDLER")
+RESERVED_NAMES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "LANGUAGE", "TZ", "TZDIR", "LOCPATH", "NLSPATH",
+                            "HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+                            "SSL_CERT_FILE", "SSL_CERT_DIR"})
+
+
 def check_env(env: object) -> dict[str, str]:
     """Validate a user's env dict: string names (identifiers, not reserved) to string values."""
     if not isinstance(env, dict):
@@ -61,8 +69,9 @@ def check_env(env: object) -> dict[str, str]:
     for k, v in env.items():
         if not isinstance(k, str) or not k.isidentifier() or not k.isascii():
             raise InvalidInput(f"env name {k!r} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)")
-        if k.startswith(("AWS_LAMBDA_", "RAY_", "CLOUDFN_")) or k in ("PATH", "HOME", "PYTHONPATH", "LD_PRELOAD"):
-            raise InvalidInput(f"env name {k!r} is reserved by the platform")
+        if k.upper().startswith(RESERVED_PREFIXES) or k.upper() in RESERVED_NAMES:
+            raise InvalidInput(f"env name {k!r} is reserved: the platform, the dynamic loader, the C library or "
+                               "the interpreter reads it; choose another name")
         if not isinstance(v, str):
             raise InvalidInput(f"env value of {k} must be a string")
         if len(v) > 32_768:

@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = Field(default=250 * 1024 * 1024, gt=0)
     max_zip_entries: int = Field(default=100_000, gt=0)
 
+    # The sandbox: unset = the jail (fail closed); "insecure" = run without it (development only)
+    sandbox: str = Field(default="", pattern=r"^(|jail|insecure)$")
+    egress_allow: str = ""  # comma-separated CIDRs a `network: true` function may also reach
+
+    # Platform caps on what a function's config may ask for (4xx beyond them)
+    cap_memory_mb: int = Field(default=4096, ge=32)
+    cap_processes: int = Field(default=256, ge=1)
+    cap_cpu_s: float = Field(default=900.0, gt=0)
+    cap_tmp_mb: int = Field(default=1024, ge=1)
+    cap_output_kb: int = Field(default=16384, ge=1)
+    cap_open_files: int = Field(default=4096, ge=16)
+
     # Ray
     ray_num_cpus: int | None = None
     ray_dashboard_port: int | None = None

@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Respon
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core.errors import BundleTooLarge, InvalidInput
+from core.models import INT32_MAX
 from serve_app import errors
 from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
 from serve_app.platform import Caller, Platform
@@ -56,7 +57,7 @@ def create_app() -> FastAPI:
     @app.post("/v1/functions/{name}/invocations")
     async def invoke(request: Request, p: PlatformDep, c: CallerDep, name: str,
                      wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
-                     version: Annotated[int | None, Query(ge=1)] = None,
+                     version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
                      then: Annotated[str | None, Query(description="comma-separated functions to chain")] = None,
                      idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         body = await request.body()
@@ -105,7 +106,7 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/functions/{name}/rollback")
     async def rollback(p: PlatformDep, c: CallerDep, name: str,
-                       version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+                       version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None) -> dict[str, Any]:
         return await p.rollback(c, name, version)
 
     @app.put("/v1/functions/{name}/env")

@@ -17,6 +17,7 @@ from core.errors import (
     HandlerCheckFailed,
     NotFound,
     Overloaded,
+    SandboxUnavailableError,
     Unauthorized,
 )
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[CloudFnError], int]] = [
     (BundleTooLarge, 413), (HandlerCheckFailed, 422), (NotFound, 404), (Conflict, 409),
-    (Unauthorized, 401), (Overloaded, 429), (CloudFnError, 400),
+    (Unauthorized, 401), (Overloaded, 429), (SandboxUnavailableError, 503), (CloudFnError, 400),
 ]
 
 

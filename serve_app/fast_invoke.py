@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from core.errors import CloudFnError
+from core.models import INT32_MAX
 from serve_app.errors import domain_error, error_body
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _fast_params(query: bytes) -> dict[str, Any] | None:
                 out["wait"] = wait
             elif key == "version" and out["version"] is None:
                 version = int(value)
-                if version < 1:
+                if not 1 <= version <= INT32_MAX:
                     return None
                 out["version"] = version
             else:

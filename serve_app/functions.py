@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
 from core.models import DEFAULT_HANDLER, NAME_PATTERN, NAME_RE, FunctionConfig, handler_module_path
+from core.settings import Settings, get_settings
 
 
 def parse_name(name: str) -> str:
@@ -43,11 +44,26 @@ def parse_config(raw: str | None) -> FunctionConfig:
     if not isinstance(data, dict):
         raise InvalidInput("config must be a JSON object, e.g. {\"timeout_s\": 30}")
     try:
-        return FunctionConfig.model_validate(data)
+        cfg = FunctionConfig.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "config"
         raise InvalidInput(f"config.{where}: {err['msg']}") from None
+    check_caps(cfg, get_settings())
+    return cfg
+
+
+def check_caps(cfg: FunctionConfig, s: Settings) -> None:
+    """Refuse a config asking for more than the operator's caps (CLOUDFN_CAP_*), naming the field and cap."""
+    asked = {"memory_mb": (cfg.memory_mb, s.cap_memory_mb, "CLOUDFN_CAP_MEMORY_MB"),
+             "max_processes": (cfg.max_processes, s.cap_processes, "CLOUDFN_CAP_PROCESSES"),
+             "cpu_s": (cfg.cpu_s if cfg.cpu_s is not None else cfg.timeout_s, s.cap_cpu_s, "CLOUDFN_CAP_CPU_S"),
+             "max_file_mb": (cfg.max_file_mb, s.cap_tmp_mb, "CLOUDFN_CAP_TMP_MB"),
+             "max_output_kb": (cfg.max_output_kb, s.cap_output_kb, "CLOUDFN_CAP_OUTPUT_KB"),
+             "max_open_files": (cfg.max_open_files, s.cap_open_files, "CLOUDFN_CAP_OPEN_FILES")}
+    for field, (value, cap, setting) in asked.items():
+        if value > cap:
+            raise InvalidInput(f"config.{field}: {value:g} is above this platform's cap of {cap:g} ({setting})")
 
 
 def function_view(fn: Any, ver: Any | None) -> dict[str, Any]:

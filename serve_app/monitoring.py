@@ -38,7 +38,20 @@ class MonitoringFeed:
 
     def on_results(self, results: list[TaskResult]) -> None:
         """Called after each committed batch of results."""
-        records = [MetricRecord(**r.metrics) for r in results if r.metrics is not None]
+        records = []
+        for r in results:
+            if r.metrics is None:
+                continue
+            try:
+                rec = MetricRecord(**r.metrics)
+                why = rec.problem()
+            except TypeError as exc:
+                why = str(exc)
+            if why is not None:  # never into the lake, the detectors or alerting; never blocking a batch
+                log.warning("metric row of task %s set aside: %s", r.id, why)
+                self.prom.rows_set_aside.labels(sink="monitoring").inc()
+                continue
+            records.append(rec)
         if not records:
             return
         for rec in records:
@@ -74,12 +87,20 @@ class MonitoringFeed:
             return 0
         try:
             self.lake.append(batch)
-        except Exception:
+        except OSError:  # the disk or the folder: keep the rows for the next flush
             log.exception("lake append failed; keeping %d rows for the next flush", len(batch))
             with self._lock:
                 self._pending = batch + self._pending
                 self._flushing = []
             return 0
+        except Exception:  # the rows themselves: write the good ones, set aside the ones that fail alone
+            log.exception("lake append of %d rows failed; writing them one by one", len(batch))
+            for rec in batch:
+                try:
+                    self.lake.append([rec])
+                except Exception:
+                    log.exception("lake row of task %s set aside", rec.task_id)
+                    self.prom.rows_set_aside.labels(sink="lake").inc()
         with self._lock:
             self._flushing = []
         return len(batch)

@@ -21,11 +21,19 @@ from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
+from cluster.sandbox.mode import label as sandbox_label
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
 from core.db.engine import make_async_engine
 from core.db.tables import ApiKey, Task
-from core.errors import Conflict, HandlerCheckFailed, InvalidInput, NotFound, Unauthorized
+from core.errors import (
+    Conflict,
+    HandlerCheckFailed,
+    InvalidInput,
+    NotFound,
+    SandboxUnavailableError,
+    Unauthorized,
+)
 from core.models import FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
@@ -36,6 +44,7 @@ from serve_app.monitoring import MonitoringFeed
 from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
 from serve_app.runners import Runner, TaskRunner, when_answered
+from serve_app.sandbox_gate import SandboxGate
 from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
@@ -79,6 +88,7 @@ class Platform:
         self.detectors: list[Any] = []
         self.alerts: Any = None
         self.database_url = database_url
+        self.sandbox = SandboxGate()
         self.started = False
 
     async def start(self) -> None:
@@ -86,6 +96,7 @@ class Platform:
         if self.started:
             return
         self.started = True
+        await self.sandbox.probe()
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
         self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
                                               self.settings.resolved_api_url)
@@ -139,6 +150,7 @@ class Platform:
     async def deploy(self, caller: Caller, *, name: str, archive: bytes, handler: str | None,
                      config_json: str | None) -> dict[str, Any]:
         """Validate, store, gate and activate a new version; nothing is written if any step fails."""
+        await self.sandbox.require()
         name = parse_name(name)
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
@@ -151,6 +163,8 @@ class Platform:
         package = ray.put(bundle.data)
         failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"),
                                              f"check/{caller.namespace}/{name}/{bundle.sha256}")
+        if failure is not None and failure.get("type") == "SandboxUnavailable":
+            raise SandboxUnavailableError(str(failure.get("message")), detail={"reason": failure.get("message")})
         if failure is not None:
             raise HandlerCheckFailed(
                 f"handler {handler!r} failed the activation check: {failure.get('type')}: {failure.get('message')}",
@@ -227,6 +241,7 @@ class Platform:
                      wait_s: float | None = None, idempotency_key: str | None = None,
                      then: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
+        await self.sandbox.require()
         rt = await self.registry.resolve(caller.namespace, name, version)
         event_json = parse_event(body)
         if then:
@@ -267,6 +282,7 @@ class Platform:
     async def invoke_pipeline(self, caller: Caller, name: str, body: bytes, *, wait_s: float | None = None,
                               idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
         """Start a run of a named pipeline."""
+        await self.sandbox.require()
         pipe = await self.pipelines.get(caller, name)
         return await self._start_run(caller, name, pipe["steps"], parse_event(body), wait_s, idempotency_key)
 
@@ -344,7 +360,7 @@ class Platform:
             got = (await conn.execute(text(
                 "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
                 " idempotency_key, created_at) VALUES (:id, :namespace, :function_id, :function_name, :version,"
-                " 'function', 'queued', CAST(:input AS jsonb), 1, :key, now())"
+                " 'function', 'queued', CAST(:input AS json), 1, :key, now())"
                 " ON CONFLICT (namespace, function_name, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id"), params)).scalar()
             if got:
@@ -477,7 +493,11 @@ def record_from_result(p: Pending, r: TaskResult) -> dict[str, Any]:
             "output": None if r.output_json is None else json.loads(r.output_json), "error": r.error,
             "metrics": {k: m.get(k) for k in METRIC_KEYS}, "attempt": r.attempt, "namespace": p.rt.namespace,
             "kind": "function", "created_at": _iso(p.created_at), "started_at": _iso(r.started_at),
-            "finished_at": _iso(r.finished_at)}
+            "finished_at": _iso(r.finished_at), "sandbox": sandbox_label()}
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def parse_event(body: bytes) -> bytes:
@@ -485,9 +505,11 @@ def parse_event(body: bytes) -> bytes:
     if not body.strip():
         return b"null"
     try:
-        json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        json.loads(body, parse_constant=_not_json)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"the invocation body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("the invocation body is nested too deeply") from None
     return body
 
 

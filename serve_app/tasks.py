@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from cluster.sandbox.mode import label as sandbox_label
+from core.db.exact_text import load_text
 from core.db.tables import ExecutionMetric, Task, TaskAttempt
 from core.errors import InvalidInput, NotFound
 
@@ -24,7 +26,7 @@ def task_view(t: Any, m: Any | None) -> dict[str, Any]:
     return {"task_id": t.id, "function": t.function_name, "version": t.version, "status": t.status,
             "output": t.output, "error": t.error, "metrics": metrics, "attempt": t.attempt,
             "namespace": t.namespace, "kind": t.kind, "created_at": _iso(t.created_at),
-            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at)}
+            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at), "sandbox": sandbox_label()}
 
 
 class TaskStore:
@@ -87,7 +89,7 @@ class TaskStore:
             row = (await conn.execute(select(Task.logs).where(Task.id == task_id, Task.namespace == namespace))).first()
         if row is None:
             raise NotFound(f"no task with id {task_id!r}")
-        return row[0] or ""
+        return load_text(row[0]) or ""
 
     async def list(self, namespace: str, *, function: str | None, status: str | None,
                    limit: int) -> list[dict[str, Any]]:

@@ -12,13 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from core.db.engine import libpq_url
+from core.db.exact_text import storable_json, store_text
 
 log = logging.getLogger(__name__)
 RUNNING_DELAY_S = 0.05
@@ -73,7 +74,7 @@ def _rows(columns: str) -> str:
 INSERT_TASK = (
     "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
     " idempotency_key, parent_id, step_index, plan, created_at, started_at)"
-    " SELECT r.id, r.namespace, r.function_id, r.function_name, r.version, r.kind, r.status, CAST(r.input AS jsonb),"
+    " SELECT r.id, r.namespace, r.function_id, r.function_name, r.version, r.kind, r.status, CAST(r.input AS json),"
     " 1, r.idempotency_key, r.parent_id, r.step_index, CAST(r.plan AS jsonb), to_timestamp(r.created_at),"
     " to_timestamp(r.started_at) FROM " + _rows(
         "id text, namespace text, function_id integer, function_name text, version integer, kind text, status text,"
@@ -85,7 +86,7 @@ MARK_RUNNING = (
     + _rows("id text, started_at float8") + " WHERE t.id = r.id AND t.status = 'queued'"
 )
 FINISH_TASK = (
-    "UPDATE tasks t SET status = r.status, output = CAST(r.output AS jsonb), error = CAST(r.error AS jsonb),"
+    "UPDATE tasks t SET status = r.status, output = CAST(r.output AS json), error = CAST(r.error AS jsonb),"
     " logs = r.logs, started_at = COALESCE(to_timestamp(r.started_at), t.started_at),"
     " finished_at = to_timestamp(r.finished_at), attempt = r.attempt FROM "
     + _rows("id text, status text, output text, error text, logs text, started_at float8, finished_at float8,"
@@ -279,10 +280,12 @@ class GroupCommitWriter:
                 if not fut.done():
                     fut.set_exception(exc)
         for item in results:
-            try:
-                await self._commit(self._statements([], {}, [item], set()))
-            except Exception:
-                log.exception("could not persist result of task %s", item[0].id)
+            for attempt in _fallbacks(item[0]):
+                try:
+                    await self._commit(self._statements([], {}, [(attempt, item[1])], set()))
+                    break
+                except Exception:
+                    log.exception("could not persist result of task %s as %s", item[0].id, attempt.status)
         if running:
             try:
                 await self._commit(self._statements([], running, [], finished))
@@ -300,6 +303,14 @@ class GroupCommitWriter:
                 asyncio.get_running_loop().create_task(maybe)
 
 
+def _fallbacks(r: TaskResult) -> list[TaskResult]:
+    """A result as it came, then as a failure that names why it could not be stored (with, then without its
+    metrics): one result PostgreSQL refuses must never leave its task open."""
+    failed = replace(r, status="failed", output_json=None, logs=None, retry_delay_s=None, error={
+        "type": "ResultNotStorable", "message": "the task's result could not be stored", "stack": []})
+    return [r, failed, replace(failed, metrics=None)]
+
+
 def _insert_params(r: TaskInsert) -> dict[str, Any]:
     return {"id": r.id, "namespace": r.namespace, "function_id": r.function_id,
             "function_name": r.function_name, "version": r.version, "kind": r.kind, "status": r.status,
@@ -310,12 +321,12 @@ def _insert_params(r: TaskInsert) -> dict[str, Any]:
 
 def _finish_params(r: TaskResult) -> dict[str, Any]:
     return {"id": r.id, "status": r.status, "output": r.output_json,
-            "error": None if r.error is None else json.dumps(r.error), "logs": r.logs,
+            "error": None if r.error is None else storable_json(r.error), "logs": store_text(r.logs),
             "started_at": r.started_at, "finished_at": r.finished_at, "attempt": r.attempt}
 
 
 def _attempt_params(r: TaskResult) -> dict[str, Any]:
-    return {"id": r.id, "status": r.status, "error": None if r.error is None else json.dumps(r.error),
+    return {"id": r.id, "status": r.status, "error": None if r.error is None else storable_json(r.error),
             "started_at": ts(r.started_at), "finished_at": ts(r.finished_at), "attempt": r.attempt,
             "retry_delay_s": r.retry_delay_s}
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     DateTime,
@@ -88,8 +89,8 @@ class Task(Base):
     version: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16), default="function")
     status: Mapped[str] = mapped_column(String(16))
-    input: Mapped[Any] = mapped_column(JSONB, nullable=True)
-    output: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    input: Mapped[Any] = mapped_column(JSON, nullable=True)  # json, not jsonb: strings may hold \u0000
+    output: Mapped[Any] = mapped_column(JSON, nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     logs: Mapped[str | None] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,0 +1,52 @@
+"""Fail closed: deploy and invoke are refused (503 `sandbox_unavailable`, nothing stored or queued) while the
+jail cannot be applied on this host; `CLOUDFN_SANDBOX=insecure` runs functions anyway, loudly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from cluster.sandbox.mode import insecure, label
+from cluster.sandbox.probe import jail_problem
+from core.errors import SandboxUnavailableError
+
+log = logging.getLogger(__name__)
+REPROBE_S = 30.0
+
+
+class SandboxGate:
+    """Knows whether the jail works here (probed at start, probed again after a failure)."""
+
+    def __init__(self) -> None:
+        self.problem: str | None = None
+        self._probed_at = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def mode(self) -> str:
+        """What task records carry as `sandbox`: "jail" or "insecure"."""
+        return label()
+
+    async def probe(self) -> None:
+        """Start one jailed child now; remember why it failed, if it did."""
+        self.problem = await asyncio.to_thread(jail_problem)
+        self._probed_at = time.monotonic()
+        if insecure():
+            log.warning("CLOUDFN_SANDBOX=insecure: functions run WITHOUT the jail (no namespaces, no seccomp, "
+                        "no per-function uid); every task record says \"sandbox\": \"insecure\". "
+                        "Never use this for code you do not trust.")
+        elif self.problem:
+            log.error("the sandbox jail cannot be applied on this host, so deploy and invoke answer 503 "
+                      "sandbox_unavailable: %s", self.problem)
+
+    async def require(self) -> None:
+        """Raise SandboxUnavailableError unless functions may run (re-probing a failed jail now and then)."""
+        if self.problem is None:
+            return
+        async with self._lock:
+            if self.problem is not None and time.monotonic() - self._probed_at > REPROBE_S:
+                await self.probe()
+        if self.problem is not None:
+            raise SandboxUnavailableError(f"the function sandbox cannot be applied on this host: {self.problem}",
+                                          detail={"reason": self.problem})
