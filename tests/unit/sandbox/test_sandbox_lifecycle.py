@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -12,15 +13,16 @@ import pytest
 from cluster.sandbox import SandboxPool
 from core.models import FunctionConfig, TaskStatus
 
-from .conftest import invoke, write_code
+from .conftest import invoke, sandbox_root, write_code
 
 COUNTER = """
 import os
+TOKEN = os.urandom(8).hex()  # tells children apart: in the jail every handler is pid 2
 calls = 0
 def handler(event, context):
     global calls
     calls += 1
-    return {"calls": calls, "pid": os.getpid()}
+    return {"calls": calls, "child": TOKEN}
 """
 
 
@@ -30,14 +32,14 @@ def test_warm_reuse_keeps_module_state(pool: SandboxPool, tmp_path: Path) -> Non
     first, second = invoke(pool, code, {}, key=key), invoke(pool, code, {}, key=key)
     assert first.cold_start and not second.cold_start
     assert (first.output["calls"], second.output["calls"]) == (1, 2)
-    assert first.output["pid"] == second.output["pid"] and "init_ms" not in second.extra
+    assert first.output["child"] == second.output["child"] and "init_ms" not in second.extra
 
 
 def test_no_reuse_across_keys(pool: SandboxPool, tmp_path: Path) -> None:
     code = write_code(tmp_path, COUNTER)
     a, b = invoke(pool, code, {}, key="t/a/" + uuid.uuid4().hex), invoke(pool, code, {}, key="t/b/" + uuid.uuid4().hex)
     assert a.cold_start and b.cold_start
-    assert a.output["calls"] == b.output["calls"] == 1 and a.output["pid"] != b.output["pid"]
+    assert a.output["calls"] == b.output["calls"] == 1 and a.output["child"] != b.output["child"]
 
 
 def test_timeout_kills_and_next_call_is_cold(pool: SandboxPool, tmp_path: Path) -> None:
@@ -114,7 +116,8 @@ def test_kill_cancels_running_invocation(pool: SandboxPool, tmp_path: Path) -> N
 
 def test_idle_children_reaped_and_lru_bounded(tmp_path: Path) -> None:
     code = write_code(tmp_path, COUNTER)
-    small = SandboxPool(tmp_path / "root", idle_ttl_s=0.3, max_warm=2)
+    root = sandbox_root()
+    small = SandboxPool(root, idle_ttl_s=0.3, max_warm=2)
     try:
         keys = [f"t/lru/{i}" for i in range(3)]
         for k in keys:
@@ -127,6 +130,7 @@ def test_idle_children_reaped_and_lru_bounded(tmp_path: Path) -> None:
         assert invoke(small, code, {}, key=keys[2]).cold_start
     finally:
         small.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize(("source", "handler", "etype"), [
@@ -141,7 +145,8 @@ def test_idle_children_reaped_and_lru_bounded(tmp_path: Path) -> None:
 ])
 def test_activation_gate_rejects(pool: SandboxPool, tmp_path: Path, source: str, handler: str, etype: str) -> None:
     code = write_code(tmp_path, source)
-    error = pool.check_handler(code_dir=code, handler=handler, config=FunctionConfig())
+    error = pool.check_handler(key=f"t/check/{uuid.uuid4().hex}", code_dir=code, handler=handler,
+                               config=FunctionConfig())
     assert error is not None and error["type"] == etype
     assert isinstance(error["message"], str) and isinstance(error["stack"], list)
 
@@ -154,13 +159,14 @@ def test_activation_gate_rejects(pool: SandboxPool, tmp_path: Path, source: str,
 ])
 def test_activation_gate_accepts(pool: SandboxPool, tmp_path: Path, source: str) -> None:
     code = write_code(tmp_path, source)
-    assert pool.check_handler(code_dir=code, handler="main.handler", config=FunctionConfig()) is None
+    assert pool.check_handler(key=f"t/check/{uuid.uuid4().hex}", code_dir=code, handler="main.handler",
+                              config=FunctionConfig()) is None
     assert not list((pool.root / "c").iterdir()), "one-shot check dirs are removed"
 
 
 def test_concurrent_calls_on_one_key_get_separate_children(pool: SandboxPool, tmp_path: Path) -> None:
-    code = write_code(tmp_path, "import os, time\ndef handler(event, context):\n    time.sleep(0.3)\n"
-                                "    return os.getpid()\n")
+    code = write_code(tmp_path, "import os, time\nTOKEN = os.urandom(8).hex()\n"
+                                "def handler(event, context):\n    time.sleep(0.3)\n    return TOKEN\n")
     key = f"t/conc/{uuid.uuid4().hex}"
     results: list[object] = []
     threads = [threading.Thread(target=lambda: results.append(invoke(pool, code, {}, key=key).output))
