@@ -10,9 +10,9 @@ from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Respon
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core.errors import BundleTooLarge, InvalidInput
-from core.models import INT32_MAX
 from serve_app import errors
 from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
+from serve_app.params import TaskId, VersionQuery
 from serve_app.platform import Caller, Platform
 
 _current: list[Platform] = []
@@ -57,7 +57,7 @@ def create_app() -> FastAPI:
     @app.post("/v1/functions/{name}/invocations")
     async def invoke(request: Request, p: PlatformDep, c: CallerDep, name: str,
                      wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT_S)] = None,
-                     version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+                     version: VersionQuery = None,
                      then: Annotated[str | None, Query(description="comma-separated functions to chain")] = None,
                      idempotency_key: Annotated[str | None, Header()] = None) -> JSONResponse:
         body = await request.body()
@@ -106,7 +106,7 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/functions/{name}/rollback")
     async def rollback(p: PlatformDep, c: CallerDep, name: str,
-                       version: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None) -> dict[str, Any]:
+                       version: VersionQuery = None) -> dict[str, Any]:
         return await p.rollback(c, name, version)
 
     @app.put("/v1/functions/{name}/env")
@@ -132,11 +132,11 @@ def create_app() -> FastAPI:
         return {"tasks": await p.tasks.list(c.namespace, function=function, status=status, limit=limit)}
 
     @app.get("/v1/tasks/{task_id}")
-    async def get_task(p: PlatformDep, c: CallerDep, task_id: str) -> dict[str, Any]:
+    async def get_task(p: PlatformDep, c: CallerDep, task_id: TaskId) -> dict[str, Any]:
         return await p.tasks.get(c.namespace, task_id)
 
     @app.get("/v1/tasks/{task_id}/logs", response_class=PlainTextResponse)
-    async def get_logs(p: PlatformDep, c: CallerDep, task_id: str) -> str:
+    async def get_logs(p: PlatformDep, c: CallerDep, task_id: TaskId) -> str:
         return await p.tasks.logs(c.namespace, task_id)
 
     from serve_app import execution_routes, monitoring_routes

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -15,6 +17,7 @@ from core.errors import (
     CloudFnError,
     Conflict,
     HandlerCheckFailed,
+    InvalidInput,
     NotFound,
     Overloaded,
     SandboxUnavailableError,
@@ -45,6 +48,16 @@ def domain_error(exc: CloudFnError) -> tuple[int, dict[str, Any], dict[str, str]
     return status_of(exc), error_body(exc.code, exc.message, **exc.detail), headers
 
 
+def refused_value(exc: BaseException) -> InvalidInput | None:
+    """A database error that means a value in the request cannot be stored or looked up (NUL, out of range)
+    as the caller's 400; None for any other error."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(exc, DataError) or isinstance(orig, psycopg.DataError):
+        first = str(orig).splitlines()[0] if str(orig) else "invalid data"
+        return InvalidInput(f"a value in the request is not acceptable: {first}")
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers."""
 
@@ -65,6 +78,15 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(DBAPIError)
+    async def _data(_: Request, exc: DBAPIError) -> JSONResponse:
+        refused = refused_value(exc)
+        if refused is None:
+            log.exception("database error")
+            return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)
+        status, body, headers = domain_error(refused)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

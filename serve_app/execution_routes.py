@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from core.errors import InvalidInput
 from serve_app.app import CallerDep, PlatformDep
 from serve_app.fast_invoke import MAX_WAIT_S
+from serve_app.params import TaskId
 
 
 def register(app: FastAPI) -> None:
@@ -37,11 +38,11 @@ def register(app: FastAPI) -> None:
         return JSONResponse(record, status_code=200 if finished else 202)
 
     @app.post("/v1/tasks/{task_id}/cancel")
-    async def cancel(p: PlatformDep, c: CallerDep, task_id: str) -> dict[str, Any]:
+    async def cancel(p: PlatformDep, c: CallerDep, task_id: TaskId) -> dict[str, Any]:
         return await p.cancel(c, task_id)
 
     @app.post("/v1/tasks/{task_id}/resume", status_code=202)
-    async def resume(p: PlatformDep, c: CallerDep, task_id: str) -> dict[str, Any]:
+    async def resume(p: PlatformDep, c: CallerDep, task_id: TaskId) -> dict[str, Any]:
         return await p.pipelines.resume(c, task_id)
 
     @app.get("/v1/dead-letters")
@@ -50,5 +51,5 @@ def register(app: FastAPI) -> None:
         return {"dead_letters": await p.dead_letters(c, function, limit)}
 
     @app.post("/v1/dead-letters/{task_id}/redrive", status_code=202)
-    async def redrive(p: PlatformDep, c: CallerDep, task_id: str) -> dict[str, Any]:
+    async def redrive(p: PlatformDep, c: CallerDep, task_id: TaskId) -> dict[str, Any]:
         return await p.redrive(c, task_id)

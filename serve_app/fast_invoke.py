@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 from core.errors import CloudFnError
 from core.models import INT32_MAX
-from serve_app.errors import domain_error, error_body
+from serve_app.errors import domain_error, error_body, refused_value
 
 log = logging.getLogger(__name__)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
@@ -77,6 +77,11 @@ class FastInvoke:
             status, payload, headers = domain_error(exc)
             await _respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
         except Exception as exc:
+            refused = refused_value(exc)
+            if refused is not None:
+                status, payload, _ = domain_error(refused)
+                await _respond(send, status, payload)
+                return
             log.exception("unhandled error")
             await _respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))
 

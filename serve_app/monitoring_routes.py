@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Path, Query, Response
+from fastapi import Body, FastAPI, Query, Response
 from sqlalchemy import insert, select, update
 
 from actors.handles import shard_of
@@ -15,8 +15,8 @@ from analytics.alerting import parse_rule
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
 from core.errors import InvalidInput, NotFound
-from core.models import INT32_MAX, INT64_MAX
 from serve_app.app import CallerDep, PlatformDep
+from serve_app.params import AnomalyId, RuleId, RuleIdQuery
 
 
 def _window(text: str) -> float:
@@ -99,7 +99,7 @@ def register(app: FastAPI) -> None:
         return {"anomalies": [anomaly_view(r) for r in rows]}
 
     @app.post("/v1/anomalies/{anomaly_id}/feedback")
-    async def feedback(p: PlatformDep, c: CallerDep, anomaly_id: Annotated[int, Path(ge=1, le=INT64_MAX)],
+    async def feedback(p: PlatformDep, c: CallerDep, anomaly_id: AnomalyId,
                        body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         verdict = body.get("verdict")
         if verdict not in ("false_positive", "confirmed"):
@@ -135,7 +135,7 @@ def register(app: FastAPI) -> None:
             return {"rules": [rule_view(r) for r in rows]}
 
     @app.delete("/v1/alert-rules/{rule_id}", status_code=204)
-    async def delete_rule(p: PlatformDep, c: CallerDep, rule_id: Annotated[int, Path(ge=1, le=INT32_MAX)]) -> Response:
+    async def delete_rule(p: PlatformDep, c: CallerDep, rule_id: RuleId) -> Response:
         async with p.engine.begin() as conn:
             res = await conn.execute(update(AlertRule).where(
                 AlertRule.id == rule_id, AlertRule.namespace == c.namespace, AlertRule.deleted_at.is_(None)
@@ -146,7 +146,7 @@ def register(app: FastAPI) -> None:
 
     @app.get("/v1/alerts")
     async def alerts(p: PlatformDep, c: CallerDep, state: Literal["firing", "resolved"] | None = None,
-                     rule_id: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+                     rule_id: RuleIdQuery = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         q = select(Alert).where(Alert.namespace == c.namespace)
         if state:
