@@ -37,7 +37,7 @@ def free_port() -> int:
 class PlatformProcess:
     """`cloudfn up` in a subprocess; a context manager that stops it with SIGTERM."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="cfbench-"))
         self.api_port, self.dash_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
@@ -47,6 +47,7 @@ class PlatformProcess:
             if k.startswith("RAY_") or k in ("PYTHONBREAKPOINT", "CLOUDFN_DATABASE_URL", "CLOUDFN_RAY_ADDRESS",
                                              "CLOUDFN_API_KEY"):
                 del self.env[k]
+        self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.home / "up.log"
 

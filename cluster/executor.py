@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zipfile
@@ -99,7 +100,7 @@ def unpacked(sha256: str, package: bytes) -> Path:
     root = Path(tempfile.gettempdir()) / f"cloudfn-bundles-{os.getuid()}"
     target = root / sha256
     if not target.is_dir():
-        root.mkdir(mode=0o700, exist_ok=True)
+        private_dir(root)
         staging = Path(tempfile.mkdtemp(dir=root, prefix=".unpack-"))
         with zipfile.ZipFile(io.BytesIO(package)) as z:
             z.extractall(staging)
@@ -108,6 +109,16 @@ def unpacked(sha256: str, package: bytes) -> Path:
         except OSError:  # another worker got there first
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` 0700, or check that it is already a directory of ours: what is unpacked here is copied
+    into functions' sandboxes, so it must never live in a directory someone else made (e.g. under /tmp)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(f"{path} is not a directory owned by uid {os.geteuid()}")
+    os.chmod(path, 0o700)
 
 
 @ray.remote(max_retries=0, num_cpus=0.25)

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import socket
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,25 @@ def instance_id(settings: Settings) -> str:
 
 
 def ray_temp_dir(settings: Settings) -> Path:
-    """Ray's temp dir: short (Unix socket paths), private (0700), one per instance."""
+    """Ray's temp dir: short (Unix socket paths), one per instance, inside a parent only we can enter (Ray
+    makes its own temp dirs 0777, and a sandbox child must never reach a cached package or Ray's token)."""
+    return private_parent(settings) / "r"
+
+
+def private_parent(settings: Settings) -> Path:
+    """/tmp/cfray-<instance>: created 0700 by us; refused if it is anything else (a planted dir or link)."""
     return Path("/tmp") / f"cfray-{instance_id(settings)}"
+
+
+def ensure_private_parent(settings: Settings) -> Path:
+    """Create (or check) the private parent of Ray's temp dir; raises PermissionError if it is not ours."""
+    parent = private_parent(settings)
+    parent.mkdir(mode=0o700, exist_ok=True)
+    st = parent.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(f"{parent} is not a directory owned by uid {os.geteuid()}; remove it and retry")
+    os.chmod(parent, 0o700)
+    return parent
 
 
 def haproxy_dir(settings: Settings) -> Path:
@@ -94,9 +112,9 @@ def start_or_join(settings: Settings) -> RayInfo:
         ctx: Any = ray.init(address=settings.ray_address, namespace=namespace, logging_level=logging.WARNING,
                        log_to_driver=False)
         return RayInfo(settings.ray_address, ctx.dashboard_url, namespace, None)
+    ensure_private_parent(settings)
     temp = ray_temp_dir(settings)
     temp.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(temp, 0o700)
     dash_port = settings.ray_dashboard_port or free_port()
     keep_warm_ms = max(settings.keep_warm_s, 1) * 1000
     ctx2: Any = ray.init(

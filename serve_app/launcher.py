@@ -25,13 +25,13 @@ def say(msg: str) -> None:
 
 def prepare_database(settings: Settings) -> tuple[str, Any]:
     """Start embedded PostgreSQL unless CLOUDFN_DATABASE_URL is set; migrate; return (url, server)."""
-    from core.db.embedded import EmbeddedPostgres
+    from core.db.embedded import EmbeddedPostgres, data_dir_for
     from core.db.migrate import upgrade
 
     server = None
     url = settings.database_url
     if not url:
-        server = EmbeddedPostgres(settings.home / "pgdata")
+        server = EmbeddedPostgres(data_dir_for(settings.home))
         say(f"starting embedded PostgreSQL in {server.data_dir}")
         url = server.start()
         from cluster.ray_runtime import haproxy_dir
@@ -40,6 +40,37 @@ def prepare_database(settings: Settings) -> tuple[str, Any]:
     upgrade(url)
     write_private(settings.home / "database.url", url)  # for batch jobs (python -m analytics.jobs.retrain)
     return url, server
+
+
+def report_sandbox() -> None:
+    """Say at start whether functions will run in the jail, not at all, or without it."""
+    from cluster.sandbox.mode import insecure
+    from cluster.sandbox.probe import jail_problem
+
+    if insecure():
+        say("WARNING: CLOUDFN_SANDBOX=insecure: functions run WITHOUT the jail (no namespaces, no seccomp, no uid "
+            "of their own); task records say \"sandbox\": \"insecure\". Development only.")
+        return
+    problem = jail_problem()
+    if problem:
+        say(f"SANDBOX UNAVAILABLE: deploy and invoke answer 503 sandbox_unavailable until this is fixed: {problem}")
+    else:
+        say("sandbox   bubblewrap jail ok (own uid, namespaces, seccomp, cgroups)")
+
+
+PRIVATE_FILES = ("admin.key", "secrets.key", "database.url", "ray.address")
+
+
+def settle_modes(settings: Settings) -> None:
+    """After every component has started: CLOUDFN_HOME 0700 and its key files 0600, whatever a component
+    did to them on the way (the embedded PostgreSQL opens up its data directory's parents)."""
+    os.chmod(settings.home, 0o700)
+    for name in PRIVATE_FILES:
+        path = settings.home / name
+        if path.exists():
+            os.chmod(path, 0o600)
+    if (settings.home / "pgdata").exists() and os.geteuid() == 0:
+        say(f"note: {settings.home}/pgdata (from an earlier version) needs its parents open to PostgreSQL's user")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -129,8 +160,10 @@ def run(settings: Settings) -> int:
         serve.run(build(settings, url), name="cloudfn", route_prefix="/", blocking=False)
         api = settings.resolved_api_url
         wait_healthy(api)
+        report_sandbox()
         dash = start_dashboard(settings)
         deploy_examples(settings)
+        settle_modes(settings)
         say(f"API        {api}")
         say(f"dashboard  http://127.0.0.1:{settings.dashboard_port}")
         if info.dashboard_url:

@@ -479,7 +479,8 @@ class Platform:
         """Database and Ray reachability."""
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
-        return {"database": "ok", "ray": "ok" if ray.is_initialized() else "down"}
+        sandbox = self.sandbox.mode if self.sandbox.problem is None else f"unavailable: {self.sandbox.problem}"
+        return {"database": "ok", "ray": "ok" if ray.is_initialized() else "down", "sandbox": sandbox}
 
 
 def _iso(epoch: float | None) -> str | None:

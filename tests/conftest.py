@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -33,18 +34,20 @@ def cf_home() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def database_url(cf_home: Path) -> Iterator[str]:
     """A migrated PostgreSQL: the external one if CLOUDFN_DATABASE_URL is set, else an embedded one."""
-    from core.db.embedded import EmbeddedPostgres
+    from core.db.embedded import STATE_ROOT, EmbeddedPostgres, data_dir_for
     from core.db.migrate import upgrade
 
     url = os.environ.get("CLOUDFN_DATABASE_URL")
     server = None
     if not url:
-        server = EmbeddedPostgres(cf_home / "pgdata")
+        server = EmbeddedPostgres(data_dir_for(cf_home))
         url = server.start()
     upgrade(url)
     yield url
     if server is not None:
         server.stop()
+        if server.data_dir.is_relative_to(STATE_ROOT):
+            shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

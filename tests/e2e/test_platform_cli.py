@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.platform_proc import ROOT, PlatformProcess
+from bench.platform_proc import ROOT, PlatformProcess, zip_handler
 
 pytestmark = pytest.mark.slow
 CLI = str(Path(sys.executable).with_name("cloudfn"))
@@ -136,3 +136,48 @@ def _procs() -> list[str]:
             with contextlib.suppress(OSError):
                 out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return out
+
+
+def test_file_modes_hold_after_start(plat: PlatformProcess) -> None:
+    """CLOUDFN_HOME 0700 and its keys 0600 once every component has started; Ray's temp dir inside a parent
+    only the platform's user can enter; the embedded PostgreSQL's data outside the home when run as root."""
+    from cluster.ray_runtime import private_parent, ray_temp_dir
+    from core.settings import Settings
+
+    settings = Settings(home=plat.home)
+    assert plat.home.stat().st_mode & 0o777 == 0o700
+    for name in ("admin.key", "secrets.key", "database.url"):
+        assert (plat.home / name).stat().st_mode & 0o777 == 0o600, name
+    parent = private_parent(settings)
+    st = parent.lstat()
+    assert st.st_mode & 0o777 == 0o700 and st.st_uid == os.geteuid()
+    assert ray_temp_dir(settings).is_relative_to(parent) and ray_temp_dir(settings).is_dir()
+    if os.geteuid() == 0:
+        assert not (plat.home / "pgdata").exists()
+    health = httpx.get(f"{plat.url}/healthz", timeout=10).json()
+    assert health["sandbox"] == ("jail" if os.geteuid() == 0 else health["sandbox"])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")
+def test_jail_unavailable_fails_closed_and_insecure_runs_labelled() -> None:
+    """`cloudfn up` with the jail's binary missing: it says why at start, deploy and invoke answer 503
+    sandbox_unavailable and nothing is queued. With CLOUDFN_SANDBOX=insecure as well, functions run, the start
+    warns loudly and every record says "sandbox": "insecure"."""
+    with PlatformProcess(extra_env={"CLOUDFN_SANDBOX_BWRAP": "/nonexistent/bwrap"}) as p:
+        log = p.log.read_text()
+        assert "SANDBOX UNAVAILABLE" in log and "bwrap" in log
+        with p.client(timeout=60) as c:
+            assert httpx.get(f"{p.url}/healthz", timeout=10).json()["sandbox"].startswith("unavailable")
+            assert c.get("/v1/functions").json()["functions"] == []  # the examples were refused too
+            r = c.post("/v1/functions", data={"name": "closed"},
+                       files={"archive": ("f.zip", zip_handler("def handler(e, c):\n    return 1\n"))})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "sandbox_unavailable", r.text
+            assert c.get("/v1/tasks").json()["tasks"] == []
+    with PlatformProcess(extra_env={"CLOUDFN_SANDBOX_BWRAP": "/nonexistent/bwrap",
+                                    "CLOUDFN_SANDBOX": "insecure"}) as p:
+        assert "CLOUDFN_SANDBOX=insecure" in p.log.read_text()
+        with p.client(timeout=60) as c:
+            r = c.post("/v1/functions/hello/invocations", params={"wait": 60}, json={"name": "Ada"})
+            assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+            assert r.json()["sandbox"] == "insecure"
+            assert c.get(f"/v1/tasks/{r.json()['task_id']}").json()["sandbox"] == "insecure"
