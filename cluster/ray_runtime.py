@@ -64,8 +64,9 @@ def ensure_private_parent(settings: Settings) -> Path:
 
 
 def haproxy_dir(settings: Settings) -> Path:
-    """Where this instance's HAProxy keeps its config and sockets (Ray's default is shared by all instances)."""
-    return ray_temp_dir(settings) / "haproxy"
+    """Where this instance's HAProxy keeps its config and sockets (Ray's default is shared by all instances);
+    short, because HAProxy refuses socket paths over 97 bytes."""
+    return private_parent(settings) / "h"
 
 
 def haproxy_env(settings: Settings) -> dict[str, str]:
