@@ -2,7 +2,8 @@
 
 Owns the jail (bubblewrap: `runtime`, `jail`, `seccomp`, `cgroups`, `mode`), the child bootstrap
 (stdlib-only), the supervisor protocol and its checks (`framing`, `protocol`), the measurements taken from
-outside the child (`measure`), per-key uids and directories (`layout`) and the warm pool. Imports only `core` (and the standard library); never `ray`.
+outside the child (`measure`), per-key uids and directories (`layout`) and the warm pool. Imports only `core`
+(and the standard library); never `ray`.
 """
 
 from .context import InvocationContext

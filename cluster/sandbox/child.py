@@ -9,11 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from core.models import FunctionConfig
 
@@ -21,8 +21,8 @@ from . import jail, mode, protocol, runtime, seccomp
 from . import spec as childspec
 from .cgroups import CgroupSet
 from .framing import ParentChannel
-from .measure import Measurement, Meter
 from .layout import KeyDirs
+from .measure import Measurement, Meter
 
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
 MiB = 1 << 20

@@ -96,17 +96,15 @@ class ParentChannel:
             raise ProtocolViolation(f"frame sizes {hlen}/{blen}/{llen} exceed the caps")
         end = FRAME.size + hlen + blen + llen
         self._fill(end, deadline)
-        mv = memoryview(self._buf)
-        try:
-            header = json.loads(bytes(mv[FRAME.size : FRAME.size + hlen]), parse_constant=_reject_constant)
+        with memoryview(self._buf) as mv:
+            raw = bytes(mv[FRAME.size : FRAME.size + hlen])
             body = bytes(mv[FRAME.size + hlen : FRAME.size + hlen + blen])
             logs = bytes(mv[FRAME.size + hlen + blen : end])
+        del self._buf[:end]  # only once no view of the buffer is left (else BufferError)
+        try:
+            header = json.loads(raw, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
-            del self._buf[:end]
             raise ProtocolViolation(f"bad frame header: {type(exc).__name__}") from exc
-        finally:
-            mv.release()
-        del self._buf[:end]
         if not isinstance(header, dict):
             raise ProtocolViolation("frame header is not an object")
         return header, body, logs

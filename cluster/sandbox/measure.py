@@ -48,9 +48,8 @@ class Meter:
         if self._use_cgroup:
             self.cg.reset_peak()
         else:
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{self.pid}/clear_refs", "w") as f:
-                    f.write("5")
+            with contextlib.suppress(OSError), open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
         self.cpu_at_mark = self._cpu_ns()
         self._wall0 = time.time()
         self._t0 = time.perf_counter()
@@ -61,7 +60,8 @@ class Meter:
         wall1 = time.time()
         cpu1 = self._cpu_ns()
         peak = self._peak_bytes()
-        out = Measurement(self._wall0, wall1, (t1 - self._t0) * 1000.0, max(0, cpu1 - self.cpu_at_mark) / 1e6, peak / MiB)
+        out = Measurement(self._wall0, wall1, (t1 - self._t0) * 1000.0, max(0, cpu1 - self.cpu_at_mark) / 1e6,
+                          peak / MiB)
         self._t0, self._wall0, self.cpu_at_mark = t1, wall1, cpu1
         if self._use_cgroup:
             self.cg.reset_peak()

@@ -12,8 +12,7 @@ from typing import Any
 
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, handler_module_path
 
-from . import cgroups, layout
-from . import mode
+from . import cgroups, layout, mode
 from .child import Child, Reply
 from .context import InvocationContext
 from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import resource
-from pathlib import Path
 from typing import Any
 
 from core.models import FunctionConfig

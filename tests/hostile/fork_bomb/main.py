@@ -1,4 +1,5 @@
 """Forks without end; children escape into new sessions and keep forking."""
+import contextlib
 import os
 import time
 
@@ -12,10 +13,8 @@ def handler(event, context):
             time.sleep(0.001)
             continue
         if pid == 0:
-            try:
+            with contextlib.suppress(OSError):
                 os.setsid()
-            except OSError:
-                pass
             while True:
                 try:
                     os.fork()

@@ -2,14 +2,24 @@
 import os
 
 
+def _read(path):
+    with open(path) as fh:
+        return fh.read()
+
+
+def _write(path, text):
+    with open(path, "w") as fh:
+        return fh.write(text)
+
+
 def handler(event, context):
     results = {}
     target = event["target"]
     for attempt, fn in {
         "list": lambda: os.listdir(target),
-        "read": lambda: open(os.path.join(target, "main.py")).read(),
-        "write": lambda: open(os.path.join(target, "main.py"), "w").write("def handler(e, c):\n    return 'pwned'\n"),
-        "create": lambda: open(os.path.join(target, "evil.py"), "w").write("x = 1\n"),
+        "read": lambda: _read(os.path.join(target, "main.py")),
+        "write": lambda: _write(os.path.join(target, "main.py"), "def handler(e, c):\n    return 'pwned'\n"),
+        "create": lambda: _write(os.path.join(target, "evil.py"), "x = 1\n"),
         "list_root": lambda: os.listdir(event["root"]),
     }.items():
         try:

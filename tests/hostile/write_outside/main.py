@@ -15,5 +15,6 @@ def handler(event, context):
         fh.write("private")
     with open("scratch.txt", "w") as fh:  # its working dir: allowed
         fh.write("ok")
-    results["cwd_ok"] = open("scratch.txt").read()
+    with open("scratch.txt") as fh:
+        results["cwd_ok"] = fh.read()
     return results
