@@ -31,6 +31,7 @@ from analytics.detection.calibrate import TailCalibrator, p_to_score
 from analytics.detection.periods import acf_period, calendar_periods
 from analytics.detection.windows import SortedWindow
 
+ALARM_SCORE = 0.5  # the documented alarm level: live anomaly records and alert rules use it
 _MAD_SD = 1.4826  # MAD -> standard deviation under normality
 _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
 
