@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+_LN10 = math.log(10.0)
 _EDGES: list[float] = [0.0, *np.geomspace(1e-3, 1e6, 400).tolist()]
 
 
@@ -24,11 +25,26 @@ def prior_tail(z: float) -> float:
     return min(1.0, (1.0 + z * z / 8.0) ** -4.5)
 
 
-def p_to_score(p: float, decades: float = 8.0) -> float:
-    """Map a tail probability to [0, 1]: 0.5 at p = 1e-4, 1.0 at p <= 1e-8 (log scale keeps the tail resolved)."""
+ALARM_SCORE = 0.5  # the documented alarm level: live anomaly records and the default alert rules use it
+ALARM_LOG10P = 4.0  # surprise (-log10 of a tail probability) that maps to ALARM_SCORE: one in 10,000 points
+
+
+def surprise_to_score(surprise: float, half: float = ALARM_LOG10P) -> float:
+    """Map a surprise (-log10 p) to [0, 1) without saturating: s / (s + half), 0.5 at one in 10,000."""
+    s = max(0.0, surprise)
+    return s / (s + half) if math.isfinite(s) else 1.0
+
+
+def p_to_score(p: float) -> float:
+    """Map a tail probability to [0, 1): 0.5 at p = 1e-4, ever closer to 1 for rarer events, never equal to it."""
     if p >= 1.0:
         return 0.0
-    return min(1.0, -math.log10(max(p, 1e-300)) / decades)
+    return surprise_to_score(-math.log10(max(p, 1e-300)))
+
+
+def log10_prior_tail(z: float) -> float:
+    """log10 of `prior_tail(z)`, exact where the tail underflows."""
+    return -4.5 * math.log10(1.0 + z * z / 8.0)
 
 
 class TailCalibrator:
@@ -50,17 +66,28 @@ class TailCalibrator:
 
     def pvalue(self, z: float) -> float:
         """Tail probability of z given the scores seen so far (prior-blended)."""
+        return 10.0 ** self.log10_pvalue(z)
+
+    def log10_pvalue(self, z: float) -> float:
+        """log10 of `pvalue(z)`, computed in log space so that the far tail never underflows to a tie."""
         z = max(0.0, z)
-        prior = prior_tail(z)
+        prior = log10_prior_tail(z)
         if self.n <= 0:
             return prior
         if z <= self._u:
-            data = float(self._surv[bisect.bisect_right(_EDGES, z) - 1])
+            s = float(self._surv[bisect.bisect_right(_EDGES, z) - 1])
+            data = math.log10(s) if s > 0 else -math.inf
+        elif self._q <= 0.0:
+            data = -math.inf
         elif self._xi < 1e-6:
-            data = self._q * math.exp(-(z - self._u) / self._beta)
+            data = math.log10(self._q) - (z - self._u) / self._beta / _LN10
         else:
-            data = self._q * (1.0 + self._xi * (z - self._u) / self._beta) ** (-1.0 / self._xi)
-        return (self.n * data + self.prior_n * prior) / (self.n + self.prior_n)
+            data = math.log10(self._q) - math.log10(1.0 + self._xi * (z - self._u) / self._beta) / self._xi
+        a, b = math.log10(self.n) + data, math.log10(self.prior_n) + prior
+        m = max(a, b)
+        if m == -math.inf:
+            return m
+        return min(0.0, m + math.log10(10.0 ** (a - m) + 10.0 ** (b - m)) - math.log10(self.n + self.prior_n))
 
     def update(self, z: float) -> None:
         """Add one raw score to the reference distribution."""
