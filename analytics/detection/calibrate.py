@@ -50,7 +50,9 @@ def log10_prior_tail(z: float) -> float:
 class TailCalibrator:
     """Empirical tail probability of a non-negative raw score, O(1) amortised per update."""
 
-    def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0):
+    def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0,
+                 max_shape: float = 0.5):
+        self.max_shape = max_shape
         self.prior_n = prior_n
         self.tail_q = tail_q
         self.refresh = refresh
@@ -63,6 +65,7 @@ class TailCalibrator:
         self._q = 0.0  # P(Z >= u)
         self._beta = 1.0  # tail scale
         self._xi = 0.0  # tail shape (0: exponential)
+        self._logs = (-1.0, 0.0, 0.0, 0.0)  # (n, log10 n, log10 prior_n, log10(n + prior_n)) cached
 
     def pvalue(self, z: float) -> float:
         """Tail probability of z given the scores seen so far (prior-blended)."""
@@ -70,6 +73,8 @@ class TailCalibrator:
 
     def log10_pvalue(self, z: float) -> float:
         """log10 of `pvalue(z)`, computed in log space so that the far tail never underflows to a tie."""
+        if not hasattr(self, "_logs"):  # a state pickled before this cache existed
+            self._logs = (-1.0, 0.0, 0.0, 0.0)
         z = max(0.0, z)
         prior = log10_prior_tail(z)
         if self.n <= 0:
@@ -83,11 +88,14 @@ class TailCalibrator:
             data = math.log10(self._q) - (z - self._u) / self._beta / _LN10
         else:
             data = math.log10(self._q) - math.log10(1.0 + self._xi * (z - self._u) / self._beta) / self._xi
-        a, b = math.log10(self.n) + data, math.log10(self.prior_n) + prior
+        if self._logs[0] != self.n:
+            self._logs = (self.n, math.log10(self.n), math.log10(self.prior_n), math.log10(self.n + self.prior_n))
+        _, ln, lp, lt = self._logs
+        a, b = ln + data, lp + prior
         m = max(a, b)
         if m == -math.inf:
             return m
-        return min(0.0, m + math.log10(10.0 ** (a - m) + 10.0 ** (b - m)) - math.log10(self.n + self.prior_n))
+        return min(0.0, m + math.log10(1.0 + 10.0 ** (min(a, b) - m)) - lt)
 
     def update(self, z: float) -> None:
         """Add one raw score to the reference distribution."""
@@ -117,7 +125,7 @@ class TailCalibrator:
         med_excess = _EDGES[min(half, len(_EDGES) - 1)] - self._u
         q90_excess = _EDGES[min(tenth, len(_EDGES) - 1)] - self._u
         floor = max(1e-3 * max(self._u, 1e-3), 1e-6)
-        xi = gpd_shape(q90_excess / med_excess) if med_excess > floor and self.n * self._q >= 100 else 0.0
+        xi = gpd_shape(q90_excess / med_excess, self.max_shape) if med_excess > floor and self.n * self._q >= 100 else 0.0
         self._xi = xi
         if xi < 1e-6:
             self._beta = max(med_excess / math.log(2.0), floor)
