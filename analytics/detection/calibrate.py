@@ -125,7 +125,8 @@ class TailCalibrator:
         med_excess = _EDGES[min(half, len(_EDGES) - 1)] - self._u
         q90_excess = _EDGES[min(tenth, len(_EDGES) - 1)] - self._u
         floor = max(1e-3 * max(self._u, 1e-3), 1e-6)
-        xi = gpd_shape(q90_excess / med_excess, self.max_shape) if med_excess > floor and self.n * self._q >= 100 else 0.0
+        enough = med_excess > floor and self.n * self._q >= 100
+        xi = gpd_shape(q90_excess / med_excess, self.max_shape) if enough else 0.0
         self._xi = xi
         if xi < 1e-6:
             self._beta = max(med_excess / math.log(2.0), floor)

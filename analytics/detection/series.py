@@ -128,7 +128,7 @@ class StreamingSeriesDetector:
         self._quarantine: deque[tuple[float | None, float | None]] = deque(maxlen=quarantine)
         self.quantum = math.inf  # smallest non-zero step between consecutive values seen
         self.rarity = ValueRarity()
-        self.cal_final = TailCalibrator(max_shape=0.0)
+        self.cal_final = TailCalibrator(max_shape=0.2)
         self.gate = EpisodeGate(probation_rows=probation_rows, probation_s=probation_s)
 
     def __setstate__(self, state: dict[str, object]) -> None:
@@ -145,7 +145,7 @@ class StreamingSeriesDetector:
             for v in self.hist[-self.rarity.values.size:]:
                 self.rarity.push(v)
             self.gate = EpisodeGate()
-            self.cal_final = TailCalibrator(max_shape=0.0)
+            self.cal_final = TailCalibrator(max_shape=0.2)
             self.gate.rows, self.gate.t0 = self.n, -math.inf
 
     # -- the public step -------------------------------------------------------------------------
