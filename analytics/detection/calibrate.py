@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+_LN10 = math.log(10.0)
 _EDGES: list[float] = [0.0, *np.geomspace(1e-3, 1e6, 400).tolist()]
 
 
@@ -24,17 +25,34 @@ def prior_tail(z: float) -> float:
     return min(1.0, (1.0 + z * z / 8.0) ** -4.5)
 
 
-def p_to_score(p: float, decades: float = 8.0) -> float:
-    """Map a tail probability to [0, 1]: 0.5 at p = 1e-4, 1.0 at p <= 1e-8 (log scale keeps the tail resolved)."""
+ALARM_SCORE = 0.5  # the documented alarm level: live anomaly records and the default alert rules use it
+ALARM_LOG10P = 4.0  # surprise (-log10 of a tail probability) that maps to ALARM_SCORE: one in 10,000 points
+
+
+def surprise_to_score(surprise: float, half: float = ALARM_LOG10P) -> float:
+    """Map a surprise (-log10 p) to [0, 1) without saturating: s / (s + half), 0.5 at one in 10,000."""
+    s = max(0.0, surprise)
+    return s / (s + half) if math.isfinite(s) else 1.0
+
+
+def p_to_score(p: float) -> float:
+    """Map a tail probability to [0, 1): 0.5 at p = 1e-4, ever closer to 1 for rarer events, never equal to it."""
     if p >= 1.0:
         return 0.0
-    return min(1.0, -math.log10(max(p, 1e-300)) / decades)
+    return surprise_to_score(-math.log10(max(p, 1e-300)))
+
+
+def log10_prior_tail(z: float) -> float:
+    """log10 of `prior_tail(z)`, exact where the tail underflows."""
+    return -4.5 * math.log10(1.0 + z * z / 8.0)
 
 
 class TailCalibrator:
     """Empirical tail probability of a non-negative raw score, O(1) amortised per update."""
 
-    def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0):
+    def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0,
+                 max_shape: float = 0.5):
+        self.max_shape = max_shape
         self.prior_n = prior_n
         self.tail_q = tail_q
         self.refresh = refresh
@@ -47,20 +65,37 @@ class TailCalibrator:
         self._q = 0.0  # P(Z >= u)
         self._beta = 1.0  # tail scale
         self._xi = 0.0  # tail shape (0: exponential)
+        self._logs = (-1.0, 0.0, 0.0, 0.0)  # (n, log10 n, log10 prior_n, log10(n + prior_n)) cached
 
     def pvalue(self, z: float) -> float:
         """Tail probability of z given the scores seen so far (prior-blended)."""
+        return 10.0 ** self.log10_pvalue(z)
+
+    def log10_pvalue(self, z: float) -> float:
+        """log10 of `pvalue(z)`, computed in log space so that the far tail never underflows to a tie."""
+        if not hasattr(self, "_logs"):  # a state pickled before this cache existed
+            self._logs = (-1.0, 0.0, 0.0, 0.0)
         z = max(0.0, z)
-        prior = prior_tail(z)
+        prior = log10_prior_tail(z)
         if self.n <= 0:
             return prior
         if z <= self._u:
-            data = float(self._surv[bisect.bisect_right(_EDGES, z) - 1])
+            s = float(self._surv[bisect.bisect_right(_EDGES, z) - 1])
+            data = math.log10(s) if s > 0 else -math.inf
+        elif self._q <= 0.0:
+            data = -math.inf
         elif self._xi < 1e-6:
-            data = self._q * math.exp(-(z - self._u) / self._beta)
+            data = math.log10(self._q) - (z - self._u) / self._beta / _LN10
         else:
-            data = self._q * (1.0 + self._xi * (z - self._u) / self._beta) ** (-1.0 / self._xi)
-        return (self.n * data + self.prior_n * prior) / (self.n + self.prior_n)
+            data = math.log10(self._q) - math.log10(1.0 + self._xi * (z - self._u) / self._beta) / self._xi
+        if self._logs[0] != self.n:
+            self._logs = (self.n, math.log10(self.n), math.log10(self.prior_n), math.log10(self.n + self.prior_n))
+        _, ln, lp, lt = self._logs
+        a, b = ln + data, lp + prior
+        m = max(a, b)
+        if m == -math.inf:
+            return m
+        return min(0.0, m + math.log10(1.0 + 10.0 ** (min(a, b) - m)) - lt)
 
     def update(self, z: float) -> None:
         """Add one raw score to the reference distribution."""
@@ -90,7 +125,8 @@ class TailCalibrator:
         med_excess = _EDGES[min(half, len(_EDGES) - 1)] - self._u
         q90_excess = _EDGES[min(tenth, len(_EDGES) - 1)] - self._u
         floor = max(1e-3 * max(self._u, 1e-3), 1e-6)
-        xi = gpd_shape(q90_excess / med_excess) if med_excess > floor and self.n * self._q >= 100 else 0.0
+        enough = med_excess > floor and self.n * self._q >= 100
+        xi = gpd_shape(q90_excess / med_excess, self.max_shape) if enough else 0.0
         self._xi = xi
         if xi < 1e-6:
             self._beta = max(med_excess / math.log(2.0), floor)

@@ -10,7 +10,7 @@ import numpy as np
 
 from analytics.detection.aggregate import IntervalAggregator
 from analytics.detection.anomaly import Anomaly
-from analytics.detection.calibrate import p_to_score
+from analytics.detection.calibrate import ALARM_SCORE, p_to_score
 from analytics.detection.drift import DriftDetector, DriftFinding
 from analytics.detection.features import FEATURES, contention_bounds, inverse, raw_features, transform
 from analytics.detection.outlier import OutlierDetector
@@ -36,7 +36,7 @@ class FunctionDetectors:
         warmup: int = 50,
         interval_s: float = 60.0,
         outlier_model: str = "mahalanobis",
-        ts_min_score: float = 0.6,
+        ts_min_score: float = ALARM_SCORE,
     ):
         self.function = function
         self.warmup = warmup

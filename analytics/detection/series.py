@@ -14,8 +14,15 @@ spread (value minus the median over 3 periods of "value minus trailing one-perio
 detects it re-bases its reference on the new level, so a lasting shift alarms once, not for ~190 points.
 Each component's deviation is turned into a tail probability under that component's own past deviations
 (TailCalibrator; the shift and slow ones are fed late and not from anomalies, which would fatten the
-tails the next anomaly is judged by), combined with a weighted Bonferroni minimum, and the probability is
-mapped to [0, 1] on a log scale (0.5 ~ one in 10,000 normal points).
+tails the next anomaly is judged by), combined with a weighted Bonferroni minimum, in log10 (no underflow).
+
+That local surprise (-log10 p) is amplified, up to doubled, by how new the value is to the series' last
+4,096 values (`novelty.ValueRarity`): a jump to a familiar level ranks below a jump to a level never
+seen, and novelty alone (a trend reaching new highs) never alarms. Deviations are measured no finer than
+half the series' quantum, so quantised and flat series do not produce infinite z-scores. `EpisodeGate`
+then holds back the probationary start and every point of an episode after its first alarm, and the
+reported surprise is mapped to [0, 1) by s / (s + 4): 0.5 (ALARM_SCORE) ~ one in 10,000 normal points,
+no saturation, so the order of the highest scores is the order of their surprise.
 """
 
 from __future__ import annotations
@@ -27,12 +34,17 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from scipy.stats import t as student_t
 
-from analytics.detection.calibrate import TailCalibrator, p_to_score
+from analytics.detection.calibrate import ALARM_LOG10P, ALARM_SCORE, TailCalibrator, surprise_to_score
+from analytics.detection.episodes import EpisodeGate
+from analytics.detection.novelty import ValueRarity
 from analytics.detection.periods import acf_period, calendar_periods
 from analytics.detection.windows import SortedWindow
 
 _MAD_SD = 1.4826  # MAD -> standard deviation under normality
 _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
+_LN10 = math.log(10.0)
+_LOG2 = math.log10(2.0)
+__all__ = ["ALARM_SCORE", "StreamingSeriesDetector", "backtest_scores"]
 
 
 class _Forecaster:
@@ -59,9 +71,8 @@ class _Forecaster:
 class StreamingSeriesDetector:
     """Causal anomaly score in [0, 1] per point; O(window) work per update, no look-ahead."""
 
-    VERSION = 2
+    VERSION = 3
     NAME = "streaming-series"
-    ALARM_P = 1e-4  # the p-value of score 0.5: a component this significant has "detected" (re-bases the slow one)
     # defaults for states pickled by VERSION 1 (no deseasonalising of the slow component)
     season_p: int | None = None
     _ssum = 0.0
@@ -74,18 +85,18 @@ class StreamingSeriesDetector:
         short: int = 8,
         max_period: int = 20000,
         acf_every: int = 1024,
-        decades: float = 8.0,
         explain_ratio: float = 1.0,
         slow_recent: int = 16,
         slow_lag: int = 64,
         slow_window: int = 256,
         quarantine: int = 32,
+        probation_rows: int = 750,
+        probation_s: float = 86400.0,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
         self.max_period = max_period
         self.acf_every = acf_every
-        self.decades = decades
         self.n = 0
         self.hist: list[float] = []  # raw values, trimmed to what the seasonal lags need
         self.med_hist: list[float] = []  # local median after each point
@@ -115,14 +126,27 @@ class StreamingSeriesDetector:
         self.rebases = 0
         self._frozen_until = -(10**9)  # no calibration updates before this point count
         self._quarantine: deque[tuple[float | None, float | None]] = deque(maxlen=quarantine)
+        self.quantum = math.inf  # smallest non-zero step between consecutive values seen
+        self.rarity = ValueRarity()
+        self.cal_final = TailCalibrator(max_shape=0.2)
+        self.gate = EpisodeGate(probation_rows=probation_rows, probation_s=probation_s)
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        """Unpickle, giving a VERSION 1 state the attributes added since."""
+        """Unpickle, giving a VERSION 1 or 2 state the attributes added since (already past probation)."""
         self.__dict__.update(state)
         if "_r" not in state:
             self._r = deque()
         if "_quarantine" not in state:
             self._quarantine = deque(maxlen=32)
+        if "gate" not in state:
+            steps = np.abs(np.diff(np.asarray(self.hist[-4096:], dtype=float)))
+            self.quantum = float(steps[steps > 0].min()) if (steps > 0).any() else math.inf
+            self.rarity = ValueRarity()
+            for v in self.hist[-self.rarity.values.size:]:
+                self.rarity.push(v)
+            self.gate = EpisodeGate()
+            self.cal_final = TailCalibrator(max_shape=0.2)
+            self.gate.rows, self.gate.t0 = self.n, -math.inf
 
     # -- the public step -------------------------------------------------------------------------
     def update(self, timestamp: float, value: float) -> float:
@@ -130,32 +154,44 @@ class StreamingSeriesDetector:
         x = float(value)
         if not math.isfinite(x):
             return 0.0
-        self._track_time(float(timestamp))
+        t = float(timestamp)
+        self._track_time(t)
         z_point, errs, expected, warm = self._point_deviation(x)
         z_shift = self._shift_deviation(x)
         z_slow = self._slow_deviation(x)
         if warm:
-            p = self.cal_point.pvalue(z_point)
-        else:  # a handful of points: Student t with the window's degrees of freedom
-            p = float(student_t.sf(z_point, max(1, len(self.window) - 1))) * 2.0 if z_point > 0 else 1.0
-        # weighted Bonferroni over the components: half the error budget for single points
-        ps = [(p, 1.0)]
+            lp = self.cal_point.log10_pvalue(z_point)
+        elif z_point > 0:  # a handful of points: Student t with the window's degrees of freedom
+            lp = min(0.0, float(student_t.logsf(z_point, max(1, len(self.window) - 1))) / _LN10 + _LOG2)
+        else:
+            lp = 0.0
+        # weighted Bonferroni over the components (in log10): half the error budget for single points
+        lps = [(lp, 1.0)]
         if z_shift is not None:
-            ps.append((self.cal_shift.pvalue(z_shift), 0.25))
+            lps.append((self.cal_shift.log10_pvalue(z_shift), 0.25))
         if z_slow is not None:
-            p_slow = self.cal_slow.pvalue(z_slow)
-            ps.append((p_slow, 0.25))
-            if p_slow / 0.25 < self.ALARM_P:
+            lp_slow = self.cal_slow.log10_pvalue(z_slow)
+            lps.append((lp_slow, 0.25))
+            if lp_slow - math.log10(0.25) < -ALARM_LOG10P:
                 self._rebase_slow()
-        if len(ps) > 1:
-            ps[0] = (p, 1.0 - sum(w for _, w in ps[1:]))
-        p = min(1.0, min(pi / w for pi, w in ps))
-        score = p_to_score(p, self.decades) if self.n >= 2 else 0.0
-        self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0, "p": p,
+        if len(lps) > 1:
+            lps[0] = (lp, 1.0 - sum(w for _, w in lps[1:]))
+        local = max(0.0, max(-(li - math.log10(w)) for li, w in lps)) if self.n >= 2 else 0.0
+        # a value also new to the series' history is more surprising; novelty alone is not an anomaly
+        novel = self.rarity.surprise(x, self._floor(x)) if self.n >= 2 else 0.0
+        raw = local + min(novel, local)
+        # and that combination is itself calibrated on the series' past combinations (outside episodes)
+        surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
+        if not self.gate.active:
+            self.cal_final.update(raw)
+        reported = self.gate.gate(t, surprise)
+        self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
+                            "local": local, "novelty": novel, "raw": raw, "surprise": surprise, "reported": reported,
                             "expected": expected}
-        self._calibrate(z_point if warm else None, z_shift, z_slow, p < self.ALARM_P)
+        self._calibrate(z_point if warm else None, z_shift, z_slow, local > ALARM_LOG10P)
         self._learn(x, errs)
-        return score
+        self.rarity.push(x)
+        return surprise_to_score(reported)
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
         """Expected range of the last scored point: forecast +- k error deviations."""
@@ -164,7 +200,9 @@ class StreamingSeriesDetector:
 
     # -- components ------------------------------------------------------------------------------
     def _floor(self, ref: float) -> float:
-        return 1e-9 + 1e-9 * abs(ref)
+        """Smallest deviation scale: half the series' quantum (its smallest step seen), else numerical noise."""
+        q = self.quantum
+        return 1e-9 + 1e-9 * abs(ref) + (0.5 * q if math.isfinite(q) else 0.0)
 
     def _forecasts(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -200,7 +238,7 @@ class StreamingSeriesDetector:
             self.last_scale = _MAD_SD * self.window.mad(m)
         else:
             z, expected = 0.0, x
-        return min(z, 1e6), errs, expected, bool(ready)
+        return min(z, 1e15), errs, expected, bool(ready)
 
     def _shift_deviation(self, x: float) -> float | None:
         """Median error of the last `short` points against the Holt forecast made before them."""
@@ -214,7 +252,7 @@ class StreamingSeriesDetector:
         res = sorted(v - (level + (j + 1 + k - m) * trend) for j, v in enumerate(vals))
         med = res[m // 2] if m % 2 else 0.5 * (res[m // 2 - 1] + res[m // 2])
         sd = _MAE_SD * self.fc["holt"].scale * 1.25 / math.sqrt(m)
-        return min(abs(med) / (sd + self._floor(x)), 1e6)
+        return min(abs(med) / (sd + self._floor(x)), 1e15)
 
     def _slow_deviation(self, x: float) -> float | None:
         """Median of the last `recent` points against the median of an older, longer window (ramps).
@@ -233,7 +271,7 @@ class StreamingSeriesDetector:
         if self.n % 16 == 0 or self._older_mad is None:
             self._older_mad = self.older.mad(ml)
         sd = _MAD_SD * self._older_mad * 1.25 / math.sqrt(self.recent.size)
-        return min(abs(self.recent.median() - ml) / (sd + self._floor(ml)), 1e6)
+        return min(abs(self.recent.median() - ml) / (sd + self._floor(ml)), 1e15)
 
     def _rebase_slow(self) -> None:
         """After a slow-component detection, move its reference to the new level (no trailing alarms).
@@ -348,6 +386,10 @@ class StreamingSeriesDetector:
             self.cal_slow.update(zsl)
 
     def _learn(self, x: float, errs: dict[str, float]) -> None:
+        if self.hist:
+            d = abs(x - self.hist[-1])
+            if 0.0 < d < self.quantum:
+                self.quantum = d
         for k, e in errs.items():
             self.fc.setdefault(k, _Forecaster(k)).record(e)
         if self.n == 0:

@@ -22,12 +22,12 @@ def test_a_single_slow_execution_is_an_outlier_only(make_rec: MakeRec, rng: np.r
 
 
 def _burst_run(make_rec: MakeRec, rng: np.random.Generator, feedback: bool) -> list[int]:
-    """Two identical one-minute bursts of slow executions; returns the minutes whose p95 was reported."""
+    """Two identical one-minute bursts of slow executions after the probation; the minutes whose p95 was reported."""
     fd = FunctionDetectors("f")
     minutes: list[int] = []
     i = 0
-    for burst in (False, False, True, False, True):
-        durs = list(10 + rng.normal(0, 1, 1200)) if not burst else list(20 + rng.normal(0, 0.5, 10))
+    for n in (7600, 0, 1200, 0):  # 760 minutes: past the 750-interval probation of the series detectors
+        durs = list(10 + rng.normal(0, 1, n)) if n else list(20 + rng.normal(0, 0.5, 10))
         for j, a in _feed(fd, make_rec, durs, i):
             if a.kind == "timeseries" and a.metric == "duration_p95_ms":
                 minutes.append(j // 10)

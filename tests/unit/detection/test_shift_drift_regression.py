@@ -14,15 +14,15 @@ def _run(fd: FunctionDetectors, make_rec: MakeRec, durations: list[float], start
 
 
 def test_level_shift_is_a_timeseries_anomaly(make_rec: MakeRec, rng: np.random.Generator) -> None:
-    fd = FunctionDetectors("f")  # 60 s intervals, one execution every 6 s
-    normal = list(10 + rng.normal(0, 1, 1200))
+    fd = FunctionDetectors("f")  # 60 s intervals, one execution every 6 s: 760 intervals outlast the probation
+    normal = list(10 + rng.normal(0, 1, 7600))
     shifted = list(13 + rng.normal(0, 1, 200))
     before = _run(fd, make_rec, normal)
-    after = _run(fd, make_rec, shifted, start=1200)
+    after = _run(fd, make_rec, shifted, start=7600)
     assert [a for _, a in before if a.kind in ("timeseries", "outlier")] == []
     ts = [(i, a) for i, a in after if a.kind == "timeseries" and a.metric == "duration_p95_ms"]
     assert ts, "the p95 level shift was not reported"
-    assert ts[0][0] < 1200 + 60  # within 6 intervals
+    assert ts[0][0] < 7600 + 60  # within 6 intervals
     assert ts[0][1].observed > ts[0][1].details["expected"]
     assert [a for _, a in after if a.kind == "outlier"] == []  # no single execution is extreme
 

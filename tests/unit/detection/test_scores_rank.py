@@ -1,0 +1,63 @@
+"""Issue 11's properties of the series scores: causal, one per row, one alarm per episode, quiet on
+quantised step-like series after probation, and no ties among the highest scores."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics.detection import backtest_scores
+from analytics.detection.calibrate import ALARM_SCORE
+
+
+def _rows(x: np.ndarray, dt: float = 300.0) -> list[tuple[float, float]]:
+    t = 1_600_000_000 + dt * np.arange(len(x))
+    return list(zip(t.tolist(), x.tolist(), strict=True))
+
+
+def _scores(x: np.ndarray, dt: float = 300.0) -> np.ndarray:
+    return np.fromiter(backtest_scores(_rows(x, dt)), float)
+
+
+def test_scores_are_causal_and_one_per_row() -> None:
+    rng = np.random.default_rng(4)
+    x = 20 + rng.normal(0, 1, 2500)
+    x[1800] += 15
+    x[2100:] += 6
+    rows = _rows(x)
+    full = list(backtest_scores(rows))
+    assert len(full) == len(rows) and all(0.0 <= s < 1.0 for s in full)
+    for k in (1, 300, 751, 1801, 2200):
+        assert list(backtest_scores(rows[:k])) == full[:k]
+
+
+def test_a_lasting_level_shift_alarms_once() -> None:
+    rng = np.random.default_rng(11)
+    x = 100 + rng.normal(0, 2, 4000)
+    x[2000:] += 20  # a lasting +10 sd shift
+    s = _scores(x)
+    assert s[2000:2010].max() >= ALARM_SCORE
+    assert (s[2000:] >= ALARM_SCORE).sum() == 1  # one alarm, not one per point of the new level
+
+
+def test_quantised_step_like_series_does_not_alarm_after_probation() -> None:
+    rng = np.random.default_rng(8)
+    levels = np.array([12.0, 35.0, 60.0])
+    x, i = np.empty(6000), 0
+    while i < len(x):  # CPU % jumping between familiar levels every few hours, whole percent only
+        run = int(rng.integers(20, 150))
+        x[i:i + run] = levels[rng.integers(len(levels))]
+        i += run
+    x = np.clip(np.round(x + rng.normal(0, 0.7, len(x))), 0, 100)
+    s = _scores(x)
+    probation = 86400 // 300  # the first day of 5-minute rows comes before the first 750 rows
+    assert s[:probation].max() == 0.0  # learns, does not alarm
+    assert s[probation:].max() < ALARM_SCORE
+
+
+def test_top_scores_of_a_long_normal_series_are_not_tied() -> None:
+    rng = np.random.default_rng(21)
+    n = 30000
+    x = 50 + 5 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.standard_t(5, n)
+    s = _scores(x)[750:]
+    top = np.sort(s)[-max(2, len(s) // 1000):]
+    assert len(np.unique(top)) > 1 and top.max() < 1.0
