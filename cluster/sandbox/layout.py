@@ -22,6 +22,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .mode import SandboxUnavailable
+
 UID_BASE = int(os.environ.get("CLOUDFN_SANDBOX_UID_BASE", "1500000"))
 CHECK_UIDS = 4096  # [UID_BASE, UID_BASE + CHECK_UIDS): one-shot activation checks, picked at random
 KEY_UIDS = 1_000_000
@@ -57,6 +59,11 @@ def ensure_root(root: Path) -> None:
         raise PermissionError(f"sandbox root {root} is not a directory owned by uid {os.geteuid()}")
     os.chmod(root, 0o711)
     (root / "k").mkdir(mode=0o711, exist_ok=True)
+    if is_root():  # bwrap runs as the key's uid and must reach the runtime and code under the root
+        for parent in root.resolve().parents:
+            if not parent.stat().st_mode & stat.S_IXOTH:
+                raise SandboxUnavailable(f"sandbox root {root}: {parent} is not searchable by other users, "
+                                         "so no sandbox uid can reach the jail's runtime")
 
 
 def allocate_uid(root: Path, key: str) -> int:
