@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 up: $(STAMP)
+	bash scripts/runtime-deps.sh
 	exec $(VENV)/bin/cloudfn up
 
 test: $(STAMP)
+	bash scripts/runtime-deps.sh
 	bash scripts/test-deps.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

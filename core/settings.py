@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
@@ -48,6 +49,17 @@ class Settings(BaseSettings):
 
     # Metrics lake flush interval
     lake_flush_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _cidrs(cls, v: str) -> str:
+        for part in (p.strip() for p in v.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"CLOUDFN_EGRESS_ALLOW: {part!r} is not a CIDR like 10.1.2.0/24: {exc}") from None
+        return v
 
     @field_validator("home", mode="before")
     @classmethod

@@ -154,6 +154,7 @@ class Platform:
         name = parse_name(name)
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
+        await self.sandbox.require(network=cfg.network)
         check_env(cfg.env)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits)
         if bundle.has_requirements:
@@ -243,6 +244,8 @@ class Platform:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
         await self.sandbox.require()
         rt = await self.registry.resolve(caller.namespace, name, version)
+        if rt.config.network:
+            await self.sandbox.require(network=True)
         event_json = parse_event(body)
         if then:
             plan = [{"function": name, "version": version}] + parse_steps(then)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from cluster.sandbox.egress import missing_tools
 from cluster.sandbox.mode import insecure, label
 from cluster.sandbox.probe import jail_problem
 from core.errors import SandboxUnavailableError
@@ -20,6 +21,7 @@ class SandboxGate:
 
     def __init__(self) -> None:
         self.problem: str | None = None
+        self.egress_problem: str | None = None
         self._probed_at = 0.0
         self._lock = asyncio.Lock()
 
@@ -31,6 +33,9 @@ class SandboxGate:
     async def probe(self) -> None:
         """Start one jailed child now; remember why it failed, if it did."""
         self.problem = await asyncio.to_thread(jail_problem)
+        missing = missing_tools()
+        self.egress_problem = (f"network egress needs {', '.join(missing)} (Debian: slirp4netns, nftables, "
+                               "util-linux)") if missing and not insecure() else None
         self._probed_at = time.monotonic()
         if insecure():
             log.warning("CLOUDFN_SANDBOX=insecure: functions run WITHOUT the jail (no namespaces, no seccomp, "
@@ -40,9 +45,10 @@ class SandboxGate:
             log.error("the sandbox jail cannot be applied on this host, so deploy and invoke answer 503 "
                       "sandbox_unavailable: %s", self.problem)
 
-    async def require(self) -> None:
-        """Raise SandboxUnavailableError unless functions may run (re-probing a failed jail now and then)."""
-        if self.problem is None:
+    async def require(self, *, network: bool = False) -> None:
+        """Raise SandboxUnavailableError unless functions (with `network: true`, egress too) may run here,
+        re-probing a failed jail now and then."""
+        if self.problem is None and not (network and self.egress_problem):
             return
         async with self._lock:
             if self.problem is not None and time.monotonic() - self._probed_at > REPROBE_S:
@@ -50,3 +56,6 @@ class SandboxGate:
         if self.problem is not None:
             raise SandboxUnavailableError(f"the function sandbox cannot be applied on this host: {self.problem}",
                                           detail={"reason": self.problem})
+        if network and self.egress_problem is not None:
+            raise SandboxUnavailableError(f"functions with network: true cannot run on this host: "
+                                          f"{self.egress_problem}", detail={"reason": self.egress_problem})

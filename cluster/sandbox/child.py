@@ -17,7 +17,7 @@ from typing import Any
 
 from core.models import FunctionConfig
 
-from . import jail, mode, protocol, runtime, seccomp
+from . import egress, jail, mode, protocol, runtime, seccomp
 from . import spec as childspec
 from .cgroups import CgroupSet
 from .framing import ParentChannel
@@ -84,6 +84,7 @@ class Child:
         assert proc.stdin is not None and proc.stdout is not None
         self.chan = ParentChannel(proc.stdin.fileno(), proc.stdout.fileno())
         self.meter = Meter(cg, proc.pid)
+        self.egress: egress.Egress | None = None
         self.cpu_hard = childspec.cpu_hard_s(config)
         self.cap = config.max_output_kb * 1024
         self.last_used = time.monotonic()
@@ -110,19 +111,26 @@ class Child:
         except Exception as exc:
             os.close(bpf)
             raise mode.SandboxUnavailable(str(exc)) from exc
-        argv = jail.command(rt, dirs, network=config.network, tmp_mb=config.max_file_mb, seccomp_fd=bpf)
+        resolv = jail.data_fd(egress.RESOLV_CONF) if config.network else None
+        argv = jail.command(rt, dirs, tmp_mb=config.max_file_mb, seccomp_fd=bpf,
+                            resolv_fd=resolv)
         procs = jail.open_procs_files(cg.procs_dirs())
+        child: Child | None = None
         try:
             child = cls._start(key, config, cg, argv, jail.drop_privileges(dirs.uid, dirs.gid, procs),
-                               [bpf], jailed=True)
-        finally:
-            for fd in [bpf, *procs]:
-                os.close(fd)
-        try:
+                               [bpf] if resolv is None else [bpf, resolv], jailed=True)
             cg.open_meters()
-        except OSError as exc:
-            child.kill()
-            raise mode.SandboxUnavailable(f"cannot measure the child's cgroup: {exc}") from exc
+            if config.network:
+                child.egress = egress.Egress.attach(egress.namespace_pid(cg.pids),
+                                                    egress.allowed_networks(os.environ.get("CLOUDFN_EGRESS_ALLOW", "")),
+                                                    procs)
+        except (OSError, ValueError, egress.EgressUnavailable) as exc:
+            if child is not None:
+                child.kill()
+            raise mode.SandboxUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            for fd in [bpf, *procs, *([] if resolv is None else [resolv])]:
+                os.close(fd)
         return child
 
     @classmethod
@@ -219,6 +227,8 @@ class Child:
                     stream.close()
             except OSError:
                 pass
+        if self.egress is not None:
+            self.egress.close()
         self.cg.remove()
         self.meter.close()
         return result

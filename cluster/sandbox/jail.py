@@ -28,20 +28,22 @@ FIXED_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def command(rt: Runtime, dirs: KeyDirs, *, network: bool, tmp_mb: int, seccomp_fd: int) -> list[str]:
-    """bwrap's argv for a child running the bootstrap as `dirs.uid`."""
+def command(rt: Runtime, dirs: KeyDirs, *, tmp_mb: int, seccomp_fd: int, resolv_fd: int | None = None) -> list[str]:
+    """bwrap's argv for a child running the bootstrap as `dirs.uid`; its network namespace has only loopback
+    until the supervisor attaches egress to it (`resolv_fd`: the resolv.conf it then sees)."""
     tmp_bytes = str(tmp_mb * MiB)
-    args = [str(rt.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+    args = [str(rt.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
             "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
             "--hostname", "cloudfn", "--clearenv"]
-    if not network:
-        args.append("--unshare-net")
     for name, value in FIXED_ENV.items():
         args += ["--setenv", name, value]
     args += ["--setenv", "HOME", str(dirs.work)]
     for path in SYSTEM_DIRS:
         args += ["--ro-bind-try", path, path]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    if resolv_fd is not None:
+        args += ["--ro-bind-data", str(resolv_fd), os.path.realpath("/etc/resolv.conf")]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/dev/shm",
+             "--remount-ro", "/dev"]
     args += ["--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/tmp"]
     if rt.prefix != "/usr":
         args += ["--ro-bind", str(rt.python_copy), rt.prefix]
@@ -71,6 +73,14 @@ def drop_privileges(uid: int, gid: int, cgroup_procs: list[int]) -> Callable[[],
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return step
+
+
+def data_fd(text: str) -> int:
+    """A memfd holding `text`, positioned at 0 (for bwrap's --ro-bind-data; the caller closes it)."""
+    fd = os.memfd_create("cloudfn-data", os.MFD_CLOEXEC)
+    os.write(fd, text.encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def open_procs_files(cgroup_dirs: list[Path]) -> list[int]:

@@ -1,7 +1,8 @@
 """On-disk layout of the sandbox root: per-key uid allocation and the per-key code, deps and work dirs.
 
+    /var/lib/cloudfn/sandbox/uids.json   key digest -> uid for the whole host (flock on uids.lock)
+
     <root>/                  0711 root   (traversable, not listable)
-    <root>/uids.json         key digest -> uid, guarded by <root>/uids.lock (flock; shared by all pools)
     <root>/k/<digest>/       0750 root:<key gid>
         code/, deps/         0750/0640 root:<key gid>: readable, not writable, by the sandbox uid
         code/.deps/          a bundle's vendored requirements (cluster.deps), used when there is no deps/
@@ -27,6 +28,8 @@ from .mode import SandboxUnavailable
 UID_BASE = int(os.environ.get("CLOUDFN_SANDBOX_UID_BASE", "1500000"))
 CHECK_UIDS = 4096  # [UID_BASE, UID_BASE + CHECK_UIDS): one-shot activation checks, picked at random
 KEY_UIDS = 1_000_000
+# One table per host, whatever the pool root: two functions never share a uid on this host.
+UID_TABLE = Path(os.environ.get("CLOUDFN_SANDBOX_UID_TABLE", "/var/lib/cloudfn/sandbox"))
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,10 @@ def allocate_uid(root: Path, key: str) -> int:
     if not is_root():
         return os.getuid()
     d = digest(key)
-    with open(root / "uids.lock", "a+") as lock:
+    UID_TABLE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(UID_TABLE / "uids.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = root / "uids.json"
+        path = UID_TABLE / "uids.json"
         table: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
         uid = table.get(d)
         if uid is None:

@@ -288,7 +288,8 @@ class SandboxPool:
             return out
         child.isolation = {"sandbox": mode.label(), "jail": "bubblewrap" if child.jailed else None,
                            "uid": dirs.uid if child.jailed else os.getuid(),
-                           "network": "host" if (config.network or not child.jailed) else "none",
+                           "network": ("host" if not child.jailed else
+                                       "public egress (slirp4netns + nftables)" if config.network else "none"),
                            "cgroups": child.cg.controllers, "seccomp": child.jailed}
         if not ready.get("ok"):
             self._discard(child)
