@@ -20,7 +20,7 @@ PORT = 8080
 SERVER = ("import http.server, socketserver\n"
           "class H(http.server.BaseHTTPRequestHandler):\n"
           "    def do_GET(self):\n"
-          "        body = self.server.server_address[0].encode()\n"
+          "        body = self.connection.getsockname()[0].encode()\n"
           "        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers()\n"
           "        self.wfile.write(body)\n"
           "    def log_message(self, *a): pass\n"

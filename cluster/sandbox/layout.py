@@ -99,7 +99,9 @@ def check_uid() -> int:
 def _copy_readonly(src: Path, dst_final: Path, gid: int) -> None:
     """Copy a tree so the key's group can read it and nobody but root can change it (atomic rename)."""
     if dst_final.exists():
-        return
+        if not is_root() or dst_final.stat().st_gid == gid:
+            return
+        shutil.rmtree(dst_final)  # made for another uid (an older uid table): the key's uid could not read it
     tmp = dst_final.with_name(f".{dst_final.name}.{secrets.token_hex(6)}")
     shutil.copytree(src, tmp, symlinks=True, copy_function=shutil.copyfile)
     root = is_root()

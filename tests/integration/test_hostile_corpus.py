@@ -17,9 +17,12 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+import ray
 from sqlalchemy import create_engine, text
 
+from cluster.sandbox.egress import missing_tools
 from tests.conftest import ApiServer, deploy
+from tests.egress_world import can_build, world
 from tests.integration.hostile_corpus import ATTACKS, Attack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root (as `make up` and CI run)")
@@ -256,3 +259,37 @@ def test_fail_closed_when_the_jail_is_unavailable(api: httpx.Client, api_server:
         monkeypatch.delenv("CLOUDFN_SANDBOX_BWRAP")
         runtime.ensure.cache_clear()
     assert invoke(api, "bystander", {"n": 2})["status"] == "succeeded"
+
+
+EGRESS_PROBE = '''
+import socket
+def handler(event, context):
+    out = {}
+    for name, (host, port) in event.items():
+        s = socket.socket()
+        s.settimeout(3)
+        try:
+            s.connect((host, port))
+            out[name] = True
+        except OSError:
+            out[name] = False
+        s.close()
+    return out
+'''
+
+
+@pytest.mark.skipif(bool(can_build() or missing_tools()), reason="needs root, iproute2, slirp4netns and nftables")
+def test_network_true_reaches_public_destinations_only(api: httpx.Client, api_server: ApiServer,
+                                                       bystander: list[str]) -> None:
+    """`network: true` through the API, in a world the test builds: the stand-in public host is reached; the
+    API's own port, a private host, cloud metadata and Ray's GCS port are not."""
+    assert deploy(api, "hostile-egress", files={"main.py": EGRESS_PROBE},
+                  config={"network": True, "timeout_s": 30}).status_code == 201
+    gcs_port = int(ray.get_runtime_context().gcs_address.rsplit(":", 1)[1])
+    with world() as w:
+        rec = invoke(api, "hostile-egress", {"public": [w.public, w.port], "private": [w.private, w.port],
+                                             "api": ["127.0.0.1", api_server.port], "gcs": ["127.0.0.1", gcs_port],
+                                             "metadata": ["169.254.169.254", 80]})
+    assert rec["status"] == "succeeded", rec["error"]
+    assert rec["output"] == {"public": True, "private": False, "api": False, "gcs": False, "metadata": False}
+    assert_bystander_whole(api, bystander)
