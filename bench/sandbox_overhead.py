@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -80,7 +81,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cloudfn-bench-"))
     (work / "code").mkdir()
     (work / "code" / "main.py").write_text(SOURCE)
-    pool = SandboxPool(work / "sandbox")
+    pool = SandboxPool(Path(f"/tmp/cloudfn-bench-sandbox-{os.getpid()}"))  # sandbox uids must reach it
     try:
         print(bench_direct(args.direct), flush=True)
         print(bench_pool(pool, work / "code", args.warm, cold=False), flush=True)
@@ -88,6 +89,7 @@ def main() -> None:
     finally:
         pool.close()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(pool.root, ignore_errors=True)
 
 
 if __name__ == "__main__":

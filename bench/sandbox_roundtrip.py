@@ -35,7 +35,7 @@ def main() -> None:
         code = Path(tmp) / "code"
         code.mkdir()
         (code / "main.py").write_text(SOURCE)
-        pool = SandboxPool(Path(tmp) / "root")
+        pool = SandboxPool(Path(f"/tmp/cloudfn-bench-sandbox-{os.getpid()}"))  # sandbox uids must reach it
         cfg = FunctionConfig()
         event = b'{"name": "bench"}'
 
