@@ -21,6 +21,7 @@ import pytest
 from cluster.sandbox import InvocationContext, SandboxPool
 from cluster.sandbox.layout import digest
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus
+from tests.unit.sandbox.conftest import uid_processes
 
 HOSTILE = Path(__file__).parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: isolation relies on a uid of its own")
@@ -56,18 +57,6 @@ def assert_pool_healthy(pool: SandboxPool, normal_code: Path) -> None:
     out = run(pool, normal_code, {"still": "alive"})
     assert out.status == TaskStatus.SUCCEEDED, out.error
     assert out.output == {"echo": {"still": "alive"}}
-
-
-def uid_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 @needs_root
