@@ -36,6 +36,7 @@ from scipy.stats import t as student_t
 
 from analytics.detection.calibrate import ALARM_LOG10P, ALARM_SCORE, TailCalibrator, surprise_to_score
 from analytics.detection.episodes import EpisodeGate
+from analytics.detection.longwin import LongWindow
 from analytics.detection.novelty import ValueRarity
 from analytics.detection.periods import acf_period, calendar_periods
 from analytics.detection.windows import SortedWindow
@@ -78,6 +79,8 @@ class StreamingSeriesDetector:
     _ssum = 0.0
     rebases = 0
     _frozen_until = -(10**9)
+    _periods_all: list[int] | None = None  # cached `_all_periods()`
+    _keep: int | None = None  # cached history length the seasonal lags need
 
     def __init__(
         self,
@@ -92,6 +95,8 @@ class StreamingSeriesDetector:
         quarantine: int = 32,
         probation_rows: int = 750,
         probation_s: float = 86400.0,
+        long_window: int = 2000,
+        long_weight: float = 0.25,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
@@ -125,11 +130,14 @@ class StreamingSeriesDetector:
         self._r: deque[float] = deque()  # value minus its trailing one-period mean, for the last 3 periods
         self.rebases = 0
         self._frozen_until = -(10**9)  # no calibration updates before this point count
-        self._quarantine: deque[tuple[float | None, float | None]] = deque(maxlen=quarantine)
+        self._quarantine: deque[tuple[float | None, float | None, float | None]] = deque(maxlen=quarantine)
         self.quantum = math.inf  # smallest non-zero step between consecutive values seen
         self.rarity = ValueRarity()
         self.cal_final = TailCalibrator(max_shape=0.2)
         self.gate = EpisodeGate(probation_rows=probation_rows, probation_s=probation_s)
+        self.long = LongWindow(long_window)
+        self.long_weight = long_weight
+        self.cal_long = TailCalibrator()
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Unpickle, giving a VERSION 1 or 2 state the attributes added since (already past probation)."""
@@ -147,6 +155,11 @@ class StreamingSeriesDetector:
             self.gate = EpisodeGate()
             self.cal_final = TailCalibrator(max_shape=0.2)
             self.gate.rows, self.gate.t0 = self.n, -math.inf
+        if "long" not in state:
+            self.long, self.long_weight, self.cal_long = LongWindow(), 0.25, TailCalibrator()
+            self._quarantine = deque(((a, b, None) for a, b, *_ in self._quarantine), maxlen=self._quarantine.maxlen)
+            for v in self.hist[-self.long.size:]:
+                self.long.push(v)
 
     # -- the public step -------------------------------------------------------------------------
     def update(self, timestamp: float, value: float) -> float:
@@ -156,9 +169,11 @@ class StreamingSeriesDetector:
             return 0.0
         t = float(timestamp)
         self._track_time(t)
-        z_point, errs, expected, warm = self._point_deviation(x)
-        z_shift = self._shift_deviation(x)
+        fl = self._floor(x)  # the quantum only changes in `_learn`
+        z_point, errs, expected, warm = self._point_deviation(x, fl)
+        z_shift = self._shift_deviation(x, fl)
         z_slow = self._slow_deviation(x)
+        z_long = self.long.deviation(x, fl)
         if warm:
             lp = self.cal_point.log10_pvalue(z_point)
         elif z_point > 0:  # a handful of points: Student t with the window's degrees of freedom
@@ -174,11 +189,13 @@ class StreamingSeriesDetector:
             lps.append((lp_slow, 0.25))
             if lp_slow - math.log10(0.25) < -ALARM_LOG10P:
                 self._rebase_slow()
+        if z_long is not None and self.long_weight > 0:
+            lps.append((self.cal_long.log10_pvalue(z_long), self.long_weight))
         if len(lps) > 1:
             lps[0] = (lp, 1.0 - sum(w for _, w in lps[1:]))
         local = max(0.0, max(-(li - math.log10(w)) for li, w in lps)) if self.n >= 2 else 0.0
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
-        novel = self.rarity.surprise(x, self._floor(x)) if self.n >= 2 else 0.0
+        novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
         # and that combination is itself calibrated on the series' past combinations (outside episodes)
         surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
@@ -188,9 +205,10 @@ class StreamingSeriesDetector:
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
                             "local": local, "novelty": novel, "raw": raw, "surprise": surprise, "reported": reported,
                             "expected": expected}
-        self._calibrate(z_point if warm else None, z_shift, z_slow, local > ALARM_LOG10P)
+        self._calibrate(z_point if warm else None, z_shift, z_slow, z_long, local > ALARM_LOG10P)
         self._learn(x, errs)
         self.rarity.push(x)
+        self.long.push(x)
         return surprise_to_score(reported)
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
@@ -220,15 +238,21 @@ class StreamingSeriesDetector:
             out[f"season{p}"] = cands[k // 2] if k % 2 else 0.5 * (cands[k // 2 - 1] + cands[k // 2])
         return out
 
-    def _point_deviation(self, x: float) -> tuple[float, dict[str, float], float, bool]:
+    def _point_deviation(self, x: float, fl: float) -> tuple[float, dict[str, float], float, bool]:
         preds = self._forecasts()
         errs = {k: x - v for k, v in preds.items()}
-        ready = [(self.fc[k].scale, k) for k in errs if k in self.fc and self.fc[k].count >= 16]
+        fc = self.fc
+        ready = [(f.scale, k) for k in errs if (f := fc.get(k)) is not None and f.count >= 16]
         if ready:
-            best = min(s for s, _ in ready)
-            fl = self._floor(x)
-            z = min(abs(errs[k]) / (_MAE_SD * s + fl) for s, k in ready if s <= self.explain_ratio * best)
-            self._best = min(ready)[1]
+            top = min(ready)
+            lim = self.explain_ratio * top[0]
+            z = math.inf
+            for sc, k in ready:
+                if sc <= lim:
+                    zk = abs(errs[k]) / (_MAE_SD * sc + fl)
+                    if zk < z:
+                        z = zk
+            self._best = top[1]
             expected = preds[self._best]
             self.last_scale = _MAE_SD * self.fc[self._best].scale
         elif len(self.window) >= 3:
@@ -240,7 +264,7 @@ class StreamingSeriesDetector:
             z, expected = 0.0, x
         return min(z, 1e15), errs, expected, bool(ready)
 
-    def _shift_deviation(self, x: float) -> float | None:
+    def _shift_deviation(self, x: float, fl: float) -> float | None:
         """Median error of the last `short` points against the Holt forecast made before them."""
         k = self.short.size
         if len(self.snapshots) < k or self.fc["holt"].count < 16:
@@ -252,7 +276,7 @@ class StreamingSeriesDetector:
         res = sorted(v - (level + (j + 1 + k - m) * trend) for j, v in enumerate(vals))
         med = res[m // 2] if m % 2 else 0.5 * (res[m // 2 - 1] + res[m // 2])
         sd = _MAE_SD * self.fc["holt"].scale * 1.25 / math.sqrt(m)
-        return min(abs(med) / (sd + self._floor(x)), 1e15)
+        return min(abs(med) / (sd + fl), 1e15)
 
     def _slow_deviation(self, x: float) -> float | None:
         """Median of the last `recent` points against the median of an older, longer window (ramps).
@@ -331,6 +355,7 @@ class StreamingSeriesDetector:
     def _set_season(self, p: int | None, h: np.ndarray) -> None:
         """Start removing season `p` (or none): refill the slow windows from history, restart their calibration."""
         self.season_p = p
+        self._periods_changed()
         span = self.slow_span()
         if p is None:
             y = h[-span:]
@@ -355,7 +380,8 @@ class StreamingSeriesDetector:
         self.cal_slow = TailCalibrator()
 
     # -- learning --------------------------------------------------------------------------------
-    def _calibrate(self, z_point: float | None, z_shift: float | None, z_slow: float | None, alarm: bool) -> None:
+    def _calibrate(self, z_point: float | None, z_shift: float | None, z_slow: float | None, z_long: float | None,
+                   alarm: bool) -> None:
         """Feed the components' deviations to their calibrators; the window components' late and not from anomalies.
 
         The point deviation is learnt at once (an anomaly is one point, and heavy-tailed noise must be seen
@@ -376,22 +402,36 @@ class StreamingSeriesDetector:
                 self._frozen_until = self.n + span
         if self.n < self._frozen_until:
             return
-        q.append((z_shift, z_slow))
+        q.append((z_shift, z_slow, z_long))
         if len(q) < (q.maxlen or 0):
             return
-        zsh, zsl = q.popleft()
+        zsh, zsl, zlo = q.popleft()
         if zsh is not None:
             self.cal_shift.update(zsh)
         if zsl is not None:
             self.cal_slow.update(zsl)
+        if zlo is not None:
+            self.cal_long.update(zlo)
 
     def _learn(self, x: float, errs: dict[str, float]) -> None:
         if self.hist:
             d = abs(x - self.hist[-1])
             if 0.0 < d < self.quantum:
                 self.quantum = d
-        for k, e in errs.items():
-            self.fc.setdefault(k, _Forecaster(k)).record(e)
+        fc = self.fc
+        for k, e in errs.items():  # `_Forecaster.record`, inlined (the hottest loop)
+            f = fc.get(k)
+            if f is None:
+                f = fc[k] = _Forecaster(k)
+            a = abs(e)
+            if f.count >= 16:
+                cap = 4.0 * f.scale
+                if a > cap:
+                    a = cap
+                f.scale += 0.02 * (a - f.scale)
+            else:
+                f.scale += (a - f.scale) / (f.count + 1)
+            f.count += 1
         if self.n == 0:
             self.level, self.trend = x, 0.0
             self.snapshots.append((x, 0.0))
@@ -409,7 +449,9 @@ class StreamingSeriesDetector:
         self.hist.append(x)
         self.med_hist.append(self.window.median())
         self.n += 1
-        keep = 3 * max([*self._all_periods(), self.season_p or 0]) + 2
+        keep = self._keep
+        if keep is None:
+            keep = self._keep = 3 * max([*self._all_periods(), self.season_p or 0]) + 2
         if len(self.hist) > 2 * keep + 4096:
             cut = len(self.hist) - keep - 4096
             del self.hist[:cut]
@@ -421,16 +463,25 @@ class StreamingSeriesDetector:
             self._ssum = float(np.sum(self.hist[-self.season_p:]))
 
     def _all_periods(self) -> list[int]:
-        ps = list(self.periods)
-        if self.acf_p is not None and self.acf_p not in ps:
-            ps.append(self.acf_p)
+        ps = self._periods_all
+        if ps is None:
+            ps = list(self.periods)
+            if self.acf_p is not None and self.acf_p not in ps:
+                ps.append(self.acf_p)
+            self._periods_all = ps
         return ps
+
+    def _periods_changed(self) -> None:
+        """Forget what was derived from the periods (they or the season changed)."""
+        self._periods_all = None
+        self._keep = None
 
     def _refresh_acf(self) -> None:
         tail = np.asarray(self.hist[-8192:], dtype=float)
         p = acf_period(tail)
         if p is not None and p <= self.max_period and p != self.acf_p:
             self.acf_p = p
+            self._periods_changed()
             self.fc.pop(next((k for k in self.fc if k.startswith("season") and k != f"season{p}"
                               and int(k[6:]) not in self.periods), ""), None)
 
@@ -442,6 +493,7 @@ class StreamingSeriesDetector:
                 if len(self.dts) in (16, 101):
                     self.dt = float(np.median(self.dts))
                     self.periods = calendar_periods(self.dt, max_points=self.max_period)
+                    self._periods_changed()
         self.last_t = t
 
 
