@@ -18,6 +18,7 @@ import numpy as np
 
 _LN10 = math.log(10.0)
 _EDGES: list[float] = [0.0, *np.geomspace(1e-3, 1e6, 400).tolist()]
+_EDGES_NP = np.asarray(_EDGES)
 
 
 def prior_tail(z: float) -> float:
@@ -60,7 +61,8 @@ class TailCalibrator:
         self.refresh = refresh
         self.decay = math.exp(-refresh / memory)  # applied every `refresh` updates: effective memory ~`memory`
         self.counts = np.zeros(len(_EDGES))
-        self._pending: list[int] = []
+        self._pending: list[float] = []
+        self._pending_values = True  # `_pending` holds raw scores (states pickled before: bin indices)
         self.n = 0.0
         self._surv = np.ones(len(_EDGES))  # P(Z >= lower edge of bin i)
         self._u = math.inf  # tail threshold
@@ -99,15 +101,24 @@ class TailCalibrator:
         return min(0.0, m + math.log10(1.0 + 10.0 ** (min(a, b) - m)) - lt)
 
     def update(self, z: float) -> None:
-        """Add one raw score to the reference distribution."""
-        self._pending.append(bisect.bisect_right(_EDGES, max(0.0, min(z, 1e6))) - 1)
-        if len(self._pending) >= self.refresh or self.n < 200:
+        """Add one raw score to the reference distribution (binned in batches, at the next flush)."""
+        p = self._pending
+        p.append(z)
+        if len(p) >= self.refresh or self.n < 200:
             self._flush()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle; pending entries of older states are bin indices, turned back into values of those bins."""
+        self.__dict__.update(state)
+        if "_pending_values" not in state:
+            self._pending = [_EDGES[int(i)] for i in self._pending]
+            self._pending_values = True
 
     def _flush(self) -> None:
         if self.n >= 200:
             self.counts *= self.decay
-        np.add.at(self.counts, self._pending, 1.0)
+        z = np.clip(np.nan_to_num(np.asarray(self._pending, dtype=float), nan=0.0), 0.0, 1e6)
+        np.add.at(self.counts, np.searchsorted(_EDGES_NP, z, side="right") - 1, 1.0)
         self._pending.clear()
         self.n = float(self.counts.sum())
         surv = np.cumsum(self.counts[::-1])[::-1] / self.n

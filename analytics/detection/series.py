@@ -45,6 +45,7 @@ _MAD_SD = 1.4826  # MAD -> standard deviation under normality
 _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
 _LN10 = math.log(10.0)
 _LOG2 = math.log10(2.0)
+_LOG_W = math.log10(0.25)  # the Bonferroni weight of the shift and slow components
 __all__ = ["ALARM_SCORE", "StreamingSeriesDetector", "backtest_scores"]
 
 
@@ -180,20 +181,23 @@ class StreamingSeriesDetector:
             lp = min(0.0, float(student_t.logsf(z_point, max(1, len(self.window) - 1))) / _LN10 + _LOG2)
         else:
             lp = 0.0
-        # weighted Bonferroni over the components (in log10): half the error budget for single points
-        lps = [(lp, 1.0)]
+        # weighted Bonferroni over the components (in log10): the point gets what the others leave
+        local = 0.0
+        w_rest = 0.0
         if z_shift is not None:
-            lps.append((self.cal_shift.log10_pvalue(z_shift), 0.25))
+            local = max(local, -self.cal_shift.log10_pvalue(z_shift) + _LOG_W)
+            w_rest += 0.25
         if z_slow is not None:
             lp_slow = self.cal_slow.log10_pvalue(z_slow)
-            lps.append((lp_slow, 0.25))
-            if lp_slow - math.log10(0.25) < -ALARM_LOG10P:
+            local = max(local, -lp_slow + _LOG_W)
+            w_rest += 0.25
+            if lp_slow - _LOG_W < -ALARM_LOG10P:
                 self._rebase_slow()
-        if z_long is not None and self.long_weight > 0:
-            lps.append((self.cal_long.log10_pvalue(z_long), self.long_weight))
-        if len(lps) > 1:
-            lps[0] = (lp, 1.0 - sum(w for _, w in lps[1:]))
-        local = max(0.0, max(-(li - math.log10(w)) for li, w in lps)) if self.n >= 2 else 0.0
+        lw = self.long_weight
+        if z_long is not None and lw > 0:
+            local = max(local, -self.cal_long.log10_pvalue(z_long) + math.log10(lw))
+            w_rest += lw
+        local = max(local, -(lp - math.log10(1.0 - w_rest))) if self.n >= 2 else 0.0
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
         novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
