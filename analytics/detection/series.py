@@ -12,8 +12,11 @@ made before them (level shifts), a third the median of the last 16 with the medi
 deseasonalised values once removing a period (calendar or autocorrelation) measurably narrows its normal
 spread (value minus the median over 3 periods of "value minus trailing one-period mean"), and after it
 detects it re-bases its reference on the new level, so a lasting shift alarms once, not for ~190 points.
+A fourth (`longwin.LongWindow`) is the value's distance from the mean of the last 2,000 values in standard
+deviations: step-like series that switch between familiar levels have a wide spread there, so a level
+beyond all of them or a leak carrying the series out of its range stands out where local forecasts adapt.
 Each component's deviation is turned into a tail probability under that component's own past deviations
-(TailCalibrator; the shift and slow ones are fed late and not from anomalies, which would fatten the
+(TailCalibrator; the shift, slow and long ones are fed late and not from anomalies, which would fatten the
 tails the next anomaly is judged by), combined with a weighted Bonferroni minimum, in log10 (no underflow).
 
 That local surprise (-log10 p) is amplified, up to doubled, by how new the value is to the series' last
