@@ -236,13 +236,12 @@ class StreamingSeriesDetector:
         out["median"] = self.window.median()
         out["holt"] = self.level + self.trend
         h, mh, n = self.hist, self.med_hist, self.n
+        m = mh[-1]
         for p in self._all_periods():
             if n < 2 * p + 1:
                 continue
-            cands = [h[-j * p] + (mh[-1] - mh[-1 - j * p]) for j in (1, 2, 3) if n >= j * p + 1]
-            cands.sort()
-            k = len(cands)
-            out[f"season{p}"] = cands[k // 2] if k % 2 else 0.5 * (cands[k // 2 - 1] + cands[k // 2])
+            a, b = h[-p] + (m - mh[-1 - p]), h[-2 * p] + (m - mh[-1 - 2 * p])
+            out[_season_name(p)] = _median3(a, b, h[-3 * p] + (m - mh[-1 - 3 * p])) if n >= 3 * p + 1 else 0.5 * (a + b)
         return out
 
     def _point_deviation(self, x: float, fl: float) -> tuple[float, dict[str, float], float, bool]:
@@ -502,6 +501,23 @@ class StreamingSeriesDetector:
                     self.periods = calendar_periods(self.dt, max_points=self.max_period)
                     self._periods_changed()
         self.last_t = t
+
+
+def _median3(a: float, b: float, c: float) -> float:
+    """Median of three values (what sorting them and taking the middle one gives)."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    return hi if c >= hi else (c if c >= lo else lo)
+
+
+_SEASON_NAMES: dict[int, str] = {}
+
+
+def _season_name(p: int) -> str:
+    """The forecaster key of the seasonal-naive forecast at period p (interned)."""
+    name = _SEASON_NAMES.get(p)
+    if name is None:
+        name = _SEASON_NAMES[p] = f"season{p}"
+    return name
 
 
 def _moving_mean(h: np.ndarray, p: int) -> np.ndarray:
