@@ -18,6 +18,7 @@ import numpy as np
 
 _LN10 = math.log(10.0)
 _EDGES: list[float] = [0.0, *np.geomspace(1e-3, 1e6, 400).tolist()]
+_EDGES_NP = np.asarray(_EDGES)
 
 
 def prior_tail(z: float) -> float:
@@ -50,6 +51,8 @@ def log10_prior_tail(z: float) -> float:
 class TailCalibrator:
     """Empirical tail probability of a non-negative raw score, O(1) amortised per update."""
 
+    _logs = (-1.0, 0.0, 0.0, 0.0)  # default for states pickled before this cache existed
+
     def __init__(self, prior_n: float = 20.0, tail_q: float = 0.02, refresh: int = 64, memory: float = 20000.0,
                  max_shape: float = 0.5):
         self.max_shape = max_shape
@@ -58,7 +61,8 @@ class TailCalibrator:
         self.refresh = refresh
         self.decay = math.exp(-refresh / memory)  # applied every `refresh` updates: effective memory ~`memory`
         self.counts = np.zeros(len(_EDGES))
-        self._pending: list[int] = []
+        self._pending: list[float] = []
+        self._pending_values = True  # `_pending` holds raw scores (states pickled before: bin indices)
         self.n = 0.0
         self._surv = np.ones(len(_EDGES))  # P(Z >= lower edge of bin i)
         self._u = math.inf  # tail threshold
@@ -73,10 +77,9 @@ class TailCalibrator:
 
     def log10_pvalue(self, z: float) -> float:
         """log10 of `pvalue(z)`, computed in log space so that the far tail never underflows to a tie."""
-        if not hasattr(self, "_logs"):  # a state pickled before this cache existed
-            self._logs = (-1.0, 0.0, 0.0, 0.0)
-        z = max(0.0, z)
-        prior = log10_prior_tail(z)
+        if z < 0.0:
+            z = 0.0
+        prior = -4.5 * math.log10(1.0 + z * z / 8.0)  # log10_prior_tail, inlined
         if self.n <= 0:
             return prior
         if z <= self._u:
@@ -98,15 +101,24 @@ class TailCalibrator:
         return min(0.0, m + math.log10(1.0 + 10.0 ** (min(a, b) - m)) - lt)
 
     def update(self, z: float) -> None:
-        """Add one raw score to the reference distribution."""
-        self._pending.append(bisect.bisect_right(_EDGES, max(0.0, min(z, 1e6))) - 1)
-        if len(self._pending) >= self.refresh or self.n < 200:
+        """Add one raw score to the reference distribution (binned in batches, at the next flush)."""
+        p = self._pending
+        p.append(z)
+        if len(p) >= self.refresh or self.n < 200:
             self._flush()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle; pending entries of older states are bin indices, turned back into values of those bins."""
+        self.__dict__.update(state)
+        if "_pending_values" not in state:
+            self._pending = [_EDGES[int(i)] for i in self._pending]
+            self._pending_values = True
 
     def _flush(self) -> None:
         if self.n >= 200:
             self.counts *= self.decay
-        np.add.at(self.counts, self._pending, 1.0)
+        z = np.clip(np.nan_to_num(np.asarray(self._pending, dtype=float), nan=0.0), 0.0, 1e6)
+        np.add.at(self.counts, np.searchsorted(_EDGES_NP, z, side="right") - 1, 1.0)
         self._pending.clear()
         self.n = float(self.counts.sum())
         surv = np.cumsum(self.counts[::-1])[::-1] / self.n

@@ -12,8 +12,11 @@ made before them (level shifts), a third the median of the last 16 with the medi
 deseasonalised values once removing a period (calendar or autocorrelation) measurably narrows its normal
 spread (value minus the median over 3 periods of "value minus trailing one-period mean"), and after it
 detects it re-bases its reference on the new level, so a lasting shift alarms once, not for ~190 points.
+A fourth (`longwin.LongWindow`) is the value's distance from the mean of the last 2,000 values in standard
+deviations: step-like series that switch between familiar levels have a wide spread there, so a level
+beyond all of them or a leak carrying the series out of its range stands out where local forecasts adapt.
 Each component's deviation is turned into a tail probability under that component's own past deviations
-(TailCalibrator; the shift and slow ones are fed late and not from anomalies, which would fatten the
+(TailCalibrator; the shift, slow and long ones are fed late and not from anomalies, which would fatten the
 tails the next anomaly is judged by), combined with a weighted Bonferroni minimum, in log10 (no underflow).
 
 That local surprise (-log10 p) is amplified, up to doubled, by how new the value is to the series' last
@@ -36,6 +39,7 @@ from scipy.stats import t as student_t
 
 from analytics.detection.calibrate import ALARM_LOG10P, ALARM_SCORE, TailCalibrator, surprise_to_score
 from analytics.detection.episodes import EpisodeGate
+from analytics.detection.longwin import LongWindow
 from analytics.detection.novelty import ValueRarity
 from analytics.detection.periods import acf_period, calendar_periods
 from analytics.detection.windows import SortedWindow
@@ -44,6 +48,7 @@ _MAD_SD = 1.4826  # MAD -> standard deviation under normality
 _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
 _LN10 = math.log(10.0)
 _LOG2 = math.log10(2.0)
+_LOG_W = math.log10(0.25)  # the Bonferroni weight of the shift and slow components
 __all__ = ["ALARM_SCORE", "StreamingSeriesDetector", "backtest_scores"]
 
 
@@ -78,6 +83,8 @@ class StreamingSeriesDetector:
     _ssum = 0.0
     rebases = 0
     _frozen_until = -(10**9)
+    _periods_all: list[int] | None = None  # cached `_all_periods()`
+    _keep: int | None = None  # cached history length the seasonal lags need
 
     def __init__(
         self,
@@ -92,6 +99,8 @@ class StreamingSeriesDetector:
         quarantine: int = 32,
         probation_rows: int = 750,
         probation_s: float = 86400.0,
+        long_window: int = 2000,
+        long_weight: float = 0.25,
     ):
         self.window = SortedWindow(window)
         self.short = SortedWindow(short)
@@ -125,11 +134,14 @@ class StreamingSeriesDetector:
         self._r: deque[float] = deque()  # value minus its trailing one-period mean, for the last 3 periods
         self.rebases = 0
         self._frozen_until = -(10**9)  # no calibration updates before this point count
-        self._quarantine: deque[tuple[float | None, float | None]] = deque(maxlen=quarantine)
+        self._quarantine: deque[tuple[float | None, float | None, float | None]] = deque(maxlen=quarantine)
         self.quantum = math.inf  # smallest non-zero step between consecutive values seen
         self.rarity = ValueRarity()
         self.cal_final = TailCalibrator(max_shape=0.2)
         self.gate = EpisodeGate(probation_rows=probation_rows, probation_s=probation_s)
+        self.long = LongWindow(long_window)
+        self.long_weight = long_weight
+        self.cal_long = TailCalibrator()
 
     def __setstate__(self, state: dict[str, object]) -> None:
         """Unpickle, giving a VERSION 1 or 2 state the attributes added since (already past probation)."""
@@ -147,6 +159,11 @@ class StreamingSeriesDetector:
             self.gate = EpisodeGate()
             self.cal_final = TailCalibrator(max_shape=0.2)
             self.gate.rows, self.gate.t0 = self.n, -math.inf
+        if "long" not in state:
+            self.long, self.long_weight, self.cal_long = LongWindow(), 0.25, TailCalibrator()
+            self._quarantine = deque(((a, b, None) for a, b, *_ in self._quarantine), maxlen=self._quarantine.maxlen)
+            for v in self.hist[-self.long.size:]:
+                self.long.push(v)
 
     # -- the public step -------------------------------------------------------------------------
     def update(self, timestamp: float, value: float) -> float:
@@ -156,29 +173,36 @@ class StreamingSeriesDetector:
             return 0.0
         t = float(timestamp)
         self._track_time(t)
-        z_point, errs, expected, warm = self._point_deviation(x)
-        z_shift = self._shift_deviation(x)
+        fl = self._floor(x)  # the quantum only changes in `_learn`
+        z_point, errs, expected, warm = self._point_deviation(x, fl)
+        z_shift = self._shift_deviation(x, fl)
         z_slow = self._slow_deviation(x)
+        z_long = self.long.deviation(x, fl)
         if warm:
             lp = self.cal_point.log10_pvalue(z_point)
         elif z_point > 0:  # a handful of points: Student t with the window's degrees of freedom
             lp = min(0.0, float(student_t.logsf(z_point, max(1, len(self.window) - 1))) / _LN10 + _LOG2)
         else:
             lp = 0.0
-        # weighted Bonferroni over the components (in log10): half the error budget for single points
-        lps = [(lp, 1.0)]
+        # weighted Bonferroni over the components (in log10): the point gets what the others leave
+        local = 0.0
+        w_rest = 0.0
         if z_shift is not None:
-            lps.append((self.cal_shift.log10_pvalue(z_shift), 0.25))
+            local = max(local, -self.cal_shift.log10_pvalue(z_shift) + _LOG_W)
+            w_rest += 0.25
         if z_slow is not None:
             lp_slow = self.cal_slow.log10_pvalue(z_slow)
-            lps.append((lp_slow, 0.25))
-            if lp_slow - math.log10(0.25) < -ALARM_LOG10P:
+            local = max(local, -lp_slow + _LOG_W)
+            w_rest += 0.25
+            if lp_slow - _LOG_W < -ALARM_LOG10P:
                 self._rebase_slow()
-        if len(lps) > 1:
-            lps[0] = (lp, 1.0 - sum(w for _, w in lps[1:]))
-        local = max(0.0, max(-(li - math.log10(w)) for li, w in lps)) if self.n >= 2 else 0.0
+        lw = self.long_weight
+        if z_long is not None and lw > 0:
+            local = max(local, -self.cal_long.log10_pvalue(z_long) + math.log10(lw))
+            w_rest += lw
+        local = max(local, -(lp - math.log10(1.0 - w_rest))) if self.n >= 2 else 0.0
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
-        novel = self.rarity.surprise(x, self._floor(x)) if self.n >= 2 else 0.0
+        novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
         # and that combination is itself calibrated on the series' past combinations (outside episodes)
         surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
@@ -188,9 +212,10 @@ class StreamingSeriesDetector:
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
                             "local": local, "novelty": novel, "raw": raw, "surprise": surprise, "reported": reported,
                             "expected": expected}
-        self._calibrate(z_point if warm else None, z_shift, z_slow, local > ALARM_LOG10P)
+        self._calibrate(z_point if warm else None, z_shift, z_slow, z_long, local > ALARM_LOG10P)
         self._learn(x, errs)
         self.rarity.push(x)
+        self.long.push(x)
         return surprise_to_score(reported)
 
     def band(self, k: float = 4.0) -> tuple[float, float]:
@@ -211,24 +236,29 @@ class StreamingSeriesDetector:
         out["median"] = self.window.median()
         out["holt"] = self.level + self.trend
         h, mh, n = self.hist, self.med_hist, self.n
+        m = mh[-1]
         for p in self._all_periods():
             if n < 2 * p + 1:
                 continue
-            cands = [h[-j * p] + (mh[-1] - mh[-1 - j * p]) for j in (1, 2, 3) if n >= j * p + 1]
-            cands.sort()
-            k = len(cands)
-            out[f"season{p}"] = cands[k // 2] if k % 2 else 0.5 * (cands[k // 2 - 1] + cands[k // 2])
+            a, b = h[-p] + (m - mh[-1 - p]), h[-2 * p] + (m - mh[-1 - 2 * p])
+            out[_season_name(p)] = _median3(a, b, h[-3 * p] + (m - mh[-1 - 3 * p])) if n >= 3 * p + 1 else 0.5 * (a + b)
         return out
 
-    def _point_deviation(self, x: float) -> tuple[float, dict[str, float], float, bool]:
+    def _point_deviation(self, x: float, fl: float) -> tuple[float, dict[str, float], float, bool]:
         preds = self._forecasts()
         errs = {k: x - v for k, v in preds.items()}
-        ready = [(self.fc[k].scale, k) for k in errs if k in self.fc and self.fc[k].count >= 16]
+        fc = self.fc
+        ready = [(f.scale, k) for k in errs if (f := fc.get(k)) is not None and f.count >= 16]
         if ready:
-            best = min(s for s, _ in ready)
-            fl = self._floor(x)
-            z = min(abs(errs[k]) / (_MAE_SD * s + fl) for s, k in ready if s <= self.explain_ratio * best)
-            self._best = min(ready)[1]
+            top = min(ready)
+            lim = self.explain_ratio * top[0]
+            z = math.inf
+            for sc, k in ready:
+                if sc <= lim:
+                    zk = abs(errs[k]) / (_MAE_SD * sc + fl)
+                    if zk < z:
+                        z = zk
+            self._best = top[1]
             expected = preds[self._best]
             self.last_scale = _MAE_SD * self.fc[self._best].scale
         elif len(self.window) >= 3:
@@ -240,7 +270,7 @@ class StreamingSeriesDetector:
             z, expected = 0.0, x
         return min(z, 1e15), errs, expected, bool(ready)
 
-    def _shift_deviation(self, x: float) -> float | None:
+    def _shift_deviation(self, x: float, fl: float) -> float | None:
         """Median error of the last `short` points against the Holt forecast made before them."""
         k = self.short.size
         if len(self.snapshots) < k or self.fc["holt"].count < 16:
@@ -252,7 +282,7 @@ class StreamingSeriesDetector:
         res = sorted(v - (level + (j + 1 + k - m) * trend) for j, v in enumerate(vals))
         med = res[m // 2] if m % 2 else 0.5 * (res[m // 2 - 1] + res[m // 2])
         sd = _MAE_SD * self.fc["holt"].scale * 1.25 / math.sqrt(m)
-        return min(abs(med) / (sd + self._floor(x)), 1e15)
+        return min(abs(med) / (sd + fl), 1e15)
 
     def _slow_deviation(self, x: float) -> float | None:
         """Median of the last `recent` points against the median of an older, longer window (ramps).
@@ -331,6 +361,7 @@ class StreamingSeriesDetector:
     def _set_season(self, p: int | None, h: np.ndarray) -> None:
         """Start removing season `p` (or none): refill the slow windows from history, restart their calibration."""
         self.season_p = p
+        self._periods_changed()
         span = self.slow_span()
         if p is None:
             y = h[-span:]
@@ -355,7 +386,8 @@ class StreamingSeriesDetector:
         self.cal_slow = TailCalibrator()
 
     # -- learning --------------------------------------------------------------------------------
-    def _calibrate(self, z_point: float | None, z_shift: float | None, z_slow: float | None, alarm: bool) -> None:
+    def _calibrate(self, z_point: float | None, z_shift: float | None, z_slow: float | None, z_long: float | None,
+                   alarm: bool) -> None:
         """Feed the components' deviations to their calibrators; the window components' late and not from anomalies.
 
         The point deviation is learnt at once (an anomaly is one point, and heavy-tailed noise must be seen
@@ -376,22 +408,36 @@ class StreamingSeriesDetector:
                 self._frozen_until = self.n + span
         if self.n < self._frozen_until:
             return
-        q.append((z_shift, z_slow))
+        q.append((z_shift, z_slow, z_long))
         if len(q) < (q.maxlen or 0):
             return
-        zsh, zsl = q.popleft()
+        zsh, zsl, zlo = q.popleft()
         if zsh is not None:
             self.cal_shift.update(zsh)
         if zsl is not None:
             self.cal_slow.update(zsl)
+        if zlo is not None:
+            self.cal_long.update(zlo)
 
     def _learn(self, x: float, errs: dict[str, float]) -> None:
         if self.hist:
             d = abs(x - self.hist[-1])
             if 0.0 < d < self.quantum:
                 self.quantum = d
-        for k, e in errs.items():
-            self.fc.setdefault(k, _Forecaster(k)).record(e)
+        fc = self.fc
+        for k, e in errs.items():  # `_Forecaster.record`, inlined (the hottest loop)
+            f = fc.get(k)
+            if f is None:
+                f = fc[k] = _Forecaster(k)
+            a = abs(e)
+            if f.count >= 16:
+                cap = 4.0 * f.scale
+                if a > cap:
+                    a = cap
+                f.scale += 0.02 * (a - f.scale)
+            else:
+                f.scale += (a - f.scale) / (f.count + 1)
+            f.count += 1
         if self.n == 0:
             self.level, self.trend = x, 0.0
             self.snapshots.append((x, 0.0))
@@ -409,7 +455,9 @@ class StreamingSeriesDetector:
         self.hist.append(x)
         self.med_hist.append(self.window.median())
         self.n += 1
-        keep = 3 * max([*self._all_periods(), self.season_p or 0]) + 2
+        keep = self._keep
+        if keep is None:
+            keep = self._keep = 3 * max([*self._all_periods(), self.season_p or 0]) + 2
         if len(self.hist) > 2 * keep + 4096:
             cut = len(self.hist) - keep - 4096
             del self.hist[:cut]
@@ -421,16 +469,25 @@ class StreamingSeriesDetector:
             self._ssum = float(np.sum(self.hist[-self.season_p:]))
 
     def _all_periods(self) -> list[int]:
-        ps = list(self.periods)
-        if self.acf_p is not None and self.acf_p not in ps:
-            ps.append(self.acf_p)
+        ps = self._periods_all
+        if ps is None:
+            ps = list(self.periods)
+            if self.acf_p is not None and self.acf_p not in ps:
+                ps.append(self.acf_p)
+            self._periods_all = ps
         return ps
+
+    def _periods_changed(self) -> None:
+        """Forget what was derived from the periods (they or the season changed)."""
+        self._periods_all = None
+        self._keep = None
 
     def _refresh_acf(self) -> None:
         tail = np.asarray(self.hist[-8192:], dtype=float)
         p = acf_period(tail)
         if p is not None and p <= self.max_period and p != self.acf_p:
             self.acf_p = p
+            self._periods_changed()
             self.fc.pop(next((k for k in self.fc if k.startswith("season") and k != f"season{p}"
                               and int(k[6:]) not in self.periods), ""), None)
 
@@ -442,7 +499,25 @@ class StreamingSeriesDetector:
                 if len(self.dts) in (16, 101):
                     self.dt = float(np.median(self.dts))
                     self.periods = calendar_periods(self.dt, max_points=self.max_period)
+                    self._periods_changed()
         self.last_t = t
+
+
+def _median3(a: float, b: float, c: float) -> float:
+    """Median of three values (what sorting them and taking the middle one gives)."""
+    lo, hi = (a, b) if a <= b else (b, a)
+    return hi if c >= hi else (c if c >= lo else lo)
+
+
+_SEASON_NAMES: dict[int, str] = {}
+
+
+def _season_name(p: int) -> str:
+    """The forecaster key of the seasonal-naive forecast at period p (interned)."""
+    name = _SEASON_NAMES.get(p)
+    if name is None:
+        name = _SEASON_NAMES[p] = f"season{p}"
+    return name
 
 
 def _moving_mean(h: np.ndarray, p: int) -> np.ndarray:

@@ -27,11 +27,22 @@ def _positions(rng: np.random.Generator, n: int, k: int, lo: float = 0.3) -> lis
     return [start + gap * (j + 1) + int(rng.integers(-gap // 4, gap // 4 + 1)) for j in range(k)]
 
 
+def _noise(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """Noise of a seed-drawn shape (normal, Laplace or Student-t3) with standard deviation about `scale`."""
+    kind = int(rng.integers(3))
+    if kind == 0:
+        return rng.normal(0, scale, n)
+    if kind == 1:
+        return rng.laplace(0, scale / np.sqrt(2), n)
+    return rng.standard_t(3, n) * scale / np.sqrt(3)
+
+
 def quantised_cpu(seed: int, n: int = 4032, dt: float = 300.0, anomalies: bool = True) -> Series:
     """CPU % rounded to a quantum, switching between a few familiar levels; anomalies: saturation, a new level."""
     rng = np.random.default_rng(seed)
-    levels = np.sort(rng.uniform(2, 45, int(rng.integers(2, 4))))
+    levels = np.sort(rng.uniform(2, 45, int(rng.integers(2, 6))))
     quantum = float(rng.choice([1.0, 0.5, 0.1]))
+    noise = float(rng.uniform(0.3, 1.5))
     x = np.empty(n)
     state, i = 0, 0
     while i < n:  # regime switches every few hours
@@ -39,7 +50,7 @@ def quantised_cpu(seed: int, n: int = 4032, dt: float = 300.0, anomalies: bool =
         x[i:i + run] = levels[state]
         state = int(rng.integers(len(levels)))
         i += run
-    x += rng.normal(0, 0.6, n) + np.where(rng.random(n) < 0.01, rng.exponential(4, n), 0.0)
+    x += _noise(rng, n, noise) + np.where(rng.random(n) < 0.01, rng.exponential(4, n), 0.0)
     events: list[Event] = []
     if anomalies:
         for j, s in enumerate(_positions(rng, n, int(rng.integers(1, 3)))):
@@ -48,7 +59,7 @@ def quantised_cpu(seed: int, n: int = 4032, dt: float = 300.0, anomalies: bool =
                 x[s:e] = rng.uniform(92, 100, e - s)
             else:  # a new, never seen level that lasts
                 e = s + int(rng.integers(150, 400))
-                x[s:e] = levels[-1] + float(rng.uniform(20, 35)) + rng.normal(0, 0.6, e - s)
+                x[s:e] = levels[-1] + float(rng.uniform(12, 35)) + _noise(rng, e - s, noise)
             events.append(Event("cpu_pinned" if j % 2 == 0 else "cpu_new_level", s, e))
     x = np.clip(np.round(x / quantum) * quantum, 0, 100)
     return Series(f"cpu-q{quantum:g}-{seed}", _t(n, dt), x, events)
@@ -118,18 +129,20 @@ def deploy_latency(seed: int, n: int = 6000, dt: float = 300.0, anomalies: bool 
 
 
 def memory_leak(seed: int, n: int = 6000, dt: float = 300.0, anomalies: bool = True) -> Series:
-    """Resident memory (MB) with a GC sawtooth; anomaly: a leak growing steadily until a restart."""
+    """Resident memory (MB) with a GC sawtooth or a daily cycle; anomaly: a leak growing until a restart."""
     rng = np.random.default_rng(seed)
     base = float(rng.uniform(200, 1500))
     period = int(rng.integers(20, 80))
-    saw = (np.arange(n) % period) / period * base * 0.03
-    x = base + saw + rng.normal(0, base * 0.004, n)
+    saw = (np.arange(n) % period) / period * base * float(rng.uniform(0.0, 0.05))
+    daily = base * float(rng.choice([0.0, 0.02])) * np.sin(2 * np.pi * np.arange(n) * dt / 86400)
+    x = base + saw + daily + _noise(rng, n, base * float(rng.uniform(0.002, 0.008)))
     events: list[Event] = []
     if anomalies:
         for s in _positions(rng, n, 1, lo=0.4):
             e = min(n, s + int(rng.integers(300, 900)))
-            growth = base * float(rng.uniform(0.3, 0.8))
-            x[s:e] += np.linspace(0, growth, e - s)  # then the process restarts: back to normal
+            growth = base * float(rng.uniform(0.1, 0.8))
+            shape = float(rng.choice([0.5, 1.0, 2.0]))  # decelerating, steady or accelerating growth
+            x[s:e] += growth * np.linspace(0, 1, e - s) ** shape  # then the process restarts: back to normal
             events.append(Event("memory_leak", s, e))
     return Series(f"memory-leak-{seed}", _t(n, dt), np.round(x, 0), events)
 
@@ -140,12 +153,15 @@ FAMILIES: dict[str, Callable[..., Series]] = {
 }
 
 
-def corpus(seeds: int = 4, normal_seeds: int = 1) -> list[tuple[str, Series]]:
-    """`seeds` labelled series per family plus `normal_seeds` anomaly-free ones, tagged with their family."""
+def corpus(seeds: int = 4, normal_seeds: int = 1, base: int = 0) -> list[tuple[str, Series]]:
+    """`seeds` labelled series per family plus `normal_seeds` anomaly-free ones, tagged with their family.
+
+    `base` shifts every seed, so each base is a different draw of the same families.
+    """
     out: list[tuple[str, Series]] = []
     for fam, gen in FAMILIES.items():
         for s in range(seeds):
-            out.append((fam, gen(100 * len(out) + s)))
+            out.append((fam, gen(1_000_003 * base + 100 * len(out) + s)))
         for s in range(normal_seeds):
-            out.append((fam, gen(50_000 + 100 * len(out) + s, anomalies=False)))
+            out.append((fam, gen(1_000_003 * base + 50_000 + 100 * len(out) + s, anomalies=False)))
     return out

@@ -53,10 +53,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=15000, help="points per synthetic series")
     ap.add_argument("--normal-seeds", type=int, default=3, help="synthetic series with no anomaly at all")
     ap.add_argument("--ops-seeds", type=int, default=4, help="labelled series per operational family")
+    ap.add_argument("--base", type=int, default=0, help="seed base: each base draws different series")
     args = ap.parse_args()
-    groups: dict[str, list[Series]] = {"synthetic": [generate(s, n=args.n) for s in range(args.seeds)]}
-    groups["synthetic"] += [generate(1000 + s, n=args.n, n_events=0) for s in range(args.normal_seeds)]
-    for fam, s in corpus(args.ops_seeds):
+    b = 1_000_003 * args.base
+    groups: dict[str, list[Series]] = {"synthetic": [generate(b + s, n=args.n) for s in range(args.seeds)]}
+    groups["synthetic"] += [generate(b + 1000 + s, n=args.n, n_events=0) for s in range(args.normal_seeds)]
+    for fam, s in corpus(args.ops_seeds, base=args.base):
         groups.setdefault(f"ops/{fam}", []).append(s)
     detectors: dict[str, Detector] = {"ours": ours, "rolling-z": zscore}
     scores: dict[str, dict[str, list[np.ndarray]]] = {}
