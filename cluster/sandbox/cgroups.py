@@ -73,33 +73,25 @@ class CgroupSet:
     def _create_v1(cls, name: str, memory_bytes: int, pids_max: int, cpus: float) -> CgroupSet:
         own = _own_paths()
         quota = str(int(cpus * CPU_PERIOD_US))
-        settings: dict[str, list[tuple[str, str]]] = {
-            "memory": [("memory.limit_in_bytes", str(memory_bytes)), ("memory.memsw.limit_in_bytes?", ""),
-                       ("memory.swappiness?", "0")],
+        required: dict[str, list[tuple[str, str]]] = {
+            "memory": [("memory.limit_in_bytes", str(memory_bytes))],
             "pids": [("pids.max", str(pids_max))],
             "cpu": [("cpu.cfs_period_us", str(CPU_PERIOD_US)), ("cpu.cfs_quota_us", quota)],
             "cpuacct": [],
         }
+        optional = {"memory": [("memory.memsw.limit_in_bytes", str(memory_bytes)), ("memory.swappiness", "0")]}
         made = cls({})
         try:
-            for ctrl, values in settings.items():
+            for ctrl, values in required.items():
                 base = ROOT / ctrl / own.get(ctrl, "").lstrip("/")  # nested under ours: outer limits apply
                 d = base / PARENT / name
-                if d in made.dirs.values():  # cpu and cpuacct co-mounted
-                    made.dirs[ctrl] = d
-                    continue
                 d.mkdir(parents=True, exist_ok=True)
                 made.dirs[ctrl] = d
                 for fname, value in values:
-                    optional = fname.endswith("?")
-                    fname = fname.rstrip("?")
-                    if fname == "memory.memsw.limit_in_bytes":
-                        value = str(memory_bytes)
-                    try:
+                    _write(d / fname, value)
+                for fname, value in optional.get(ctrl, []):  # swap accounting may be off: no swap then
+                    with contextlib.suppress(OSError):
                         _write(d / fname, value)
-                    except OSError:
-                        if not optional:
-                            raise
         except OSError as exc:
             made.remove()
             raise CgroupsUnavailable(f"cgroup v1: {exc}") from exc
