@@ -64,6 +64,7 @@ def _as_dict(out: ExecutionOutcome, picked_up: float, input_bytes: int) -> dict[
         "duration_ms": out.duration_ms,
         "cpu_ms": out.cpu_ms,
         "cpu_wait_ms": out.cpu_wait_ms,
+        "handler_ms": out.handler_ms,
         "peak_memory_mb": out.peak_memory_mb,
         "cold_start": out.cold_start,
         "input_bytes": out.input_bytes or input_bytes,

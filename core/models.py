@@ -89,6 +89,9 @@ class ExecutionOutcome:
     duration_ms: float = 0.0
     cpu_ms: float = 0.0
     cpu_wait_ms: float = 0.0  # runnable but waiting for a CPU (host contention), within duration_ms
+    handler_ms: float | None = None  # the handler's time as the child reports it (never above duration_ms);
+    # only the dispatcher's batching of this function's own invocations reads it, since the measured duration
+    # also holds the pipe round trip and wake-up delays of a loaded host
     peak_memory_mb: float = 0.0
     cold_start: bool = False
     input_bytes: int = 0

@@ -192,7 +192,7 @@ class Dispatcher:
         samples, mean_ms = self._speed.get(key, (0, 0.0))
         for r in results:
             if r.metrics is not None:
-                d = float(r.metrics.get("duration_ms") or 0.0)
+                d = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
                 mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
                 samples += 1
         self._speed[key] = (samples, mean_ms)
@@ -277,7 +277,7 @@ class Dispatcher:
                    "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"]}
         return TaskResult(id=p.task_id, status=out["status"], output_json=out["output_json"], error=out["error"],
                           logs=out["logs"], started_at=out["started_at"], finished_at=out["finished_at"],
-                          attempt=p.attempt, metrics=metrics)
+                          attempt=p.attempt, metrics=metrics, handler_ms=out.get("handler_ms"))
 
     def _lost(self, p: Pending, dispatched: float, etype: str, message: str,
               status: TaskStatus = TaskStatus.FAILED) -> TaskResult:

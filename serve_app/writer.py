@@ -63,6 +63,7 @@ class TaskResult:
     attempt: int
     metrics: dict[str, Any] | None  # execution_metrics row values, None if it never ran
     retry_delay_s: float | None = None  # set: this attempt failed and the task is queued again after the delay
+    handler_ms: float | None = None  # what the child says its handler took (batching of its own invocations only)
 
 
 def _rows(columns: str) -> str:

@@ -345,6 +345,7 @@ class Runtime:
             "status": "succeeded" if error is None else "failed",
             "error": error,
             "cpu_wait_ms": max(0.0, min((wait1 - wait0) / 1e6, (t1 - t0) * 1000.0)),
+            "handler_ms": (t1 - t0) * 1000.0,
             "retire": retire,
         }
         return resp, out, logs

@@ -52,6 +52,7 @@ def from_reply(reply: Reply, logs: str, input_bytes: int) -> ExecutionOutcome:
         duration_ms=cost.duration_ms,
         cpu_ms=cost.cpu_ms,
         cpu_wait_ms=min(float(header.get("cpu_wait_ms", 0.0)), cost.duration_ms),
+        handler_ms=min(float(header.get("handler_ms", cost.duration_ms)), cost.duration_ms),
         peak_memory_mb=cost.peak_memory_mb,
         input_bytes=input_bytes,
         output_bytes=len(body) if ok else 0,

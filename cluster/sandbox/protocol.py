@@ -61,6 +61,7 @@ def check_reply(header: dict[str, Any]) -> None:
         raise ProtocolViolation("field 'retire' is not a boolean")
     check_error(header.get("error"))
     _finite(header, "cpu_wait_ms")
+    _finite(header, "handler_ms")
 
 
 def _reject_constant(name: str) -> Any:

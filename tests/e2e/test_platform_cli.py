@@ -60,6 +60,28 @@ def test_cli_spine(plat: PlatformProcess) -> None:
     assert "count" in m and "duration_ms" in m
 
 
+def test_file_modes_hold_after_start(plat: PlatformProcess) -> None:
+    """CLOUDFN_HOME 0700 and its keys 0600 once every component has started; Ray's temp dir inside a parent
+    only the platform's user can enter; the embedded PostgreSQL's data outside the home when run as root."""
+    from cluster.ray_runtime import private_parent, ray_temp_dir
+    from core.settings import Settings
+
+    settings = Settings(home=plat.home)
+    assert plat.home.stat().st_mode & 0o777 == 0o700
+    assert (plat.home / "admin.key").exists() and (plat.home / "database.url").exists()
+    for name in ("admin.key", "secrets.key", "database.url", "ray.address"):
+        if (plat.home / name).exists():  # secrets.key appears with the first function env set
+            assert (plat.home / name).stat().st_mode & 0o777 == 0o600, name
+    parent = private_parent(settings)
+    st = parent.lstat()
+    assert st.st_mode & 0o777 == 0o700 and st.st_uid == os.geteuid()
+    assert ray_temp_dir(settings).is_relative_to(parent) and ray_temp_dir(settings).is_dir()
+    if os.geteuid() == 0:
+        assert not (plat.home / "pgdata").exists()
+    health = httpx.get(f"{plat.url}/healthz", timeout=10).json()
+    assert health["sandbox"] == ("jail" if os.geteuid() == 0 else health["sandbox"])
+
+
 def test_cli_rejects_bad_input_with_one_line(plat: PlatformProcess, tmp_path: Path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     p = cli(plat, "deploy", str(tmp_path / "bad.zip"), "--name", "bad", check=False)
@@ -136,28 +158,6 @@ def _procs() -> list[str]:
             with contextlib.suppress(OSError):
                 out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
     return out
-
-
-def test_file_modes_hold_after_start(plat: PlatformProcess) -> None:
-    """CLOUDFN_HOME 0700 and its keys 0600 once every component has started; Ray's temp dir inside a parent
-    only the platform's user can enter; the embedded PostgreSQL's data outside the home when run as root."""
-    from cluster.ray_runtime import private_parent, ray_temp_dir
-    from core.settings import Settings
-
-    settings = Settings(home=plat.home)
-    assert plat.home.stat().st_mode & 0o777 == 0o700
-    assert (plat.home / "admin.key").exists() and (plat.home / "database.url").exists()
-    for name in ("admin.key", "secrets.key", "database.url", "ray.address"):
-        if (plat.home / name).exists():  # secrets.key appears with the first function env set
-            assert (plat.home / name).stat().st_mode & 0o777 == 0o600, name
-    parent = private_parent(settings)
-    st = parent.lstat()
-    assert st.st_mode & 0o777 == 0o700 and st.st_uid == os.geteuid()
-    assert ray_temp_dir(settings).is_relative_to(parent) and ray_temp_dir(settings).is_dir()
-    if os.geteuid() == 0:
-        assert not (plat.home / "pgdata").exists()
-    health = httpx.get(f"{plat.url}/healthz", timeout=10).json()
-    assert health["sandbox"] == ("jail" if os.geteuid() == 0 else health["sandbox"])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the jail needs root")

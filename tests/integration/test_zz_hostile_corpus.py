@@ -1,7 +1,9 @@
-"""The hostile corpus through the public API: every function of tests/integration/hostile_corpus.py is uploaded
-as a ZIP over HTTP and invoked; each attack must fail, and a normal function of another team ("bystander")
-must still run afterwards with its record, logs and lake row complete. Also the API's own input paths a
-hostile tenant reaches (env names, limits, ids, bodies) and failing closed when the jail is unavailable."""
+"""The hostile corpus through the public API: every function of tests/integration/hostile_corpus.py is
+uploaded as a ZIP over HTTP and invoked; each attack must fail, and a normal function of another team
+("bystander") must still run afterwards with its record, logs and lake row complete. Also the API's own input
+paths a hostile tenant reaches (env names, limits, ids, bodies), egress and failing closed when the jail is
+unavailable. Named to run last: its thirty functions leave idle Ray workers behind (kept warm), which would
+load the timing-sensitive tests that follow."""
 
 from __future__ import annotations
 
