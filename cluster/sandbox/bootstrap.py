@@ -1,9 +1,12 @@
-"""Sandbox child: stdlib only, run as `python -I -S bootstrap.py`; isolates itself, then serves invocations.
+"""Sandbox child: stdlib only, run as `python -I -S -B bootstrap.py` inside the jail (already isolated,
+already the function's uid, see jail.py); sets the function's environment, then serves invocations.
 
 Protocol (both directions): a 12-byte header `>III` = (header_len, body_len, logs_len), then the JSON
 header, the raw body and the raw logs. The first parent message is the init spec; the child answers with
 a ready message, then serves `invoke` messages until its pipe closes. This file must not import anything
-outside the standard library: it runs with no site-packages, before and after dropping privileges.
+outside the standard library: it runs with no site-packages. The supervisor checks every reply
+(protocol.py) and measures each invocation itself (measure.py); `cpu_wait_ms` and `handler_ms` here are
+the child's own word, used only where a lie can harm no one but this function.
 """
 
 from __future__ import annotations
