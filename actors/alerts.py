@@ -22,6 +22,7 @@ from sqlalchemy import insert, select, update
 
 from analytics.aggregates import aggregate
 from analytics.alerting import AlertRuleSpec, Attempt, Notification, Notifier, RuleState, step_anomaly, step_threshold
+from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.delivery import delivered
 from analytics.lake import ParquetLake
 from core.db.engine import make_engine
@@ -139,6 +140,12 @@ class AlertEngine:
             self.pool.submit(self._deliver, meta["alert_id"], meta["channel"], n, round_)
 
 
+def _notifier(channels: ChannelSettings | None) -> Notifier:
+    """A Notifier that sends e-mail and SMS through the platform's settings."""
+    channels = channels or ChannelSettings()
+    return Notifier(smtp=channels.smtp, sms=channels.sms)
+
+
 def _channel_label(channel: dict[str, Any]) -> str:
     t = channel.get("type")
     target = channel.get("url") or channel.get("webhook_url") or channel.get("to") or ""
@@ -158,8 +165,9 @@ def _summary(spec: AlertRuleSpec, state: RuleState) -> str:
 class AlertDispatcher:
     """Ray actor running AlertEngine.tick about once a second in a background thread."""
 
-    def __init__(self, database_url: str, lake_path: str, api_url: str, interval_s: float = 1.0) -> None:
-        self.engine = AlertEngine(database_url, lake_path, api_url)
+    def __init__(self, database_url: str, lake_path: str, api_url: str, channels: ChannelSettings | None = None,
+                 interval_s: float = 1.0) -> None:
+        self.engine = AlertEngine(database_url, lake_path, api_url, notifier=_notifier(channels))
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="alert-loop")
@@ -171,6 +179,10 @@ class AlertDispatcher:
                 self.engine.tick()
             except Exception:
                 log.exception("alert tick failed")
+
+    def configure(self, channels: ChannelSettings) -> None:
+        """Use these channel settings from now on (the platform calls this at start: the actor may predate it)."""
+        self.engine.notifier = _notifier(channels)
 
     def stats(self) -> dict[str, Any]:
         """Counters."""

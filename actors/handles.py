@@ -7,6 +7,7 @@ from typing import Any
 
 from actors.alerts import AlertDispatcher
 from actors.detector import DetectorShard
+from analytics.alerting.channel_config import ChannelSettings
 
 DETECTOR_SHARDS = 1  # raise with the cluster: each shard is one process hosting many functions' models
 
@@ -22,7 +23,7 @@ def detector_shards(database_url: str, shards: int = DETECTOR_SHARDS) -> list[An
             .remote(database_url) for i in range(shards)]
 
 
-def alert_dispatcher(database_url: str, lake_path: str, api_url: str) -> Any:
-    """The alert dispatcher actor (created if missing)."""
+def alert_dispatcher(database_url: str, lake_path: str, api_url: str, channels: ChannelSettings) -> Any:
+    """The alert dispatcher actor (created if missing) with the platform's channel settings."""
     return AlertDispatcher.options(name="cloudfn-alerts", get_if_exists=True, lifetime="detached").remote(  # type: ignore[attr-defined]
-        database_url, lake_path, api_url)
+        database_url, lake_path, api_url, channels)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+from email.utils import parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.smtp_url import parse_smtp_url
+
+TWILIO_API = "https://api.twilio.com"
 
 
 class Settings(BaseSettings):
     """Everything configurable; every field reads `CLOUDFN_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="CLOUDFN_", extra="ignore")
+    # hide_input_in_errors: a bad CLOUDFN_SMTP_URL must not print its password into the start-up error
+    model_config = SettingsConfigDict(env_prefix="CLOUDFN_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default_factory=lambda: Path.home() / ".cloudfn")
     database_url: str | None = None
@@ -49,6 +57,46 @@ class Settings(BaseSettings):
 
     # Metrics lake flush interval
     lake_flush_s: float = Field(default=2.0, gt=0)
+
+    # Alert channels: e-mail through one SMTP URL, SMS through Twilio's Messages API (or a generic JSON provider)
+    smtp_url: str | None = Field(default=None, repr=False)
+    smtp_from: str | None = None
+    sms_provider: Literal["twilio", "json"] = "twilio"
+    sms_url: str = TWILIO_API
+    sms_sid: str | None = None
+    sms_token: str | None = Field(default=None, repr=False)
+    sms_from: str | None = None
+
+    @field_validator("smtp_url", "smtp_from", "sms_sid", "sms_token", "sms_from", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_smtp_url(v)
+            except ValueError as exc:
+                raise ValueError(f"CLOUDFN_SMTP_URL: {exc}") from None
+        return v
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _smtp_from(cls, v: str | None) -> str | None:
+        if v is not None and "@" not in parseaddr(v)[1]:
+            raise ValueError(f"CLOUDFN_SMTP_FROM: {v!r} is not an address like alerts@example.com "
+                             "or 'CloudFn <alerts@example.com>'")
+        return v
+
+    @field_validator("sms_url")
+    @classmethod
+    def _sms_url(cls, v: str) -> str:
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"CLOUDFN_SMS_URL: {v!r} is not an http(s) URL like {TWILIO_API}")
+        return v.strip().rstrip("/")
 
     @field_validator("egress_allow")
     @classmethod

@@ -118,6 +118,10 @@ def register(app: FastAPI) -> None:
     @app.post("/v1/alert-rules", status_code=201)
     async def create_rule(p: PlatformDep, c: CallerDep, body: Annotated[Any, Body()]) -> dict[str, Any]:
         spec = parse_rule(body)
+        types = [ch.type for ch in spec.channels]
+        if (why := p.channels.refusal(types)) is not None:
+            missing = {t: list(p.channels.missing[t]) for t in dict.fromkeys(types) if t in p.channels.missing}
+            raise InvalidInput(why, detail={"missing": missing})
         await p.functions.get(c.namespace, spec.function)  # 404 for a rule on an unknown function
         async with p.engine.begin() as conn:
             rid = (await conn.execute(insert(AlertRule).values(

@@ -17,6 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
+from analytics.alerting.channel_config import ChannelSettings
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
@@ -87,6 +88,7 @@ class Platform:
         self.monitoring: MonitoringFeed | None = None
         self.detectors: list[Any] = []
         self.alerts: Any = None
+        self.channels = ChannelSettings.from_settings(settings)
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self.started = False
@@ -99,7 +101,8 @@ class Platform:
         await self.sandbox.probe()
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
         self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
-                                              self.settings.resolved_api_url)
+                                              self.settings.resolved_api_url, self.channels)
+        await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
                                          shard_of=handles.shard_of)

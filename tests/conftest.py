@@ -51,11 +51,34 @@ def database_url(cf_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(cf_home: Path) -> Any:
-    """Settings for the in-process platform."""
+def mail_sink() -> Iterator[Any]:
+    """The session's SMTP server (aiosmtpd): CLOUDFN_SMTP_URL of the in-process platform points here."""
+    from tests.receivers import MailSink, smtp_controller
+
+    sink = MailSink()
+    controller, _ = smtp_controller(sink)
+    yield sink
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def twilio() -> Iterator[Any]:
+    """The session's Twilio Messages API stand-in: CLOUDFN_SMS_URL of the in-process platform points here."""
+    from tests.receivers import TwilioStandIn
+
+    stand_in = TwilioStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+@pytest.fixture(scope="session")
+def settings(cf_home: Path, mail_sink: Any, twilio: Any) -> Any:
+    """Settings for the in-process platform, with e-mail and SMS going to the session's local receivers."""
     from core.settings import Settings
 
-    return Settings(home=cf_home, api_port=free_port(), dashboard_port=free_port())
+    return Settings(home=cf_home, api_port=free_port(), dashboard_port=free_port(),
+                    smtp_url=mail_sink.url, smtp_from="CloudFn <alerts@cloudfn.test>",
+                    sms_url=twilio.url, sms_sid=twilio.sid, sms_token=twilio.token, sms_from="+15005550006")
 
 
 @pytest.fixture(scope="session")

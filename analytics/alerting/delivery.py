@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,9 +12,18 @@ from typing import Literal
 
 import httpx
 
+from analytics.alerting.channel_config import JsonSms, SmsProvider, SmtpConfig, TwilioSms
 from analytics.alerting.notification import Notification
 from analytics.alerting.rules import Channel, EmailChannel, SlackChannel, SmsChannel, WebhookChannel
-from analytics.alerting.transports import USER_AGENT, Outcome, post_slack, post_sms, post_webhook, send_email
+from analytics.alerting.transports import (
+    USER_AGENT,
+    Outcome,
+    post_slack,
+    post_sms,
+    post_twilio,
+    post_webhook,
+    send_email,
+)
 
 __all__ = ["Attempt", "Notification", "Notifier", "delivered"]
 
@@ -50,14 +60,9 @@ class Notifier:
         backoff_max_s: float = 30.0,
         retry_after_max_s: float = 120.0,
         timeout_s: float = 5.0,
-        smtp_host: str | None = None,
-        smtp_port: int = 25,
-        smtp_from: str = "cloudfn@localhost",
-        smtp_starttls: bool = False,
-        smtp_user: str | None = None,
-        smtp_password: str | None = None,
-        sms_url: str | None = None,
-        sms_token: str | None = None,
+        smtp: SmtpConfig | None = None,
+        sms: SmsProvider | None = None,
+        tls: ssl.SSLContext | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -69,9 +74,7 @@ class Notifier:
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
         self.timeout_s = timeout_s
-        self.smtp_host, self.smtp_port, self.smtp_from = smtp_host, smtp_port, smtp_from
-        self.smtp_starttls, self.smtp_user, self.smtp_password = smtp_starttls, smtp_user, smtp_password
-        self.sms_url, self.sms_token = sms_url, sms_token
+        self.smtp, self.sms, self.tls = smtp, sms, tls
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
         self._http = httpx.Client(timeout=timeout_s, follow_redirects=False, headers={"user-agent": USER_AGENT})
@@ -136,21 +139,15 @@ class Notifier:
         if isinstance(channel, SlackChannel):
             return post_slack(channel.webhook_url, n, self.timeout_s)
         if isinstance(channel, EmailChannel):
-            if not self.smtp_host:
-                return Outcome(ok=False, error="e-mail is not configured (no SMTP host)")
-            return send_email(
-                host=self.smtp_host,
-                port=self.smtp_port,
-                sender=self.smtp_from,
-                recipients=channel.recipients,
-                notification=n,
-                timeout_s=self.timeout_s,
-                starttls=self.smtp_starttls,
-                user=self.smtp_user,
-                password=self.smtp_password,
-            )
+            if self.smtp is None:
+                return Outcome(ok=False, error="e-mail is not configured: set CLOUDFN_SMTP_URL and CLOUDFN_SMTP_FROM")
+            return send_email(smtp=self.smtp, recipients=channel.recipients, notification=n,
+                              timeout_s=self.timeout_s, tls=self.tls)
         if isinstance(channel, SmsChannel):
-            if not self.sms_url:
-                return Outcome(ok=False, error="SMS is not configured (no provider URL)")
-            return post_sms(self._http, self.sms_url, self.sms_token, channel.to, n)
+            if isinstance(self.sms, TwilioSms):
+                return post_twilio(self._http, self.sms, channel.to, n)
+            if isinstance(self.sms, JsonSms):
+                return post_sms(self._http, self.sms.url, self.sms.token, channel.to, n)
+            return Outcome(ok=False, error="SMS is not configured: set CLOUDFN_SMS_SID, CLOUDFN_SMS_TOKEN and "
+                                           "CLOUDFN_SMS_FROM")
         return Outcome(ok=False, error=f"unsupported channel {type(channel).__name__}")

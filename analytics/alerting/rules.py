@@ -118,7 +118,7 @@ class EmailChannel(_Strict):
 
 
 class SmsChannel(_Strict):
-    """A phone number in E.164 form, sent through the configured generic SMS provider."""
+    """A phone number in E.164 form, sent through the platform's SMS provider (Twilio or generic JSON)."""
 
     type: Literal["sms"]
     to: str

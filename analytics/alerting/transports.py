@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import smtplib
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,12 @@ from slack_sdk.errors import SlackRequestError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from analytics.alerting.channel_config import SmtpConfig, TwilioSms
 from analytics.alerting.notification import Notification
 from analytics.alerting.signing import signature_headers
 
 RETRYABLE_STATUS = frozenset({408, 429})
+SMS_MAX_CHARS = 320
 USER_AGENT = "cloudfn-alerting/1"
 
 
@@ -93,15 +96,29 @@ def post_webhook(client: httpx.Client, url: str, secret: str, notification: Noti
     return classify_http(resp.status_code, resp.headers, resp.text)
 
 
+def sms_text(notification: Notification) -> str:
+    """The SMS body: the one-line summary, cut to SMS_MAX_CHARS."""
+    text = notification.subject()
+    return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 1] + "…"
+
+
 def post_sms(client: httpx.Client, url: str, token: str | None, to: str, notification: Notification) -> Outcome:
-    """POST `{"to", "body"}` to the SMS provider (bearer token; the notice id as Idempotency-Key)."""
+    """POST `{"to", "body"}` to a generic JSON SMS provider (bearer token; the notice id as Idempotency-Key)."""
     headers = {"user-agent": USER_AGENT, "idempotency-key": notification.id}
     if token:
         headers["authorization"] = f"Bearer {token}"
-    text = notification.subject()
-    payload = {"to": to, "body": text if len(text) <= 320 else text[:319] + "…"}
     try:
-        resp = client.post(url, json=payload, headers=headers)
+        resp = client.post(url, json={"to": to, "body": sms_text(notification)}, headers=headers)
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        return _transport_error(exc)
+    return classify_http(resp.status_code, resp.headers, resp.text)
+
+
+def post_twilio(client: httpx.Client, provider: TwilioSms, to: str, notification: Notification) -> Outcome:
+    """Form POST `To`, `From`, `Body` to Twilio's Messages API with basic auth SID:TOKEN."""
+    form = {"To": to, "From": provider.sender, "Body": sms_text(notification)}
+    try:
+        resp = client.post(provider.endpoint, data=form, auth=(provider.sid, provider.token))
     except (httpx.TransportError, httpx.InvalidURL) as exc:
         return _transport_error(exc)
     return classify_http(resp.status_code, resp.headers, resp.text)
@@ -133,33 +150,44 @@ def post_slack(webhook_url: str, notification: Notification, timeout_s: float) -
     return classify_http(resp.status_code, headers, body)
 
 
+def _connect(smtp: SmtpConfig, timeout_s: float, tls: ssl.SSLContext | None) -> smtplib.SMTP:
+    """Open the connection the URL asks for: TLS from the start (smtps), STARTTLS, or plain; then log in."""
+    srv = smtp.server
+    conn: smtplib.SMTP
+    if srv.ssl:
+        conn = smtplib.SMTP_SSL(srv.host, srv.port, timeout=timeout_s, context=tls or ssl.create_default_context())
+    else:
+        conn = smtplib.SMTP(srv.host, srv.port, timeout=timeout_s)
+    try:
+        if srv.starttls:
+            conn.starttls(context=tls or ssl.create_default_context())
+        if srv.user:
+            conn.login(srv.user, srv.password or "")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def send_email(
     *,
-    host: str,
-    port: int,
-    sender: str,
+    smtp: SmtpConfig,
     recipients: Sequence[str],
     notification: Notification,
     timeout_s: float,
-    starttls: bool = False,
-    user: str | None = None,
-    password: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Outcome:
-    """Send a plain-text e-mail; SMTP 4xx and connection errors are retryable, 5xx final."""
+    """Send a plain-text e-mail; SMTP 4xx and connection errors are retryable, 5xx and TLS failures final."""
     msg = EmailMessage()
     msg["Subject"] = notification.subject()
-    msg["From"] = sender
+    msg["From"] = smtp.sender
     msg["To"] = ", ".join(recipients)
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = f"<{re.sub(r'[^A-Za-z0-9._-]', '-', notification.id)}@cloudfn>"
     msg.set_content(notification.text())
     try:
-        with smtplib.SMTP(host, port, timeout=timeout_s) as smtp:
-            if starttls:
-                smtp.starttls()
-            if user:
-                smtp.login(user, password or "")
-            refused = smtp.send_message(msg, from_addr=sender, to_addrs=list(recipients))
+        with _connect(smtp, timeout_s, tls) as conn:
+            refused = conn.send_message(msg, to_addrs=list(recipients))
     except smtplib.SMTPRecipientsRefused as exc:
         codes = [code for code, _ in exc.recipients.values()]
         return Outcome(ok=False, retryable=any(400 <= c < 500 for c in codes), error=f"recipients refused: {codes}")
@@ -172,6 +200,8 @@ def send_email(
         )
     except smtplib.SMTPNotSupportedError as exc:
         return Outcome(ok=False, retryable=False, error=f"SMTPNotSupportedError: {exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return Outcome(ok=False, retryable=False, error=f"TLS certificate not trusted: {exc}")
     except (smtplib.SMTPException, OSError) as exc:
         return Outcome(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
     if refused:

@@ -263,3 +263,59 @@ def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> No
     assert anomalies(api, "fbfn", second["task_id"]) == []
     assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
     assert api.post("/v1/anomalies/999999/feedback", json={"verdict": "confirmed"}).status_code == 404
+
+
+def test_anomaly_rule_reaches_email_and_sms(api: httpx.Client, api_server: Any, mail_sink: Any,
+                                            twilio: Any) -> None:
+    import email
+
+    assert deploy(api, "jumpy-mail", files={"main.py": SPIN}).status_code == 201
+    own_workers_started(api_server)
+    rule = {"name": "jumpy-mail-anomaly", "function": "jumpy-mail", "kind": "anomaly",
+            "channels": [{"type": "email", "to": ["oncall@example.com"]}, {"type": "sms", "to": "+4915112345678"}]}
+    r = api.post("/v1/alert-rules", json=rule)
+    assert r.status_code == 201, r.text
+    for _ in range(100):
+        run(api, "jumpy-mail", {"ms": 10})
+    for _ in range(5):
+        run(api, "jumpy-mail", {"ms": 500})
+    mails = wait_for(lambda: [m for m in mail_sink.messages if m["to"] == ["oncall@example.com"]], 30)
+    texts = wait_for(lambda: [m for m in twilio.messages if m["form"]["To"] == "+4915112345678"], 30)
+    assert mails and texts, (mail_sink.messages, twilio.messages, anomalies(api, "jumpy-mail"))
+    parsed = email.message_from_bytes(mails[0]["content"])
+    assert mails[0]["from"] == "alerts@cloudfn.test" and parsed["From"] == "CloudFn <alerts@cloudfn.test>"
+    assert parsed["Subject"].startswith("[FIRING] jumpy-mail-anomaly on jumpy-mail")
+    assert "jumpy-mail: anomaly detected" in parsed.get_payload(decode=True).decode()
+    assert texts[0]["form"]["From"] == "+15005550006"
+    assert texts[0]["form"]["Body"].startswith("[FIRING] jumpy-mail-anomaly on jumpy-mail")
+    want = "Basic " + base64.b64encode(f"{twilio.sid}:{twilio.token}".encode()).decode()
+    assert texts[0]["headers"]["authorization"] == want
+    alerts = api.get("/v1/alerts", params={"rule_id": r.json()["id"]}).json()["alerts"]
+    delivered = {d["channel"].split(":")[0] for d in alerts[0]["deliveries"] if d["status"] == "delivered"}
+    assert delivered == {"email", "sms"}
+
+
+@pytest.mark.parametrize(("channel", "needle"), [
+    ({"type": "email", "to": "oncall@example.com"}, "channel email needs CLOUDFN_SMTP_URL, CLOUDFN_SMTP_FROM"),
+    ({"type": "sms", "to": "+4915112345678"}, "channel sms needs CLOUDFN_SMS_SID, CLOUDFN_SMS_TOKEN, CLOUDFN_SMS_FROM"),
+])
+def test_rule_with_an_unconfigured_channel_is_refused(api: httpx.Client, api_server: Any, channel: dict[str, Any],
+                                                      needle: str) -> None:
+    from analytics.alerting.channel_config import ChannelSettings
+    from core.settings import Settings
+
+    deploy(api, "promfn", files={"main.py": SPIN})
+    configured = api_server.platform.channels
+    api_server.platform.channels = ChannelSettings.from_settings(Settings(
+        home=api_server.platform.settings.home, smtp_url=None, smtp_from=None, sms_sid=None, sms_token=None))
+    try:
+        r = api.post("/v1/alert-rules", json={"name": "r", "function": "promfn", "kind": "anomaly",
+                                              "channels": [{"type": "webhook", "url": "http://x/y", "secret": "s"},
+                                                           channel]})
+    finally:
+        api_server.platform.channels = configured
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["error"]["message"]
+    assert channel["type"] in r.json()["error"]["missing"]
+    names = [x["name"] for x in api.get("/v1/alert-rules").json()["rules"]]
+    assert "r" not in names

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -13,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
+
+from tests.receivers import LocalCa, MailSink, TwilioStandIn, free_port, make_test_ca, smtp_controller
 
 
 @dataclass
@@ -105,40 +105,27 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def dead_url() -> str:
     """A URL whose port refuses connections."""
     return f"http://127.0.0.1:{free_port()}/hook"
 
 
-class MailSink:
-    """aiosmtpd handler: keeps every message; answers the first `fail_first` DATA commands with 451."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.fail_first = 0
-        self.fail_code = "451 4.3.0 try again later"
-
-    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:  # noqa: N802
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            return self.fail_code
-        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "content": envelope.content})
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[MailSink, int]]:
     sink = MailSink()
-    port = free_port()  # aiosmtpd's Controller cannot take port=0
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
+    controller, port = smtp_controller(sink)
     yield sink, port
     controller.stop()
+
+
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> LocalCa:
+    return make_test_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioStandIn]:
+    stand_in = TwilioStandIn()
+    yield stand_in
+    stand_in.close()

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from analytics.alerting.channel_config import JsonSms, SmtpConfig
 from analytics.alerting.delivery import Attempt, Notification, Notifier, delivered
 from analytics.alerting.rules import Channel, parse_rule
+from core.smtp_url import SmtpServer
 
 PLAIN = "plain-secret"
 WHSEC = "whsec_c2VjcmV0LWZvci1jaGVja3M="
@@ -227,7 +229,7 @@ def test_slack_connection_refused_is_retried(dead_url: str, rec: Recorder) -> No
 def test_email_goes_out_over_smtp(smtp: Any, rec: Recorder) -> None:
     sink, port = smtp
     ch = channel({"type": "email", "to": ["oncall@example.com", "boss@example.org"]})
-    with Notifier(sleep=rec.sleep, clock=rec.clock, smtp_host="127.0.0.1", smtp_port=port, smtp_from="cf@x.io") as n:
+    with Notifier(sleep=rec.sleep, clock=rec.clock, smtp=SmtpConfig(SmtpServer("127.0.0.1", port), "cf@x.io")) as n:
         attempts = n.deliver(ch, notice())
     assert [(a.channel, a.status) for a in attempts] == [("email", "delivered")]
     (m,) = sink.messages
@@ -242,7 +244,7 @@ def test_email_goes_out_over_smtp(smtp: Any, rec: Recorder) -> None:
 def test_email_4xx_is_retried_5xx_is_not(smtp: Any, rec: Recorder) -> None:
     sink, port = smtp
     ch = channel({"type": "email", "to": "oncall@example.com"})
-    with Notifier(sleep=rec.sleep, clock=rec.clock, smtp_host="127.0.0.1", smtp_port=port) as n:
+    with Notifier(sleep=rec.sleep, clock=rec.clock, smtp=SmtpConfig(SmtpServer("127.0.0.1", port), "cf@x.io")) as n:
         sink.fail_first = 1
         attempts = n.deliver(ch, notice())
         assert [a.status for a in attempts] == ["failed", "delivered"] and "SMTP 451" in (attempts[0].error or "")
@@ -259,7 +261,7 @@ def test_email_without_smtp_configured_fails_once(notifier: Notifier) -> None:
 
 def test_sms_posts_to_the_generic_provider(receiver: Any, rec: Recorder) -> None:
     receiver.answer(500, b"").answer(202, b'{"id": "sms1"}')
-    with Notifier(sleep=rec.sleep, clock=rec.clock, sms_url=receiver.url("/sms"), sms_token="tok") as n:
+    with Notifier(sleep=rec.sleep, clock=rec.clock, sms=JsonSms(receiver.url("/sms"), "tok")) as n:
         attempts = n.deliver(channel({"type": "sms", "to": "+4915112345678"}), notice())
     assert [(a.status, a.http_status) for a in attempts] == [("failed", 500), ("delivered", 202)]
     req = receiver.requests[-1]
