@@ -21,6 +21,7 @@ from tests.conftest import deploy, free_port, own_workers_started
 
 SPIN = ("import time\n"
         "def handler(event, context):\n"
+        "    time.sleep(event.get('sleep_ms', 0) / 1000)\n"
         "    t = time.perf_counter()\n"
         "    while time.perf_counter() - t < event.get('ms', 10) / 1000:\n"
         "        pass\n"
@@ -155,7 +156,9 @@ def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client,
         normal = [run(api, "jumpy", {"ms": 10})["metrics"] for _ in range(100)]
         early = anomalies(api, "jumpy")
         assert early == [], json.dumps({"anomalies": early, "runs": normal})
-        slow = [run(api, "jumpy", {"ms": 500}) for _ in range(5)]
+        # slower by waiting, not by computing: duration alone jumps (a CPU-bound slowdown moves CPU time as
+        # much, and either may then stand out)
+        slow = [run(api, "jumpy", {"ms": 10, "sleep_ms": 490}) for _ in range(5)]
         found = wait_for(lambda: anomalies(api, "jumpy"), 30)
         assert found, "no anomaly after a 50x slowdown"
         slow_ids = {s["task_id"] for s in slow}
