@@ -153,7 +153,6 @@ class Platform:
     async def deploy(self, caller: Caller, *, name: str, archive: bytes, handler: str | None,
                      config_json: str | None) -> dict[str, Any]:
         """Validate, store, gate and activate a new version; nothing is written if any step fails."""
-        await self.sandbox.require()
         name = parse_name(name)
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
@@ -245,10 +244,8 @@ class Platform:
                      wait_s: float | None = None, idempotency_key: str | None = None,
                      then: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
-        await self.sandbox.require()
         rt = await self.registry.resolve(caller.namespace, name, version)
-        if rt.config.network:
-            await self.sandbox.require(network=True)
+        await self.sandbox.require(network=rt.config.network)
         event_json = parse_event(body)
         if then:
             plan = [{"function": name, "version": version}] + parse_steps(then)

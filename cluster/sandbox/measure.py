@@ -36,6 +36,7 @@ class Meter:
         self._wall0 = 0.0
         self.cpu_at_mark = 0  # the group's CPU ns when the current invocation started
         self._use_cgroup = bool(cg.dirs)
+        self._fresh = False  # counters read and reset by the last `read`, nothing run since
         self._stat_fd: int | None = None
         self._status_fd: int | None = None
         if not self._use_cgroup:
@@ -44,15 +45,21 @@ class Meter:
                 self._status_fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
 
     def mark(self) -> None:
-        """An invocation starts now."""
+        """An invocation starts now (the CPU and peak counters are read and reset only if no `read` has done
+        so since the child last ran: a warm child sits idle between invocations)."""
+        if not self._fresh:
+            self._reset_counters()
+        self._fresh = False
+        self._wall0 = time.time()
+        self._t0 = time.perf_counter()
+
+    def _reset_counters(self) -> None:
         if self._use_cgroup:
             self.cg.reset_peak()
         else:
             with contextlib.suppress(OSError), open(f"/proc/{self.pid}/clear_refs", "w") as f:
                 f.write("5")
         self.cpu_at_mark = self._cpu_ns()
-        self._wall0 = time.time()
-        self._t0 = time.perf_counter()
 
     def read(self) -> Measurement:
         """The cost since `mark`; marks the next invocation's start (batches run back to back)."""
@@ -65,6 +72,7 @@ class Meter:
         self._t0, self._wall0, self.cpu_at_mark = t1, wall1, cpu1
         if self._use_cgroup:
             self.cg.reset_peak()
+            self._fresh = True
         return out
 
     def close(self) -> None:

@@ -93,6 +93,6 @@ def parse_output(body: bytes) -> tuple[Any, str] | str:
         return f"output is nested deeper than {MAX_OUTPUT_DEPTH} levels"
     except (UnicodeDecodeError, ValueError) as exc:
         return f"handler output is not valid JSON: {exc}"
-    if _depth(value, MAX_OUTPUT_DEPTH) > MAX_OUTPUT_DEPTH:
+    if body.count(b"[") + body.count(b"{") > MAX_OUTPUT_DEPTH and _depth(value, MAX_OUTPUT_DEPTH) > MAX_OUTPUT_DEPTH:
         return f"output is nested deeper than {MAX_OUTPUT_DEPTH} levels"
     return value, text

@@ -19,6 +19,16 @@ def attempt(fn):
         return {"ok": False, "error": type(exc).__name__ + ": " + str(exc)[:200]}
 
 
+def forge(header, body=b'null'):
+    """Write a whole reply frame into every fd: the supervisor's pipe is among them."""
+    import struct
+    for fd in range(3, 64):
+        try:
+            os.write(fd, struct.pack('>III', len(header), len(body), 0) + header + body)
+        except OSError:
+            pass
+
+
 def syscall(nr, *args):
     rc = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
     return rc, ctypes.get_errno()
@@ -157,33 +167,14 @@ return "flooded"'''), config={"max_output_kb": 64}),
 return 'y' * (64 << 20)'''), config={"memory_mb": 512, "max_output_kb": 1024}, expect_status="failed",
            expect_error="OutputLimitExceeded"),
     Attack("forge-protocol-frames", _src('''
-import struct
-header = json.dumps({"status": "succeeded", "error": None, "duration_ms": 1e308, "cpu_ms": -5,
-                     "peak_memory_mb": float('inf'), "retire": "no", "cpu_wait_ms": 1e300}).encode()
-frame = struct.pack('>III', len(header), 2, 0) + header + b'42'
-for fd in range(3, 64):
-    try:
-        os.write(fd, frame)
-    except OSError:
-        pass
+forge(json.dumps({"status": "succeeded", "error": None, "duration_ms": 1e308, "cpu_ms": -5,
+                  "peak_memory_mb": float('inf'), "retire": "no", "cpu_wait_ms": 1e300}).encode(), b'42')
 return "forged"'''), expect_status=None),
     Attack("forge-nan-header", _src('''
-import struct
-header = b'{"status": "succeeded", "error": null, "cpu_wait_ms": NaN, "retire": false}'
-for fd in range(3, 64):
-    try:
-        os.write(fd, struct.pack('>III', len(header), 4, 0) + header + b'null')
-    except OSError:
-        pass
+forge(b'{"status": "succeeded", "error": null, "cpu_wait_ms": NaN, "retire": false}')
 return "forged"'''), expect_status=None),
     Attack("forge-deep-header", _src('''
-import struct
-header = b'{"status": "succeeded", "x": ' + b'[' * 200000 + b']' * 200000 + b'}'
-for fd in range(3, 64):
-    try:
-        os.write(fd, struct.pack('>III', len(header), 4, 0) + header + b'null')
-    except OSError:
-        pass
+forge(b'{"status": "succeeded", "x": ' + b'[' * 200000 + b']' * 200000 + b'}')
 return "forged"'''), expect_status=None),
     Attack("nul-in-output", _src('''
 print("log with a \\x00 NUL inside")
