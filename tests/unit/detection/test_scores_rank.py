@@ -4,6 +4,7 @@ quantised step-like series after probation, and no ties among the highest scores
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from analytics.detection import backtest_scores
 from analytics.detection.calibrate import ALARM_SCORE
@@ -61,3 +62,14 @@ def test_top_scores_of_a_long_normal_series_are_not_tied() -> None:
     s = _scores(x)[750:]
     top = np.sort(s)[-max(2, len(s) // 1000):]
     assert len(np.unique(top)) > 1 and top.max() < 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (session 4): the first blip after a long flat stretch opens an "
+                   "episode that never closes (every later point keeps a mild surprise of ~2.2) and a 20x jump "
+                   "scores below that blip's peak, so it is suppressed")
+def test_a_jump_after_recurring_blips_still_alarms() -> None:
+    i = np.arange(4000)
+    x = np.where(i < 2500, 2.0, np.where(i % 7 == 0, 2.5, 2.0))
+    x[3500:] = 40.0
+    s = _scores(x)
+    assert s[3500:3510].max() >= ALARM_SCORE
