@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench clean
+.PHONY: up test test-external-pg lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -21,6 +21,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The integration suite again, against a PostgreSQL started apart from the platform (TLS, non-superuser role).
+test-external-pg: $(STAMP)
+	bash scripts/runtime-deps.sh
+	bash scripts/test-deps.sh
+	bash scripts/with-external-pg.sh $(VENV)/bin/pytest -q tests/integration $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
