@@ -7,6 +7,7 @@ re-run an invocation behind the platform's back; retries are the platform's deci
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -70,7 +71,14 @@ def _as_dict(out: ExecutionOutcome, picked_up: float, input_bytes: int) -> dict[
         "input_bytes": out.input_bytes or input_bytes,
         "output_bytes": out.output_bytes,
         "extra": out.extra,
+        "node": this_node(),
     }
+
+
+@functools.cache
+def this_node() -> str | None:
+    """The id of the Ray node this worker runs on (None outside Ray)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 @ray.remote(max_retries=0, num_cpus=0.25)

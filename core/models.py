@@ -120,6 +120,7 @@ class MetricRecord:
     output_bytes: int = 0
     attempt: int = 1
     cpu_wait_ms: float = 0.0  # part of duration_ms spent runnable but without a CPU (host contention)
+    node: str | None = None  # the Ray node that ran it
 
     @property
     def is_error(self) -> bool:

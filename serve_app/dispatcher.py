@@ -274,7 +274,7 @@ class Dispatcher:
                    "cpu_wait_ms": out["cpu_wait_ms"],
                    "peak_memory_mb": out["peak_memory_mb"], "queue_ms": queue_ms,
                    "cold_start": bool(out["cold_start"]), "error_type": error_type,
-                   "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"]}
+                   "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"], "node": out.get("node")}
         return TaskResult(id=p.task_id, status=out["status"], output_json=out["output_json"], error=out["error"],
                           logs=out["logs"], started_at=out["started_at"], finished_at=out["finished_at"],
                           attempt=p.attempt, metrics=metrics, handler_ms=out.get("handler_ms"))

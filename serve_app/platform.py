@@ -497,7 +497,7 @@ def record_from_result(p: Pending, r: TaskResult) -> dict[str, Any]:
             "output": None if r.output_json is None else json.loads(r.output_json), "error": r.error,
             "metrics": {k: m.get(k) for k in METRIC_KEYS}, "attempt": r.attempt, "namespace": p.rt.namespace,
             "kind": "function", "created_at": _iso(p.created_at), "started_at": _iso(r.started_at),
-            "finished_at": _iso(r.finished_at), "sandbox": sandbox_label()}
+            "finished_at": _iso(r.finished_at), "sandbox": sandbox_label(), "node": m.get("node")}
 
 
 def _not_json(name: str) -> None:

@@ -26,7 +26,8 @@ def task_view(t: Any, m: Any | None) -> dict[str, Any]:
     return {"task_id": t.id, "function": t.function_name, "version": t.version, "status": t.status,
             "output": t.output, "error": t.error, "metrics": metrics, "attempt": t.attempt,
             "namespace": t.namespace, "kind": t.kind, "created_at": _iso(t.created_at),
-            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at), "sandbox": sandbox_label()}
+            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at), "sandbox": sandbox_label(),
+            "node": None if m is None else m.node}
 
 
 class TaskStore:

@@ -106,13 +106,13 @@ REQUEUE_TASK = (
 INSERT_METRIC = (
     "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
     " finished_at, duration_ms, cpu_ms, peak_memory_mb, queue_ms, cold_start, error_type, input_bytes,"
-    " output_bytes, cpu_wait_ms) SELECT r.task_id, r.namespace, r.function, r.version, r.attempt, r.status,"
+    " output_bytes, cpu_wait_ms, node) SELECT r.task_id, r.namespace, r.function, r.version, r.attempt, r.status,"
     " to_timestamp(r.started_at), to_timestamp(r.finished_at), r.duration_ms, r.cpu_ms, r.peak_memory_mb,"
-    " r.queue_ms, r.cold_start, r.error_type, r.input_bytes, r.output_bytes, coalesce(r.cpu_wait_ms, 0) FROM "
+    " r.queue_ms, r.cold_start, r.error_type, r.input_bytes, r.output_bytes, coalesce(r.cpu_wait_ms, 0), r.node FROM "
     + _rows("task_id text, namespace text, function text, version integer, attempt integer, status text,"
               " started_at float8, finished_at float8, duration_ms float8, cpu_ms float8, peak_memory_mb float8,"
               " queue_ms float8, cold_start boolean, error_type text, input_bytes integer, output_bytes integer,"
-              " cpu_wait_ms float8")
+              " cpu_wait_ms float8, node text")
     + " ON CONFLICT (task_id, attempt) DO NOTHING"
 )
 
@@ -334,7 +334,7 @@ def _attempt_params(r: TaskResult) -> dict[str, Any]:
 
 _METRIC_COLUMNS = ("task_id", "namespace", "function", "version", "attempt", "status", "started_at", "finished_at",
                    "duration_ms", "cpu_ms", "peak_memory_mb", "queue_ms", "cold_start", "error_type", "input_bytes",
-                   "output_bytes", "cpu_wait_ms")
+                   "output_bytes", "cpu_wait_ms", "node")
 
 
 def _metric_params(m: dict[str, Any]) -> dict[str, Any]:

@@ -152,6 +152,7 @@ class ExecutionMetric(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     cpu_ms: Mapped[float] = mapped_column(Float)
     cpu_wait_ms: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    node: Mapped[str | None] = mapped_column(String(64))  # the Ray node id that ran it
     peak_memory_mb: Mapped[float] = mapped_column(Float)
     queue_ms: Mapped[float] = mapped_column(Float)
     cold_start: Mapped[bool] = mapped_column(Boolean)

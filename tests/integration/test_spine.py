@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 from sqlalchemy import create_engine, text
 
 from tests.conftest import ROOT, deploy, zip_files
@@ -47,6 +48,8 @@ def test_invoke_wait_returns_the_full_record_with_real_metrics(api: httpx.Client
     assert isinstance(m["cold_start"], bool)
     for k in ("created_at", "started_at", "finished_at"):
         assert rec[k] is not None
+    assert rec["node"] in {n["NodeID"] for n in ray.nodes()}  # the Ray node that ran it
+    assert api.get(f"/v1/tasks/{rec['task_id']}").json()["node"] == rec["node"]
     logs = api.get(f"/v1/tasks/{rec['task_id']}/logs")
     assert logs.status_code == 200 and "greeting Ada" in logs.text and "[INFO]" in logs.text
 
