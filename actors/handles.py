@@ -17,13 +17,19 @@ def shard_of(namespace: str, function: str, shards: int = DETECTOR_SHARDS) -> in
     return zlib.crc32(f"{namespace}/{function}".encode()) % shards
 
 
-def detector_shards(database_url: str, shards: int = DETECTOR_SHARDS) -> list[Any]:
+def placement(resource: str | None) -> dict[str, Any]:
+    """Actor options that place a monitoring actor on a node offering this custom Ray resource (none: anywhere)."""
+    return {"resources": {resource: 0.001}} if resource else {}
+
+
+def detector_shards(database_url: str, shards: int = DETECTOR_SHARDS, resource: str | None = None) -> list[Any]:
     """The detector shard actors (created if missing; detached so they outlive a replica restart)."""
-    return [DetectorShard.options(name=f"cloudfn-detector-{i}", get_if_exists=True, lifetime="detached")  # type: ignore[attr-defined]
-            .remote(database_url) for i in range(shards)]
+    return [DetectorShard.options(name=f"cloudfn-detector-{i}", get_if_exists=True, lifetime="detached",  # type: ignore[attr-defined]
+                                  **placement(resource)).remote(database_url) for i in range(shards)]
 
 
-def alert_dispatcher(database_url: str, lake_path: str, api_url: str, channels: ChannelSettings) -> Any:
+def alert_dispatcher(database_url: str, lake_path: str, api_url: str, channels: ChannelSettings,
+                     resource: str | None = None) -> Any:
     """The alert dispatcher actor (created if missing) with the platform's channel settings."""
-    return AlertDispatcher.options(name="cloudfn-alerts", get_if_exists=True, lifetime="detached").remote(  # type: ignore[attr-defined]
-        database_url, lake_path, api_url, channels)
+    return AlertDispatcher.options(name="cloudfn-alerts", get_if_exists=True, lifetime="detached",  # type: ignore[attr-defined]
+                                   **placement(resource)).remote(database_url, lake_path, api_url, channels)

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = None
     ray_dashboard_port: int | None = None
     keep_warm_s: int = Field(default=600, ge=0)
+    # a custom Ray resource: the detector shards and the alert dispatcher run only on nodes offering it
+    monitor_resource: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
     # Metrics lake flush interval
     lake_flush_s: float = Field(default=2.0, gt=0)

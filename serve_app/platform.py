@@ -99,9 +99,10 @@ class Platform:
             return
         self.started = True
         await self.sandbox.probe()
-        self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
+        resource = self.settings.monitor_resource
+        self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url, resource=resource)
         self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
-                                              self.settings.resolved_api_url, self.channels)
+                                              self.settings.resolved_api_url, self.channels, resource)
         await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
