@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,14 @@ def kill_strays(settings: Settings) -> int:
     return killed
 
 
-def start_or_join(settings: Settings) -> RayInfo:
-    """Connect this process to Ray as the platform's driver."""
+def start_or_join(settings: Settings, serve_env: Mapping[str, str] = SERVE_ENV) -> RayInfo:
+    """Connect this process to Ray as the platform's driver; `serve_env` (the Serve config's runtime variables)
+    goes into the environment first, where a variable already set wins."""
     namespace = f"cloudfn-{instance_id(settings)}"
     if ray.is_initialized():
         rctx = ray.get_runtime_context()
         return RayInfo(rctx.gcs_address, None, rctx.namespace, None)
-    for k, v in SERVE_ENV.items():
+    for k, v in serve_env.items():
         os.environ.setdefault(k, v)
     os.environ.update(haproxy_env(settings))
     if settings.ray_address:

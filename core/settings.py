@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     ray_address: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    api_replicas: int | None = Field(default=None, ge=1)  # unset: the Serve config's num_replicas
+    serve_config: Path | None = None  # unset: configs/serve.yaml of this checkout
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     lake_uri: str | None = None
     api_url: str | None = None

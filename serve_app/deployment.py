@@ -1,4 +1,7 @@
-"""The Ray Serve deployment hosting the FastAPI app (one replica: its caches and queues are authoritative)."""
+"""The Ray Serve deployment hosting the FastAPI app (one replica: its caches and queues are authoritative).
+
+The decorator's options are the defaults; configs/serve.yaml states the same ones and `cloudfn up` applies the
+file's (tests/unit/test_configs.py checks they agree). `app_builder` is the entry for `serve deploy`."""
 
 from __future__ import annotations
 
@@ -31,6 +34,28 @@ class CloudFnApi:
         await self.platform.healthy()
 
 
-def build(settings: Settings, database_url: str) -> Any:
-    """The bound application for serve.run."""
-    return CloudFnApi.bind(settings.model_dump(mode="json"), database_url)  # type: ignore[attr-defined]
+def build(settings: Settings, database_url: str, options: dict[str, Any] | None = None) -> Any:
+    """The bound application for serve.run, with the Serve config's deployment options if given."""
+    deployment: Any = CloudFnApi.options(**options) if options else CloudFnApi  # type: ignore[attr-defined]
+    return deployment.bind(settings.model_dump(mode="json"), database_url)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """`serve deploy configs/serve.yaml`: settings from CLOUDFN_* (and the config's `args`); an external
+    database is required; migrates it and makes the admin key (in this node's CLOUDFN_HOME) if missing."""
+    from core.auth import ensure_admin_key
+    from core.db.engine import make_engine
+    from core.db.migrate import upgrade
+
+    settings = Settings(**args)
+    if not settings.database_url:
+        raise ValueError("serve deploy needs CLOUDFN_DATABASE_URL (an external PostgreSQL, e.g. "
+                         "postgresql+psycopg://cloudfn@db:5432/cloudfn): the embedded one is only for `cloudfn up`")
+    upgrade(settings.database_url)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        ensure_admin_key(engine, settings.admin_key_path)
+    finally:
+        engine.dispose()
+    return build(settings, settings.database_url)

@@ -140,7 +140,14 @@ def run(settings: Settings) -> int:
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine
     from serve_app.deployment import build
+    from serve_app.serve_config import ServeConfigError, load_serve_options
 
+    try:
+        serve_options = load_serve_options(settings)  # a bad file stops here, before anything starts
+    except ServeConfigError as exc:
+        say(f"failed: {exc}")
+        return 2
+    settings = settings.model_copy(update={"api_host": serve_options.host, "api_port": serve_options.port})
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
     stop = threading.Event()
@@ -155,9 +162,14 @@ def run(settings: Settings) -> int:
         if kill_strays(settings):
             say("killed processes a previous run of this instance left behind")
         say("starting Ray")
-        info = start_or_join(settings)
-        serve.start(http_options={"host": settings.api_host, "port": settings.api_port})
-        serve.run(build(settings, url), name="cloudfn", route_prefix="/", blocking=False)
+        info = start_or_join(settings, serve_options.env_vars)
+        say(f"serve      {serve_options.describe()}")
+        serve.start(http_options={"host": serve_options.host, "port": serve_options.port},
+                    proxy_location=serve_options.proxy_location,
+                    controller_options=({"runtime_env": {"env_vars": serve_options.controller_env_vars}}
+                                        if serve_options.controller_env_vars else None))
+        serve.run(build(settings, url, serve_options.deployment), name=serve_options.app_name,
+                  route_prefix=serve_options.route_prefix, blocking=False)
         api = settings.resolved_api_url
         wait_healthy(api)
         report_sandbox()
