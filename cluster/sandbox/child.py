@@ -99,6 +99,7 @@ class Child:
         self.dead = False
         self.exit: Exit | None = None
         self.isolation: dict[str, Any] = {}
+        self.out_of_memory = False
 
     @classmethod
     def spawn(cls, key: str, dirs: KeyDirs, config: FunctionConfig, root: Path) -> Child:
@@ -267,9 +268,11 @@ class Child:
                 return None
             time.sleep(0.002)
 
-    def heap_exhausted(self) -> bool:
-        """True when V8 reported that the JavaScript heap ran out (its last words, on the log memfd)."""
-        return self.node is not None and V8_HEAP_EXHAUSTED in self.node.tail(65536)
+    def note_memory_exhaustion(self) -> None:
+        """Record whether the child ran out of memory (the cgroup's OOM killer, or V8's last words on the log
+        memfd: the JavaScript heap at its limit), while both can still be read."""
+        self.out_of_memory = self.out_of_memory or self.cg.oom_killed() or (
+            self.node is not None and V8_HEAP_EXHAUSTED in self.node.tail(65536))
 
     def signal_kill(self) -> None:
         """SIGKILL the child, its process group and its cgroup, without touching its pipes (thread-safe)."""
