@@ -47,7 +47,8 @@ exports.handler = async (event, context) => ({
   logStreamName: context.logStreamName,
   remaining: context.getRemainingTimeInMillis(),
   waits: context.callbackWaitsForEmptyEventLoop,
-  env: { name: process.env.AWS_LAMBDA_FUNCTION_NAME, handler: process.env._HANDLER, root: process.env.LAMBDA_TASK_ROOT },
+  env: { name: process.env.AWS_LAMBDA_FUNCTION_NAME, handler: process.env._HANDLER,
+         root: process.env.LAMBDA_TASK_ROOT },
   uid: process.getuid(),
   cwd: process.cwd(),
 });
@@ -142,7 +143,11 @@ COUNTER = """
 const crypto = require('crypto');
 const TOKEN = crypto.randomBytes(8).toString('hex');
 let calls = 0;
-exports.handler = async () => { calls += 1; console.log('call', calls); return { calls, token: TOKEN, pid: process.pid }; };
+exports.handler = async () => {
+  calls += 1;
+  console.log('call', calls);
+  return { calls, token: TOKEN, pid: process.pid };
+};
 """
 
 
@@ -196,7 +201,8 @@ def test_console_and_stdout_captured_in_logs(pool: SandboxPool, tmp_path: Path) 
 
 
 def test_logs_capped_with_marker(pool: SandboxPool, tmp_path: Path) -> None:
-    code = js(tmp_path, "exports.handler = async () => { for (let i = 0; i < 1000; i++) console.log('x'.repeat(100)); };")
+    code = js(tmp_path, "exports.handler = async () => {\n"
+                        "  for (let i = 0; i < 1000; i++) console.log('x'.repeat(100));\n};")
     out = run(pool, code, config=node(max_output_kb=4))
     assert out.status == TaskStatus.SUCCEEDED, out.error
     assert "log output truncated: limit of 4096 bytes" in out.logs and len(out.logs.encode()) < 4096 + 200
@@ -219,9 +225,11 @@ def test_timeout_kills_and_next_call_is_cold(pool: SandboxPool, tmp_path: Path, 
 
 @pytest.mark.parametrize("source", [
     # the JavaScript heap: V8 stops at its heap limit (sized from memory_mb) or the cgroup kills it first
-    "const keep = [];\nexports.handler = async (mb) => { for (let i = 0; i < mb * 8; i++) keep.push(new Array(16384).fill(i)); return keep.length; };",
+    "const keep = [];\nexports.handler = async (mb) => {\n"
+    "  for (let i = 0; i < mb * 8; i++) keep.push(new Array(16384).fill(i));\n  return keep.length;\n};",
     # memory outside V8's heap (Buffers): only the cgroup stops it
-    "const keep = [];\nexports.handler = async (mb) => { for (let i = 0; i < mb; i++) keep.push(Buffer.alloc(1 << 20, 1)); return keep.length; };",
+    "const keep = [];\nexports.handler = async (mb) => {\n"
+    "  for (let i = 0; i < mb; i++) keep.push(Buffer.alloc(1 << 20, 1));\n  return keep.length;\n};",
 ])
 def test_over_memory_is_memory_limit_exceeded(pool: SandboxPool, tmp_path: Path, source: str) -> None:
     code = js(tmp_path, source)
