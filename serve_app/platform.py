@@ -156,7 +156,7 @@ class Platform:
         name = parse_name(name)
         cfg = parse_config(config_json)
         handler = parse_handler(handler, cfg.runtime)
-        await self.sandbox.require(network=cfg.network)
+        await self.sandbox.require(network=cfg.network, runtime=cfg.runtime)
         check_env(cfg.env)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits, cfg.runtime)
         if bundle.has_requirements and cfg.runtime == PYTHON_RUNTIME:
@@ -245,7 +245,7 @@ class Platform:
                      then: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
         rt = await self.registry.resolve(caller.namespace, name, version)
-        await self.sandbox.require(network=rt.config.network)
+        await self.sandbox.require(network=rt.config.network, runtime=rt.config.runtime)
         event_json = parse_event(body)
         if then:
             plan = [{"function": name, "version": version}] + parse_steps(then)
