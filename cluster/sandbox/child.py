@@ -119,7 +119,7 @@ class Child:
             raise mode.SandboxUnavailable(str(exc)) from exc
         try:
             cg = CgroupSet.create(f"{os.getpid()}-{next(_counter)}", childspec.cgroup_memory_bytes(config),
-                                  config.max_processes + 8, max(1.0, config.cpus))
+                                  childspec.pids_limit(config), max(1.0, config.cpus))
         except Exception as exc:
             os.close(bpf)
             raise mode.SandboxUnavailable(str(exc)) from exc

@@ -389,3 +389,36 @@ def test_insecure_mode_runs_node_without_the_jail(monkeypatch: pytest.MonkeyPatc
     finally:
         p.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+LIMITS = """
+const fs = require('fs');
+const { spawnSync } = require('child_process');
+exports.handler = async () => {
+  const fds = [];
+  let fdError = null;
+  try { for (let i = 0; i < 1000; i++) fds.push(fs.openSync(__filename, 'r')); } catch (e) { fdError = e.code; }
+  fds.forEach((fd) => fs.closeSync(fd));
+  const sleepers = [];
+  let procError = null;
+  for (let i = 0; i < 64 && procError === null; i++) {
+    const child = require('child_process').spawn('/bin/sleep', ['30'], { stdio: 'ignore' });
+    await new Promise((resolve) => {
+      child.on('spawn', resolve);
+      child.on('error', (e) => { procError = e.code; resolve(); });
+    });
+    if (procError === null) sleepers.push(child);
+  }
+  sleepers.forEach((c) => c.kill('SIGKILL'));
+  return { opened: fds.length, fdError, started: sleepers.length, procError, echo: spawnSync('/bin/true').status };
+};
+"""
+
+
+def test_smallest_limits_start_node_and_still_bound_the_function(pool: SandboxPool, tmp_path: Path) -> None:
+    # Node's own fds and threads are allowed on top of max_open_files and max_processes
+    out = run(pool, js(tmp_path, LIMITS), config=node(max_open_files=16, max_processes=4))
+    assert out.status == TaskStatus.SUCCEEDED, out.error
+    o = out.output
+    assert o["fdError"] == "EMFILE" and 16 <= o["opened"] < 16 + 32, o
+    assert o["procError"] == "EAGAIN" and o["started"] < 64, o
