@@ -422,3 +422,42 @@ def test_smallest_limits_start_node_and_still_bound_the_function(pool: SandboxPo
     o = out.output
     assert o["fdError"] == "EMFILE" and 16 <= o["opened"] < 16 + 32, o
     assert o["procError"] == "EAGAIN" and o["started"] < 64, o
+
+
+FORGE = """
+const fs = require('fs');
+exports.handler = async (event) => {
+  require('child_process').spawn('/bin/sleep', ['600'], { detached: true, stdio: 'ignore' }).unref();
+  const header = Buffer.from(event.header);
+  const frame = Buffer.alloc(12);
+  frame.writeUInt32BE(header.length, 0);
+  fs.writeSync(Number(process.argv[3]), Buffer.concat([frame, header]));  // the protocol pipe back
+  return 'forged';
+};
+"""
+
+
+@pytest.mark.parametrize("header", [
+    '{"status": "succeeded", "error": null, "retire": "no", "cpu_wait_ms": "fast"}',
+    '{"status": "succeeded", "error": null, "cpu_wait_ms": NaN}',
+    "not json at all",
+])
+def test_forged_reply_is_a_protocol_error_and_leaks_nothing(pool: SandboxPool, tmp_path: Path, header: str) -> None:
+    import time
+
+    from cluster.sandbox import layout
+
+    from .conftest import uid_processes
+
+    key = f"t/node/forge/{uuid.uuid4().hex}"
+    layout.ensure_root(pool.root)
+    uid = layout.allocate_uid(pool.root, key)
+    before = set(uid_processes(uid))
+    out = run(pool, js(tmp_path, FORGE), {"header": header}, key=key)
+    assert out.status == TaskStatus.FAILED and out.error is not None, out
+    assert out.error["type"] == "SandboxProtocolError" and out.output is None, out.error
+    assert pool.warm_count(key) == 0
+    deadline = time.monotonic() + 5
+    while set(uid_processes(uid)) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert set(uid_processes(uid)) - before == set(), "the child, its jail and its detached process are all gone"
