@@ -108,7 +108,11 @@ class Child:
         node = config.runtime == NODE_RUNTIME
         if mode.insecure():
             if node:
-                return cls._start_node(key, config, CgroupSet({}), root, None, None, [], jailed=False)
+                try:
+                    binary = runtime.node_source()
+                except runtime.RuntimeUnavailable as exc:
+                    raise mode.SandboxUnavailable(str(exc)) from exc
+                return cls._start_node(key, config, CgroupSet({}), binary, None, None, [], jailed=False)
             return cls._start(key, config, CgroupSet({}), [sys.executable, "-I", "-S", "-B", BOOTSTRAP],
                               None, [], jailed=False)
         try:
@@ -129,8 +133,8 @@ class Child:
         child: Child | None = None
         try:
             if nrt is not None:
-                child = cls._start_node(key, config, cg, root, (rt, nrt, dirs, bpf, resolv), procs, fds,
-                                        jailed=True)
+                child = cls._start_node(key, config, cg, Path(nrt.executable), (rt, nrt, dirs, bpf, resolv), procs,
+                                        fds, jailed=True)
             else:
                 argv = jail.command(rt, dirs, tmp_mb=config.max_file_mb, seccomp_fd=bpf, resolv_fd=resolv)
                 child = cls._start(key, config, cg, argv, jail.drop_privileges(dirs.uid, dirs.gid, procs), fds,
@@ -170,7 +174,7 @@ class Child:
         return cls(key, proc, cg, config, jailed)
 
     @classmethod
-    def _start_node(cls, key: str, config: FunctionConfig, cg: CgroupSet, root: Path,
+    def _start_node(cls, key: str, config: FunctionConfig, cg: CgroupSet, binary: Path,
                     jailed_with: tuple[runtime.Runtime, runtime.NodeRuntime, KeyDirs, int, int | None] | None,
                     procs: list[int] | None, fds: list[int], *, jailed: bool) -> Child:
         """Start the Node.js bootstrap: the protocol on two inherited pipe fds, stdout and stderr on a log memfd
@@ -186,7 +190,7 @@ class Child:
                                     launch=launch)
                 preexec = jail.drop_privileges(dirs.uid, dirs.gid, procs or [], limits)
             else:
-                argv = [str(runtime.node_source()), *flags, str(runtime.NODE_BOOTSTRAP), *map(str, pipes.child_fds)]
+                argv = [str(binary), *flags, str(runtime.NODE_BOOTSTRAP), *map(str, pipes.child_fds)]
                 preexec = _rlimits_step(limits)
             proc = cls._popen_node(argv, preexec, [*fds, *pipes.child_fds], pipes.log, cg)
         except BaseException:

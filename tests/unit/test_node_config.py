@@ -76,3 +76,21 @@ def test_python_bundle_rules_are_unchanged_by_the_runtime_argument() -> None:
         validate_and_repack(zip_of({"index.js": INDEX}), "main.handler", LIMITS)
     assert validate_and_repack(zip_of({"main.py": "def handler(e, c):\n    return 1\n"}), "main.handler",
                                LIMITS).files == ("main.py",)
+
+
+async def test_gate_refuses_node_functions_only_when_node_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from core.errors import SandboxUnavailableError
+    from serve_app.sandbox_gate import SandboxGate
+
+    gate = SandboxGate()
+    gate.node_problem = "Node.js is not installed"
+    gate._probed_at = time.monotonic()  # probed just now: no re-probe
+    await gate.require()  # Python functions are unaffected
+    await gate.require(runtime="python3.11", network=False)
+    with pytest.raises(SandboxUnavailableError) as caught:
+        await gate.require(runtime="nodejs20")
+    assert "Node.js functions cannot run on this host: Node.js is not installed" in caught.value.message
+    gate.node_problem = None
+    await gate.require(runtime="nodejs20")

@@ -461,3 +461,26 @@ def test_forged_reply_is_a_protocol_error_and_leaks_nothing(pool: SandboxPool, t
     while set(uid_processes(uid)) - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert set(uid_processes(uid)) - before == set(), "the child, its jail and its detached process are all gone"
+
+
+@pytest.mark.parametrize("fake", ["#!/bin/sh\necho v18.19.1\n", None])
+def test_missing_or_old_node_is_sandbox_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    fake: str | None) -> None:
+    from cluster.sandbox.probe import node_problem
+
+    binary = tmp_path / "node"
+    if fake is not None:
+        binary.write_text(fake)
+        binary.chmod(0o755)
+    monkeypatch.setenv("CLOUDFN_SANDBOX_NODE", str(binary))
+    problem = node_problem()
+    assert problem is not None and ("v18.19.1" in problem and "20" in problem if fake else "--version" in problem)
+    root = sandbox_root()  # a fresh root: the Node.js runtime is assembled once per root
+    p = SandboxPool(root)
+    try:
+        out = run(p, js(tmp_path, "exports.handler = async () => 1;"))
+        assert out.status == TaskStatus.FAILED and out.error is not None and out.error["type"] == "SandboxUnavailable"
+        assert p.warm_count() == 0
+    finally:
+        p.close()
+        shutil.rmtree(root, ignore_errors=True)
