@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -14,6 +14,15 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 NAME_RE = re.compile(NAME_PATTERN)
 HANDLER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*([./][A-Za-z_][A-Za-z0-9_]*)*\.[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_HANDLER = "main.handler"
+Runtime = Literal["python3.11", "nodejs20"]
+PYTHON_RUNTIME: Runtime = "python3.11"
+NODE_RUNTIME: Runtime = "nodejs20"
+RUNTIMES = (PYTHON_RUNTIME, NODE_RUNTIME)
+DEFAULT_HANDLERS: dict[str, str] = {PYTHON_RUNTIME: DEFAULT_HANDLER, NODE_RUNTIME: "index.handler"}
+# Lambda's Node.js handler: `path/to/file.export` (the file without .js/.mjs/.cjs, then a property path)
+NODE_HANDLER_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_-]*/)*[A-Za-z0-9_][A-Za-z0-9_-]*"
+                             r"(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+$")
+NODE_EXTENSIONS = (".js", ".mjs", ".cjs")
 DEFAULT_NAMESPACE = "default"
 INT32_MAX = 2**31 - 1  # the largest id or version an `integer` column holds (larger ones are a 4xx, not a 5xx)
 INT64_MAX = 2**63 - 1  # ... a `bigint` column
@@ -40,6 +49,8 @@ class FunctionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    runtime: Runtime = Field(
+        default=PYTHON_RUNTIME, description="the language runtime: python3.11 or nodejs20")
     timeout_s: float = Field(default=60.0, gt=0, le=900)
     memory_mb: int = Field(default=512, ge=32, le=16384)
     cpu_s: float | None = Field(default=None, gt=0, description="CPU-time limit; default = timeout_s")
@@ -73,6 +84,25 @@ def handler_module_path(handler: str) -> tuple[str, str]:
         raise ValueError(f"handler {handler!r} is not of the form module.function (e.g. main.handler)")
     module, _, func = handler.rpartition(".")
     return module.replace(".", "/") + ".py", func
+
+
+def node_handler_path(handler: str) -> tuple[str, str]:
+    """Split Lambda's Node.js `dir/file.export.path` into (`dir/file`, `export.path`): the file is named
+    without its extension (.js, .mjs or .cjs), up to the first dot of the last path segment."""
+    if not NODE_HANDLER_RE.match(handler) or ".." in handler:
+        raise ValueError(f"handler {handler!r} is not of the form file.export (e.g. index.handler, "
+                         "src/app.handler)")
+    slash = handler.rfind("/")
+    dot = handler.index(".", slash + 1)
+    return handler[:dot], handler[dot + 1:]
+
+
+def check_handler(handler: str, runtime: str) -> None:
+    """Raise ValueError when `handler` is not a valid handler string for `runtime`."""
+    if runtime == NODE_RUNTIME:
+        node_handler_path(handler)
+    else:
+        handler_module_path(handler)
 
 
 @dataclass

@@ -55,7 +55,10 @@ def up() -> None:
 
 @app.command()
 def deploy(path: Path, name: Annotated[str, typer.Option(help="function name")],
-           handler: Annotated[str | None, typer.Option(help="module.function, default main.handler")] = None,
+           handler: Annotated[str | None, typer.Option(
+               help="module.function (Python, default main.handler) or file.export (Node.js, default index.handler)")
+           ] = None,
+           runtime: Annotated[str | None, typer.Option(help="python3.11 (default) or nodejs20")] = None,
            timeout: Annotated[float | None, typer.Option(help="timeout in seconds")] = None,
            memory: Annotated[int | None, typer.Option(help="memory limit in MB")] = None,
            config: Annotated[str | None, typer.Option(help="config JSON (timeout_s, memory_mb, env, ...)")] = None,
@@ -73,6 +76,8 @@ def deploy(path: Path, name: Annotated[str, typer.Option(help="function name")],
         cfg["timeout_s"] = timeout
     if memory is not None:
         cfg["memory_mb"] = memory
+    if runtime is not None:
+        cfg["runtime"] = runtime
     res = call(client().deploy, name, load_archive(path), handler, cfg or None)
     out.print(f"deployed [bold]{res['name']}[/bold] version {res['version']} "
               f"({res['state']}, sha256 {res['sha256'][:12]})")

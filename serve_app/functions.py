@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
-from core.models import DEFAULT_HANDLER, NAME_PATTERN, NAME_RE, FunctionConfig, handler_module_path
+from core.models import DEFAULT_HANDLERS, NAME_PATTERN, NAME_RE, PYTHON_RUNTIME, FunctionConfig, check_handler
 from core.settings import Settings, get_settings
 
 
@@ -23,11 +23,12 @@ def parse_name(name: str) -> str:
     return name
 
 
-def parse_handler(handler: str | None) -> str:
-    """Check a handler string (module.function)."""
-    h = (handler or DEFAULT_HANDLER).strip()
+def parse_handler(handler: str | None, runtime: str = PYTHON_RUNTIME) -> str:
+    """Check a handler string (Python: module.function; Node.js: file.export), defaulting to the runtime's
+    own default (main.handler, index.handler)."""
+    h = (handler or DEFAULT_HANDLERS[runtime]).strip()
     try:
-        handler_module_path(h)
+        check_handler(h, runtime)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     return h

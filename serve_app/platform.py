@@ -35,7 +35,7 @@ from core.errors import (
     SandboxUnavailableError,
     Unauthorized,
 )
-from core.models import FunctionConfig
+from core.models import PYTHON_RUNTIME, FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
 from serve_app.dispatcher import Dispatcher, Pending
@@ -155,12 +155,12 @@ class Platform:
                      config_json: str | None) -> dict[str, Any]:
         """Validate, store, gate and activate a new version; nothing is written if any step fails."""
         name = parse_name(name)
-        handler = parse_handler(handler)
         cfg = parse_config(config_json)
-        await self.sandbox.require(network=cfg.network)
+        handler = parse_handler(handler, cfg.runtime)
+        await self.sandbox.require(network=cfg.network, runtime=cfg.runtime)
         check_env(cfg.env)
-        bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits)
-        if bundle.has_requirements:
+        bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits, cfg.runtime)
+        if bundle.has_requirements and cfg.runtime == PYTHON_RUNTIME:
             async with self._pip:  # one pip at a time: each is CPU-heavy on a small host
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
@@ -246,7 +246,7 @@ class Platform:
                      then: list[str] | None = None) -> tuple[dict[str, Any], bool]:
         """Accept an invocation (persisted before return); with wait_s, also wait for its record."""
         rt = await self.registry.resolve(caller.namespace, name, version)
-        await self.sandbox.require(network=rt.config.network)
+        await self.sandbox.require(network=rt.config.network, runtime=rt.config.runtime)
         event_json = parse_event(body)
         if then:
             plan = [{"function": name, "version": version}] + parse_steps(then)

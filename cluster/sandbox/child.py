@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.models import FunctionConfig
+from core.models import NODE_RUNTIME, FunctionConfig
 
 from . import egress, jail, mode, protocol, runtime, seccomp
 from . import spec as childspec
@@ -27,6 +29,7 @@ from .measure import Measurement, Meter
 BOOTSTRAP = str(Path(__file__).with_name("bootstrap.py"))
 MiB = 1 << 20
 MAX_SETUP_ERROR = 4096
+V8_HEAP_EXHAUSTED = b"JavaScript heap out of memory"
 _counter = itertools.count()
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every child is forked from
 # this one long-lived thread rather than from whichever (possibly short-lived) thread called invoke().
@@ -74,15 +77,19 @@ class Child:
     """A running bootstrap process for one key."""
 
     def __init__(self, key: str, proc: subprocess.Popen[bytes], cg: CgroupSet, config: FunctionConfig,
-                 jailed: bool) -> None:
+                 jailed: bool, node: NodePipes | None = None) -> None:
         self.key = key
         self.jailed = jailed
         self.proc = proc
         self.pid = proc.pid
         self.cg = cg
         self.config = config
-        assert proc.stdin is not None and proc.stdout is not None
-        self.chan = ParentChannel(proc.stdin.fileno(), proc.stdout.fileno())
+        self.node = node
+        if node is not None:
+            self.chan = ParentChannel(node.to_child, node.from_child)
+        else:
+            assert proc.stdin is not None and proc.stdout is not None
+            self.chan = ParentChannel(proc.stdin.fileno(), proc.stdout.fileno())
         self.meter = Meter(cg, proc.pid)
         self.egress: egress.Egress | None = None
         self.cpu_hard = childspec.cpu_hard_s(config)
@@ -92,33 +99,46 @@ class Child:
         self.dead = False
         self.exit: Exit | None = None
         self.isolation: dict[str, Any] = {}
+        self.out_of_memory = False
 
     @classmethod
     def spawn(cls, key: str, dirs: KeyDirs, config: FunctionConfig, root: Path) -> Child:
         """Start the bootstrap in its jail (or, in insecure mode, as a plain child); raises SandboxUnavailable
         when the jail cannot be applied and OSError when the process cannot start."""
+        node = config.runtime == NODE_RUNTIME
         if mode.insecure():
+            if node:
+                try:
+                    binary = runtime.node_source()
+                except runtime.RuntimeUnavailable as exc:
+                    raise mode.SandboxUnavailable(str(exc)) from exc
+                return cls._start_node(key, config, CgroupSet({}), binary, None, None, [], jailed=False)
             return cls._start(key, config, CgroupSet({}), [sys.executable, "-I", "-S", "-B", BOOTSTRAP],
                               None, [], jailed=False)
         try:
             rt = runtime.ensure(root)
+            nrt = runtime.ensure_node(root) if node else None
             bpf = seccomp.policy_fd()
         except (runtime.RuntimeUnavailable, seccomp.SeccompUnavailable) as exc:
             raise mode.SandboxUnavailable(str(exc)) from exc
         try:
             cg = CgroupSet.create(f"{os.getpid()}-{next(_counter)}", childspec.cgroup_memory_bytes(config),
-                                  config.max_processes + 8, max(1.0, config.cpus))
+                                  childspec.pids_limit(config), max(1.0, config.cpus))
         except Exception as exc:
             os.close(bpf)
             raise mode.SandboxUnavailable(str(exc)) from exc
         resolv = jail.data_fd(egress.RESOLV_CONF) if config.network else None
-        argv = jail.command(rt, dirs, tmp_mb=config.max_file_mb, seccomp_fd=bpf,
-                            resolv_fd=resolv)
         procs = jail.open_procs_files(cg.procs_dirs())
+        fds = [bpf] if resolv is None else [bpf, resolv]
         child: Child | None = None
         try:
-            child = cls._start(key, config, cg, argv, jail.drop_privileges(dirs.uid, dirs.gid, procs),
-                               [bpf] if resolv is None else [bpf, resolv], jailed=True)
+            if nrt is not None:
+                child = cls._start_node(key, config, cg, Path(nrt.executable), (rt, nrt, dirs, bpf, resolv), procs,
+                                        fds, jailed=True)
+            else:
+                argv = jail.command(rt, dirs, tmp_mb=config.max_file_mb, seccomp_fd=bpf, resolv_fd=resolv)
+                child = cls._start(key, config, cg, argv, jail.drop_privileges(dirs.uid, dirs.gid, procs), fds,
+                                   jailed=True)
             cg.open_meters()
             if config.network:
                 child.egress = egress.Egress.attach(egress.namespace_pid(cg.pids),
@@ -153,8 +173,50 @@ class Child:
             os.set_blocking(proc.stderr.fileno(), False)
         return cls(key, proc, cg, config, jailed)
 
+    @classmethod
+    def _start_node(cls, key: str, config: FunctionConfig, cg: CgroupSet, binary: Path,
+                    jailed_with: tuple[runtime.Runtime, runtime.NodeRuntime, KeyDirs, int, int | None] | None,
+                    procs: list[int] | None, fds: list[int], *, jailed: bool) -> Child:
+        """Start the Node.js bootstrap: the protocol on two inherited pipe fds, stdout and stderr on a log memfd
+        (Node cannot move its own fds as the Python bootstrap does), rlimits applied before exec."""
+        limits = childspec.rlimits(config)
+        pipes = NodePipes.create()
+        try:
+            flags = childspec.node_flags(config)
+            if jailed_with is not None:
+                rt, nrt, dirs, bpf, resolv = jailed_with
+                launch = jail.node_launch(nrt, flags, pipes.child_fds)
+                argv = jail.command(rt, dirs, tmp_mb=config.max_file_mb, seccomp_fd=bpf, resolv_fd=resolv,
+                                    launch=launch)
+                preexec = jail.drop_privileges(dirs.uid, dirs.gid, procs or [], limits)
+            else:
+                argv = [str(binary), *flags, str(runtime.NODE_BOOTSTRAP), *map(str, pipes.child_fds)]
+                preexec = _rlimits_step(limits)
+            proc = cls._popen_node(argv, preexec, [*fds, *pipes.child_fds], pipes.log, cg)
+        except BaseException:
+            pipes.close()
+            raise
+        pipes.close_child_ends()
+        return cls(key, proc, cg, config, jailed, pipes)
+
+    @staticmethod
+    def _popen_node(argv: list[str], preexec: Callable[[], None], fds: list[int], log: int,
+                    cg: CgroupSet) -> subprocess.Popen[bytes]:
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=dict(jail.FIXED_ENV),
+                                    cwd="/", close_fds=True, pass_fds=fds, process_group=0, preexec_fn=preexec)
+
+        try:
+            return _spawner.submit(popen).result()
+        except BaseException:
+            cg.kill_all()
+            cg.remove()
+            raise
+
     def setup_error(self) -> str:
         """What the jail itself printed before the bootstrap took over (bwrap's own errors), if anything."""
+        if self.node is not None:
+            return self.node.tail(MAX_SETUP_ERROR).decode("utf-8", "replace").strip()
         if self.proc.stderr is None:
             return ""
         try:
@@ -210,6 +272,12 @@ class Child:
                 return None
             time.sleep(0.002)
 
+    def note_memory_exhaustion(self) -> None:
+        """Record whether the child ran out of memory (the cgroup's OOM killer, or V8's last words on the log
+        memfd: the JavaScript heap at its limit), while both can still be read."""
+        self.out_of_memory = self.out_of_memory or self.cg.oom_killed() or (
+            self.node is not None and V8_HEAP_EXHAUSTED in self.node.tail(65536))
+
     def signal_kill(self) -> None:
         """SIGKILL the child, its process group and its cgroup, without touching its pipes (thread-safe)."""
         self.dead = True
@@ -227,8 +295,69 @@ class Child:
                     stream.close()
             except OSError:
                 pass
+        if self.node is not None:
+            self.node.close()
         if self.egress is not None:
             self.egress.close()
         self.cg.remove()
         self.meter.close()
         return result
+
+
+def _rlimits_step(limits: dict[str, list[int]]) -> Callable[[], None]:
+    """A pre-exec step that only sets rlimits (insecure mode: no jail, no uid drop)."""
+    settings = [(getattr(resource, name), (soft, hard)) for name, (soft, hard) in limits.items()]
+
+    def step() -> None:
+        for res, pair in settings:
+            resource.setrlimit(res, pair)
+
+    return step
+
+
+@dataclass
+class NodePipes:
+    """A Node.js child's protocol pipes and its stdout/stderr memfd (supervisor ends and child ends)."""
+
+    to_child: int
+    child_reads: int
+    child_writes: int
+    from_child: int
+    log: int
+
+    @classmethod
+    def create(cls) -> NodePipes:
+        """Two pipes and an append-only memfd, all close-on-exec (the child's ends are passed explicitly)."""
+        r0, w0 = os.pipe2(os.O_CLOEXEC)
+        r1, w1 = os.pipe2(os.O_CLOEXEC)
+        log = os.memfd_create("cloudfn-node-log", os.MFD_CLOEXEC)
+        fcntl.fcntl(log, fcntl.F_SETFL, fcntl.fcntl(log, fcntl.F_GETFL) | os.O_APPEND)
+        return cls(w0, r0, w1, r1, log)
+
+    @property
+    def child_fds(self) -> tuple[int, int]:
+        """The fds the child reads requests from and writes replies to."""
+        return self.child_reads, self.child_writes
+
+    def close_child_ends(self) -> None:
+        """After the spawn: the supervisor keeps only its own ends (and the log memfd)."""
+        for fd in (self.child_reads, self.child_writes):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.child_reads = self.child_writes = -1
+
+    def tail(self, n: int) -> bytes:
+        """The last `n` bytes the child wrote to its stdout/stderr and has not collected yet."""
+        try:
+            size = os.fstat(self.log).st_size
+            return os.pread(self.log, n, max(0, size - n))
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        """Close every fd still open."""
+        for fd in (self.to_child, self.child_reads, self.child_writes, self.from_child, self.log):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.to_child = self.child_reads = self.child_writes = self.from_child = self.log = -1

@@ -14,23 +14,49 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import KeyDirs
-from .runtime import Runtime
+from .runtime import SYSTEM_DIRS, NodeRuntime, Runtime
 
 MiB = 1 << 20
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
 FIXED_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": ":UTC", "TMPDIR": "/tmp"}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def command(rt: Runtime, dirs: KeyDirs, *, tmp_mb: int, seccomp_fd: int, resolv_fd: int | None = None) -> list[str]:
-    """bwrap's argv for a child running the bootstrap as `dirs.uid`; its network namespace has only loopback
-    until the supervisor attaches egress to it (`resolv_fd`: the resolv.conf it then sees)."""
+@dataclass(frozen=True)
+class Launch:
+    """What the jail binds read-only for one language runtime (host path, path inside) and what it runs."""
+
+    binds: tuple[tuple[str, str], ...]
+    argv: tuple[str, ...]
+
+
+def python_launch(rt: Runtime) -> Launch:
+    """The Python bootstrap: isolated mode, no site, no bytecode writes."""
+    binds: list[tuple[str, str]] = [(str(rt.python_copy), rt.prefix)] if rt.prefix != "/usr" else []
+    binds.append((str(rt.bootstrap), str(rt.bootstrap)))
+    return Launch(tuple(binds), (rt.executable, "-I", "-S", "-B", str(rt.bootstrap)))
+
+
+def node_launch(nrt: NodeRuntime, flags: list[str], chan_fds: tuple[int, int]) -> Launch:
+    """The Node.js bootstrap, told which inherited fds carry the protocol (read, write)."""
+    binds: list[tuple[str, str]] = [(str(nrt.copy), str(nrt.copy))] if nrt.copy is not None else []
+    binds.append((str(nrt.bootstrap), str(nrt.bootstrap)))
+    return Launch(tuple(binds), (nrt.executable, *flags, str(nrt.bootstrap), str(chan_fds[0]), str(chan_fds[1])))
+
+
+def command(rt: Runtime, dirs: KeyDirs, *, tmp_mb: int, seccomp_fd: int, resolv_fd: int | None = None,
+            launch: Launch | None = None) -> list[str]:
+    """bwrap's argv for a child running the bootstrap (`launch`, else Python's) as `dirs.uid`; its network
+    namespace has only loopback until the supervisor attaches egress to it (`resolv_fd`: the resolv.conf it
+    then sees)."""
+    lang = launch or python_launch(rt)
     tmp_bytes = str(tmp_mb * MiB)
     args = [str(rt.bwrap), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
             "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
@@ -45,26 +71,30 @@ def command(rt: Runtime, dirs: KeyDirs, *, tmp_mb: int, seccomp_fd: int, resolv_
     args += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/dev/shm",
              "--remount-ro", "/dev"]
     args += ["--size", tmp_bytes, "--perms", "1777", "--tmpfs", "/tmp"]
-    if rt.prefix != "/usr":
-        args += ["--ro-bind", str(rt.python_copy), rt.prefix]
-    args += ["--ro-bind", str(rt.bootstrap), str(rt.bootstrap)]
+    for host, inside in lang.binds:
+        args += ["--ro-bind", host, inside]
     args += ["--ro-bind", str(dirs.code), str(dirs.code)]
     if dirs.deps is not None and not dirs.deps.is_relative_to(dirs.code):
         args += ["--ro-bind", str(dirs.deps), str(dirs.deps)]
     args += ["--size", tmp_bytes, "--perms", "0700", "--tmpfs", str(dirs.work)]
     args += ["--remount-ro", "/", "--seccomp", str(seccomp_fd), "--chdir", str(dirs.work),
-             "--", rt.executable, "-I", "-S", "-B", str(rt.bootstrap)]
+             "--", *lang.argv]
     return args
 
 
-def drop_privileges(uid: int, gid: int, cgroup_procs: list[int]) -> Callable[[], None]:
-    """The pre-exec step (runs in the forked child, as root): join the cgroups, become uid/gid with no
-    supplementary groups, set no_new_privs and a parent-death signal. Only async-signal-safe calls."""
+def drop_privileges(uid: int, gid: int, cgroup_procs: list[int],
+                    limits: dict[str, list[int]] | None = None) -> Callable[[], None]:
+    """The pre-exec step (runs in the forked child, as root): join the cgroups, apply `limits` (rlimits for
+    a runtime that cannot set its own, i.e. Node.js), become uid/gid with no supplementary groups, set
+    no_new_privs and a parent-death signal. Only async-signal-safe calls."""
+    settings = [(getattr(resource, name), (soft, hard)) for name, (soft, hard) in (limits or {}).items()]
 
     def step() -> None:
         pid = str(os.getpid()).encode()
         for fd in cgroup_procs:
             os.write(fd, pid)
+        for res, pair in settings:
+            resource.setrlimit(res, pair)
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)

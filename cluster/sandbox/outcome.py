@@ -66,7 +66,7 @@ def death_error(child: Child, exit: Exit | None, config: FunctionConfig, why: st
         return err("CpuLimitExceeded", f"CPU time limit of {cpu_limit_s(config):g} s exceeded")
     if sig == signal.SIGXFSZ:
         return err("FileSizeLimitExceeded", f"file size limit of {config.max_file_mb} MB exceeded")
-    if child.cg.oom_killed():
+    if child.out_of_memory or child.cg.oom_killed():
         return err("MemoryLimitExceeded", f"memory limit of {config.memory_mb} MB exceeded")
     what = exit.describe() if exit is not None else "did not exit"
     return err("SandboxCrashed", f"the function's process {what} ({why})")

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, handler_module_path
+from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, check_handler
 
 from . import cgroups, layout, mode
 from .child import Child, Reply
@@ -115,7 +115,7 @@ class SandboxPool:
         params; else {"type","message","stack"} of the failure. Runs in a fresh jail as the key's own uid, not
         warm. Raises SandboxUnavailable when the jail cannot be applied."""
         try:
-            handler_module_path(handler)
+            check_handler(handler, config.runtime)
         except ValueError as exc:
             return err("InvalidHandler", str(exc))
         self._ensure_root()
@@ -303,6 +303,7 @@ class SandboxPool:
     def _setup_failure(self, child: Child, config: FunctionConfig, why: str) -> dict[str, Any]:
         """Why a child died before it answered: the jail's own message if it printed one, else its death."""
         exit = child.reap(0.5)
+        child.note_memory_exhaustion()
         setup = child.setup_error()
         if setup:
             return err("SandboxSetupFailed", f"the jail could not start: {setup}")
@@ -313,6 +314,7 @@ class SandboxPool:
         """The child stopped answering (deadline, EOF) or broke the protocol: kill it and say why."""
         exit = None if timed_out or child.cancelled or protocol else child.reap(0.3)
         cpu_ns = child.cg.cpu_ns() if child.cg.dirs else 0
+        child.note_memory_exhaustion()  # read before kill() removes the cgroup and closes the log memfd
         child.kill()
         exit = exit or child.exit
         with self._lock:

@@ -11,6 +11,7 @@ from core.models import FunctionConfig
 
 from .mode import SandboxUnavailable, insecure
 from .pool import SandboxPool, get_pool
+from .runtime import RuntimeUnavailable, node_source, node_version
 
 
 def jail_problem(root: Path | None = None) -> str | None:
@@ -34,4 +35,13 @@ def jail_problem(root: Path | None = None) -> str | None:
             pool.close()
     if failure is not None:
         return f"{failure.get('type')}: {failure.get('message')}"
+    return None
+
+
+def node_problem() -> str | None:
+    """None if Node.js 20 or later is installed for `runtime: nodejs20` functions; else why not."""
+    try:
+        node_version(node_source())
+    except RuntimeUnavailable as exc:
+        return str(exc)
     return None

