@@ -274,8 +274,8 @@ def feedback(anomaly_id: int, verdict: str) -> Call[Any]:
 
 
 def create_rule(rule: Mapping[str, Any]) -> Call[AlertRule]:
-    """POST /v1/alert-rules."""
-    body, headers = json_body(dict(rule))
+    """POST /v1/alert-rules (anything but an object is sent as it is, for the API to refuse with its message)."""
+    body, headers = json_body(dict(rule) if isinstance(rule, Mapping) else rule)
     return Call("POST", "/v1/alert-rules", _one(AlertRule), content=body, headers=headers)
 
 
