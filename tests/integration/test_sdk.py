@@ -265,3 +265,17 @@ async def test_async_client_deploys_invokes_waits_and_maps_errors(api_server: An
     async with AsyncClient(api_server.url, "wrong-key") as stranger:
         with pytest.raises(UnauthorizedError):
             await stranger.functions()
+
+
+def test_the_readme_example_runs_as_written(api_server: Any, admin_key: str, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Python SDK\n", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("CLOUDFN_API_URL", api_server.url)
+    monkeypatch.setenv("CLOUDFN_API_KEY", admin_key)
+    monkeypatch.chdir(ROOT)
+    exec(compile(code, "README.md#python-sdk", "exec"), {"__name__": "readme_example"})
+    out = capsys.readouterr().out
+    assert "succeeded Hello, Ada!" in out and "Hello, Bo!" in out
+    assert "['Hello, a!', 'Hello, b!'" in out and "404 not_found" in out
+    assert "['Hello, 0!', 'Hello, 1!', 'Hello, 2!']" in out
