@@ -66,6 +66,7 @@ class CountingTransport(httpx.HTTPTransport):
         super().__init__()
         self.lock = threading.Lock()
         self.now = self.peak = 0
+        self.statuses: list[int] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         counted = request.method == "POST" and request.url.path.endswith("/invocations")
@@ -76,6 +77,9 @@ class CountingTransport(httpx.HTTPTransport):
         try:
             response = super().handle_request(request)
             response.read()
+            if counted:
+                with self.lock:
+                    self.statuses.append(response.status_code)
             return response
         finally:
             if counted:
@@ -207,6 +211,17 @@ def test_invoke_many_keeps_at_most_concurrency_tasks_unfinished(api_server: Any,
         assert 2 <= max_overlap(tasks) <= 3, max_overlap(tasks)
         assert 2 <= transport.peak <= 3, transport.peak
         assert c.map("sdk-fan", [{"i": i} for i in range(5)], concurrency=2) == [{"i": i} for i in range(5)]
+
+
+def test_invoke_many_retries_what_a_full_queue_refused(api_server: Any, admin_key: str) -> None:
+    transport = CountingTransport()
+    with Client(api_server.url, admin_key, transport=transport) as c:
+        c.deploy("sdk-narrow", zip_of({"main.py": NAP}), config={"max_concurrency": 1, "max_queue": 1})
+        # four at once against room for two (one running for 2 s, one queued): two are refused with 429
+        tasks = c.invoke_many("sdk-narrow", [{"s": 2.0, "i": i} for i in range(4)], concurrency=4)
+    assert [t.output for t in tasks] == [{"i": i} for i in range(4)]
+    assert transport.statuses.count(429) >= 2 and transport.statuses.count(202) + \
+        transport.statuses.count(200) == 4, transport.statuses
 
 
 def test_map_raises_for_a_failed_task(client: Client) -> None:
