@@ -144,6 +144,10 @@ class AsyncClient:
     async def invoke(self, name: str, event: Any = None, *, wait: Literal[True], timeout_s: float | None = None,
                      version: int | None = None, idempotency_key: str | None = None) -> Task: ...
 
+    @overload
+    async def invoke(self, name: str, event: Any = None, *, wait: bool, timeout_s: float | None = None,
+                     version: int | None = None, idempotency_key: str | None = None) -> Invocation | Task: ...
+
     async def invoke(self, name: str, event: Any = None, *, wait: bool = False, timeout_s: float | None = None,
                      version: int | None = None, idempotency_key: str | None = None) -> Invocation | Task:
         """Invoke NAME with a JSON event: the accepted task's id, or with `wait` its finished record (waiting at
@@ -323,6 +327,10 @@ class AsyncClient:
     @overload
     async def invoke_pipeline(self, name: str, event: Any = None, *, wait: Literal[True],
                               timeout_s: float | None = None, idempotency_key: str | None = None) -> Task: ...
+
+    @overload
+    async def invoke_pipeline(self, name: str, event: Any = None, *, wait: bool, timeout_s: float | None = None,
+                              idempotency_key: str | None = None) -> Invocation | Task: ...
 
     async def invoke_pipeline(self, name: str, event: Any = None, *, wait: bool = False,
                               timeout_s: float | None = None, idempotency_key: str | None = None) -> Invocation | Task:

@@ -144,6 +144,10 @@ class Client:
     def invoke(self, name: str, event: Any = None, *, wait: Literal[True], timeout_s: float | None = None,
                version: int | None = None, idempotency_key: str | None = None) -> Task: ...
 
+    @overload
+    def invoke(self, name: str, event: Any = None, *, wait: bool, timeout_s: float | None = None,
+               version: int | None = None, idempotency_key: str | None = None) -> Invocation | Task: ...
+
     def invoke(self, name: str, event: Any = None, *, wait: bool = False, timeout_s: float | None = None,
                version: int | None = None, idempotency_key: str | None = None) -> Invocation | Task:
         """Invoke NAME with a JSON event: the accepted task's id, or with `wait` its finished record (waiting at
@@ -258,8 +262,12 @@ class Client:
         with progress_bar(progress, len(items), name) as done, \
                 ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(items)))) as pool:
             futures = [pool.submit(worker, done) for _ in range(max(1, min(concurrency, len(items))))]
-            for f in futures:
-                f.result()
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:  # a worker's error, or Ctrl-C here: the others take no new input
+                stop.set()
+                raise
         return [r for r in results if r is not None]
 
     def map(self, name: str, inputs: Iterable[Any], *, concurrency: int = 8, timeout_s: float | None = None,
@@ -323,6 +331,10 @@ class Client:
     @overload
     def invoke_pipeline(self, name: str, event: Any = None, *, wait: Literal[True], timeout_s: float | None = None,
                         idempotency_key: str | None = None) -> Task: ...
+
+    @overload
+    def invoke_pipeline(self, name: str, event: Any = None, *, wait: bool, timeout_s: float | None = None,
+                        idempotency_key: str | None = None) -> Invocation | Task: ...
 
     def invoke_pipeline(self, name: str, event: Any = None, *, wait: bool = False, timeout_s: float | None = None,
                         idempotency_key: str | None = None) -> Invocation | Task:
