@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -19,6 +20,8 @@ from serve_app.client import client_for
 app = typer.Typer(help="CloudFunctions: deploy, invoke and watch serverless functions on Ray.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console()
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -37,7 +40,7 @@ def emit(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def call(fn: Any, *args: Any, **kw: Any) -> Any:
+def call(fn: Callable[P, R], *args: P.args, **kw: P.kwargs) -> R:
     """Run an SDK call, turning its errors into one-line failures."""
     try:
         return fn(*args, **kw)
@@ -215,7 +218,7 @@ def anomalies(name: Annotated[str | None, typer.Argument(help="function (all if 
 @app.command()
 def feedback(anomaly_id: int, verdict: Annotated[str, typer.Argument(help="false_positive or confirmed")]) -> None:
     """Tell the detectors whether an anomaly was real."""
-    call(client().feedback, anomaly_id, verdict)
+    call(client().feedback, anomaly_id, cast(Any, verdict))  # any other word: the API's 400 says which are valid
     out.print(f"anomaly {anomaly_id}: {verdict}")
 
 
@@ -223,7 +226,7 @@ def feedback(anomaly_id: int, verdict: Annotated[str, typer.Argument(help="false
 def alerts(state: Annotated[str | None, typer.Option(help="firing or resolved")] = None,
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Alerts with their delivery history."""
-    data = [a.raw for a in call(client().alerts, state=state or None)]
+    data = [a.raw for a in call(client().alerts, state=cast(Any, state or None))]  # the API refuses other states
     if as_json:
         emit(data)
         return
