@@ -96,26 +96,26 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
 
 def deploy_examples(settings: Settings) -> None:
     """Deploy each folder of examples/ unless its active version already has the same content."""
+    from cloudfn import CloudFnError
     from core.bundles import validate_and_repack, zip_folder
-    from serve_app.client import ApiError, Client
+    from serve_app.client import client_for
 
     if not EXAMPLES.is_dir():
         return
-    c = Client(settings)
-    for d in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and (p / "main.py").exists()):
-        data = zip_folder(d)
-        sha = validate_and_repack(data, "main.handler", _limits(settings)).sha256
-        try:
-            current = c.json("GET", f"/v1/functions/{d.name}")
-            if current.get("sha256") == sha:
-                continue
-        except ApiError:
-            pass
-        try:
-            v = c.deploy(d.name, data, None, None)
-            say(f"deployed example {d.name} v{v['version']}")
-        except ApiError as exc:
-            say(f"could not deploy example {d.name}: {exc}")
+    with client_for(settings) as c:
+        for d in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and (p / "main.py").exists()):
+            data = zip_folder(d)
+            sha = validate_and_repack(data, "main.handler", _limits(settings)).sha256
+            try:
+                if c.function(d.name).sha256 == sha:
+                    continue
+            except CloudFnError:
+                pass
+            try:
+                v = c.deploy(d.name, data)
+                say(f"deployed example {d.name} v{v.version}")
+            except CloudFnError as exc:
+                say(f"could not deploy example {d.name}: {exc}")
 
 
 def _limits(settings: Settings) -> Any:
