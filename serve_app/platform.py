@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
+from analytics.alerting.config import AlertingConfig, AlertingConfigError, load_alerting_config
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
@@ -60,6 +61,14 @@ class Caller:
     is_admin: bool
 
 
+def _alerting_config(settings: Settings, channels: ChannelSettings) -> AlertingConfig:
+    """The alerting file, checked: every channel type its receivers use must be configured (else it cannot start)."""
+    config = load_alerting_config(settings.alerting_config)
+    if (why := channels.refusal(sorted(config.channel_types()))) is not None:
+        raise AlertingConfigError(f"{settings.alerting_config}: receivers cannot deliver: {why}")
+    return config
+
+
 class Platform:
     """Everything the routes need; created inside the Serve replica (or a test process)."""
 
@@ -89,6 +98,7 @@ class Platform:
         self.detectors: list[Any] = []
         self.alerts: Any = None
         self.channels = ChannelSettings.from_settings(settings)
+        self.alerting = _alerting_config(settings, self.channels)
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self.started = False
@@ -101,8 +111,9 @@ class Platform:
         await self.sandbox.probe()
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
         self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
-                                              self.settings.resolved_api_url, self.channels)
-        await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
+                                              self.settings.resolved_api_url, self.channels, self.alerting)
+        # an actor left by an earlier run keeps its old settings
+        await self.alerts.configure.remote(self.channels, self.alerting)
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
                                          shard_of=handles.shard_of)

@@ -103,6 +103,14 @@ class Aggregator:
         if group is not None and not group.flushed:
             group.notified, group.last_notify_at, group.flushed = dict(notified), at, True
 
+    def forget(self, keys: list[str], now: float) -> None:
+        """Undo the last flush of these groups (their notices could not be stored): they flush again at once."""
+        for key in keys:
+            group = self.groups.get(key)
+            if group is not None:
+                group.notified, group.last_notify_at, group.flushed = {}, None, False
+                group.created_at = now - group.route.group_wait_s
+
     def flush(self, now: float, muted: Muted = lambda _labels: False) -> list[GroupNotice]:
         """The notices due at `now`; groups left with nothing to tell are dropped."""
         out: list[GroupNotice] = []
@@ -118,6 +126,9 @@ class Aggregator:
         return out
 
     def _flush_group(self, group: Group, now: float, muted: Muted) -> GroupNotice | None:
+        gap = min(group.route.group_interval_s, group.repeat_interval_s)
+        if group.last_notify_at is not None and now - group.last_notify_at < gap:
+            return None  # too soon for any notice: skip the muting checks
         firing = {fp for fp, a in group.alerts.items() if a.status == "firing" and not muted(a.labels)}
         told_firing = {fp for fp, s in group.notified.items() if s == "firing"}
         resolved = {fp for fp, a in group.alerts.items() if a.status == "resolved" and fp in told_firing}
