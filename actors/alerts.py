@@ -25,6 +25,7 @@ from analytics.aggregates import aggregate
 from analytics.alerting import AlertRuleSpec, Notifier, RuleState, step_anomaly, step_threshold
 from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.config import AlertingConfig, route
+from analytics.alerting.evaluate import matches
 from analytics.alerting.flapping import Episode, damp
 from analytics.alerting.group_message import alertmanager_group_payload
 from analytics.alerting.grouping import Aggregator, AlertInstance, GroupNotice
@@ -107,7 +108,7 @@ class AlertEngine:
             new, transition = step_threshold(spec, state, value, now)
         else:
             anomalies = self._anomalies(rule.namespace, spec.function, now)
-            latest = max(anomalies, key=lambda a: a["detected_at"], default={})
+            latest = max((a for a in anomalies if matches(spec, a)), key=lambda a: a["detected_at"], default={})
             new, transition = step_anomaly(spec, state, anomalies, now, self.quiet_s)
         episode, action = damp(episode, transition, now, self.config.flap_window)
         with self.engine.begin() as conn:

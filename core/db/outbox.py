@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from core.db.tables import AlertDelivery, AlertNotification, AlertSilence
 
@@ -35,7 +36,8 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: float) -> lis
     """Insert notices (due now) in the caller's transaction; return their ids."""
     if not rows:
         return []
-    values = [{**r, "state": "pending", "attempts": 0, "next_attempt_at": _ts(now)} for r in rows]
+    values = [{**r, "state": "pending", "attempts": 0, "next_attempt_at": _ts(now), "created_at": _ts(now)}
+              for r in rows]
     return list(conn.execute(insert(AlertNotification).values(values).returning(AlertNotification.id)).scalars())
 
 
@@ -47,7 +49,7 @@ def claim_due(engine: Engine, now: float, lease_s: float, limit: int = 50) -> li
             select(AlertNotification).where(AlertNotification.state == "pending",
                                             AlertNotification.next_attempt_at <= _ts(now))
             .order_by(AlertNotification.next_attempt_at, AlertNotification.id).limit(limit)
-            .with_for_update(skip_locked=True)).scalars().all()
+            .with_for_update(skip_locked=True)).all()
         if rows:
             conn.execute(update(AlertNotification).where(AlertNotification.id.in_([r.id for r in rows]))
                          .values(next_attempt_at=_ts(now + lease_s)))
@@ -86,7 +88,7 @@ def last_notices(engine: Engine, since: float) -> list[tuple[str, dict[str, Any]
         rows = conn.execute(
             select(AlertNotification.group_key, AlertNotification.payload, AlertNotification.created_at)
             .where(AlertNotification.created_at >= _ts(since))
-            .distinct(AlertNotification.group_key)
+            .ext(distinct_on(AlertNotification.group_key))
             .order_by(AlertNotification.group_key, AlertNotification.created_at.desc())).all()
     return [(r[0], dict(r[1]), r[2].timestamp()) for r in rows]
 
@@ -94,14 +96,9 @@ def last_notices(engine: Engine, since: float) -> list[tuple[str, dict[str, Any]
 def active_silences(engine: Engine, now: float) -> list[Any]:
     """Silences not yet expired (pending ones too: they may start before the next read)."""
     with engine.connect() as conn:
-        return list(conn.execute(select(AlertSilence).where(AlertSilence.ends_at > _ts(now))).scalars())
+        return list(conn.execute(select(AlertSilence).where(AlertSilence.ends_at > _ts(now))).all())
 
 
 def retry_delay(failed_attempts: int, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Backoff before the next attempt: doubling from `base_s`, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, failed_attempts - 1)))
-
-
-def lease_deadline(now: float, lease_s: float) -> datetime:
-    """When a claim made now runs out."""
-    return _ts(now) + timedelta(seconds=lease_s)
