@@ -10,6 +10,7 @@ group's notice is committed to `alert_notifications` (one row per channel) befor
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -262,5 +263,5 @@ class AlertDispatcher:
 
     def stats(self) -> dict[str, Any]:
         """Counters."""
-        return {"evaluations": self.engine.evaluations, "enqueued": self.engine.enqueued, "sent": self.worker.sent,
+        return {"pid": os.getpid(), "evaluations": self.engine.evaluations, "enqueued": self.engine.enqueued, "sent": self.worker.sent,
                 "groups": len(self.engine.aggregator.groups)}

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import Settings
+from serve_app.cli_silences import silence_app
 from serve_app.client import ApiError, Client, load_archive
 
 app = typer.Typer(help="CloudFunctions: deploy, invoke and watch serverless functions on Ray.",
@@ -330,6 +331,8 @@ def rules_delete(rule_id: int) -> None:
     call(client().request, "DELETE", f"/v1/alert-rules/{rule_id}")
     out.print(f"rule {rule_id}: deleted")
 
+
+app.add_typer(silence_app, name="silence")
 
 detect_app = typer.Typer(help="Anomaly detection tools.", no_args_is_help=True)
 app.add_typer(detect_app, name="detect")
