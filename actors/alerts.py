@@ -263,5 +263,6 @@ class AlertDispatcher:
 
     def stats(self) -> dict[str, Any]:
         """Counters."""
-        return {"pid": os.getpid(), "evaluations": self.engine.evaluations, "enqueued": self.engine.enqueued, "sent": self.worker.sent,
+        return {"pid": os.getpid(), "evaluations": self.engine.evaluations, "enqueued": self.engine.enqueued,
+                "sent": self.worker.sent,
                 "groups": len(self.engine.aggregator.groups)}
