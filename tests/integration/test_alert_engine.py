@@ -286,3 +286,42 @@ def test_failed_attempts_are_recorded_and_retried_with_the_same_id(alert_db: str
     parsed = email.message_from_bytes(mails[0]["content"])
     assert parsed["Message-ID"] == f"<{notice.dedup_id}@cloudfn>"
     assert parsed["Subject"].startswith("[FIRING] mailed on mail-fn")
+
+
+def test_rules_without_channels_follow_the_routing_tree(alert_db: str, tmp_path: Path, tenant: str) -> None:
+    sinks = {name: WebhookSink(SECRET) for name in ("ops", "pager", "team")}
+    try:
+        w = make_world(alert_db, tmp_path, {
+            "route": {"receiver": "ops", "group_wait": "0s", "routes": [
+                {"matchers": ['severity="critical"'], "receiver": "pager", "continue": True},
+                {"matchers": ['function=~"api|web"'], "receiver": "team"}]},
+            "receivers": [{"name": n, "channels": [{"type": "webhook", "url": s.url, "secret": SECRET}]}
+                          for n, s in sinks.items()]})
+        w.rule(tenant, name="down", function="api", kind="anomaly", labels={"severity": "critical"})
+        w.rule(tenant, name="slowish", function="api", kind="anomaly")
+        w.rule(tenant, name="late", function="batch", kind="anomaly")
+        w.tick(T0)
+        fire(w, tenant, ["api", "batch"], T0)
+        assert w.deliver() == 4
+        told = {n: sorted(a["labels"]["alertname"] for b in s.processed.values() for a in b["alerts"])
+                for n, s in sinks.items()}
+        # critical: pager, and `continue` goes on to the next matching child; no child matches batch: the default
+        assert told == {"pager": ["down"], "team": ["down", "slowish"], "ops": ["late"]}
+        assert {b["receiver"] for b in sinks["team"].processed.values()} == {"team"}
+    finally:
+        for s in sinks.values():
+            s.close()
+
+
+def test_a_restarted_engine_does_not_notify_again_what_it_already_stored(alert_db: str, tmp_path: Path,
+                                                                          hook: WebhookSink, tenant: str) -> None:
+    w = make_world(alert_db, tmp_path, {"route": {"group_wait": "0s"}})
+    w.rule(tenant, **anomaly_rule("once", "once-fn", [{"type": "webhook", "url": hook.url, "secret": SECRET}]))
+    w.tick(T0)
+    fire(w, tenant, ["once-fn"], T0)
+    assert len(w.notices(tenant)) == 1
+    again = make_world(alert_db, tmp_path, {"route": {"group_wait": "0s"}})  # a new process: empty groups
+    for k in range(2, 8):
+        again.tick(T0 + k)
+    assert len(w.notices(tenant)) == 1  # still firing, already told: seeded from the outbox, nothing new
+    again.db.dispose()

@@ -95,3 +95,30 @@ def test_config_file_missing_is_defaults_and_bad_yaml_is_an_error(tmp_path: Path
     bad.write_text("route: [unclosed\n")
     with pytest.raises(AlertingConfigError, match="not valid YAML"):
         load_alerting_config(bad)
+
+
+def test_environment_wins_over_the_file_for_channel_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import Settings
+
+    cfg = tmp_path / "alerting.yaml"
+    cfg.write_text("channels:\n  smtp_url: smtp://file.example:25\n  smtp_from: file@example.com\n"
+                   "  sms_sid: FILE\n")
+    monkeypatch.setenv("CLOUDFN_SMTP_URL", "smtp://env.example:2525")
+    monkeypatch.delenv("CLOUDFN_SMTP_FROM", raising=False)
+    monkeypatch.delenv("CLOUDFN_SMS_SID", raising=False)
+    s = Settings(home=tmp_path, alerting_config=cfg)
+    assert (s.smtp_url, s.smtp_from, s.sms_sid) == ("smtp://env.example:2525", "file@example.com", "FILE")
+    again = Settings(**s.model_dump(mode="json"))  # as a Serve replica rebuilds them
+    assert (again.smtp_url, again.sms_sid) == ("smtp://env.example:2525", "FILE")
+
+
+def test_receivers_with_unconfigured_channels_stop_the_start(tmp_path: Path) -> None:
+    from analytics.alerting.channel_config import ChannelSettings
+    from core.settings import Settings
+    from serve_app.platform import _alerting_config
+
+    cfg = tmp_path / "alerting.yaml"
+    cfg.write_text("route: {receiver: mail}\nreceivers:\n  - name: mail\n    channels: [{type: email, to: a@b.co}]\n")
+    s = Settings(home=tmp_path, alerting_config=cfg, smtp_url=None, smtp_from=None)
+    with pytest.raises(AlertingConfigError, match="channel email needs CLOUDFN_SMTP_URL"):
+        _alerting_config(s, ChannelSettings.from_settings(s))
