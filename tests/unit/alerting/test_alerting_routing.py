@@ -122,3 +122,17 @@ def test_receivers_with_unconfigured_channels_stop_the_start(tmp_path: Path) -> 
     s = Settings(home=tmp_path, alerting_config=cfg, smtp_url=None, smtp_from=None)
     with pytest.raises(AlertingConfigError, match="channel email needs CLOUDFN_SMTP_URL"):
         _alerting_config(s, ChannelSettings.from_settings(s))
+
+
+def test_the_readme_example_is_a_valid_alerting_file() -> None:
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("A complete `configs/alerting.yaml`:\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_alerting_config(yaml.safe_load(block))
+    assert {r.name for r in cfg.receivers} == {"team", "pager", "payments"}
+    assert [m.receiver for m in route(cfg.route, {"severity": "critical", "function": "payroll"})] == [
+        "pager", "payments"]
+    assert cfg.inhibit_rules[0].equal == ["function"]
+    shipped = load_alerting_config(Path(__file__).resolve().parents[3] / "configs" / "alerting.yaml")
+    assert shipped.route.group_wait == 0.5 and shipped.receivers == []
