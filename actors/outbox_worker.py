@@ -11,13 +11,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 
 from analytics.alerting.delivery import Notifier
 from analytics.alerting.group_message import GroupMessage
+from analytics.alerting.labels import channel_label
 from analytics.alerting.rules import Channel
 from core.db.outbox import OutboxRow, claim_due, record_attempt, release_claims, retry_delay
 
@@ -26,15 +26,6 @@ LEASE_S = 60.0  # longer than one attempt can take (the Notifier's timeout is 5 
 POLL_S = 0.25
 RETRY_AFTER_CAP_S = 300.0
 _CHANNEL = TypeAdapter(Channel)
-
-
-def channel_label(channel: dict[str, Any]) -> str:
-    """How a delivery names its channel: `type:target` (a Slack URL's secret path elided)."""
-    t = channel.get("type")
-    target = channel.get("url") or channel.get("webhook_url") or channel.get("to") or ""
-    if t == "slack":
-        target = str(target).split("/services/")[0] + "/services/…"
-    return f"{t}:{target}"[:300]
 
 
 class OutboxWorker:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import Settings
+from serve_app.cli_notifications import notifications_app
 from serve_app.cli_silences import silence_app
 from serve_app.client import ApiError, Client, load_archive
 
@@ -333,6 +334,7 @@ def rules_delete(rule_id: int) -> None:
 
 
 app.add_typer(silence_app, name="silence")
+app.add_typer(notifications_app, name="notifications")
 
 detect_app = typer.Typer(help="Anomaly detection tools.", no_args_is_help=True)
 app.add_typer(detect_app, name="detect")

@@ -171,6 +171,7 @@ def register(app: FastAPI) -> None:
                 "channel": d.channel, "notification": d.notification, "attempt": d.attempt, "status": d.status,
                 "at": d.at.isoformat(), "error": d.error})
         return {"alerts": [{"id": a.id, "rule_id": a.rule_id, "function": a.function, "state": a.state,
+                            "labels": (a.details or {}).get("labels", {}),
                             "value": a.value, "started_at": a.started_at.isoformat(),
                             "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
                             "deliveries": by_alert.get(a.id, [])} for a in rows]}

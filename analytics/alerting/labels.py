@@ -25,3 +25,12 @@ def direct_receiver(tenant: str, channels: Sequence[Mapping[str, Any]]) -> str:
     """The receiver name of a rule's own channels: rules of one tenant with the same channels share it."""
     raw = json.dumps([tenant, list(channels)], sort_keys=True, separators=(",", ":"))
     return "rule-channels-" + hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def channel_label(channel: dict[str, Any]) -> str:
+    """How a delivery names its channel: `type:target` (a Slack URL's secret path elided)."""
+    t = channel.get("type")
+    target = channel.get("url") or channel.get("webhook_url") or channel.get("to") or ""
+    if t == "slack":
+        target = str(target).split("/services/")[0] + "/services/…"
+    return f"{t}:{target}"[:300]

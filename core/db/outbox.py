@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.db.tables import AlertDelivery, AlertNotification, AlertSilence
 
@@ -102,3 +103,10 @@ def active_silences(engine: Engine, now: float) -> list[Any]:
 def retry_delay(failed_attempts: int, base_s: float = 1.0, cap_s: float = 300.0) -> float:
     """Backoff before the next attempt: doubling from `base_s`, capped."""
     return float(min(cap_s, base_s * 2 ** max(0, failed_attempts - 1)))
+
+
+async def list_notifications(engine: AsyncEngine, namespace: str, limit: int) -> list[Any]:
+    """A tenant's newest notices (outbox rows), for the API."""
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(AlertNotification).where(AlertNotification.namespace == namespace)
+                                        .order_by(AlertNotification.id.desc()).limit(limit))).all())

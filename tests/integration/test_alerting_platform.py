@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,8 +57,14 @@ def test_every_channel_delivers_from_one_rule_firing(api: httpx.Client, mail_sin
                                    if len({d["channel"].split(":")[0] for d in a["deliveries"]}) == 4], 20)
         assert {d["channel"].split(":")[0] for d in alerts[0]["deliveries"] if d["status"] == "delivered"} == {
             "webhook", "slack", "email", "sms"}
+        assert alerts[0]["labels"]["tenant"] == "default"
         # one notice per channel: nothing was sent twice
         assert len(hook.received) == 1 and len(slack.messages) == 1 and len(mails) == 1 and len(texts) == 1
+        notices = [n for n in api.get("/v1/alert-notifications").json()["notifications"]
+                   if n["alertname"] == "four-ways-up"]
+        assert sorted(n["channel"].split(":")[0] for n in notices) == ["email", "slack", "sms", "webhook"]
+        assert {n["state"] for n in notices} == {"delivered"} and {tuple(n["functions"]) for n in notices} == {
+            ("four-ways",)}
     finally:
         hook.close()
         slack.close()
@@ -135,6 +142,10 @@ def test_cli_silence_add_list_expire(api_server: Any, admin_key: str, monkeypatc
     assert sid not in runner.invoke(app, ["silence", "list", "-q"]).output.split()
     bad = runner.invoke(app, ["silence", "add", "function", "-c", "x"])
     assert bad.exit_code != 0 and "not a matcher" in bad.output
+    listed_notices = runner.invoke(app, ["notifications", "list", "--json"])
+    assert listed_notices.exit_code == 0
+    rows = json.loads(listed_notices.output)
+    assert isinstance(rows, list) and all({"receiver", "channel", "state", "attempts"} <= set(r) for r in rows)
 
 
 def api_server_json(api_server: Any, key: str, path: str) -> Any:
