@@ -83,6 +83,7 @@ class AlertEngine:
                 changed += self._evaluate(rule, now)
             except Exception:
                 log.exception("evaluating rule %s failed", rule.id)
+        self.aggregator.resolve_unless({r.id for r in rules}, now)
         if not self._seeded:
             self._seed()
         self.evaluations += 1
@@ -152,7 +153,7 @@ class AlertEngine:
             fingerprint=fingerprint(labels), labels=labels, status="resolved" if resolved else "firing",
             starts_at=state.fired_at or now, ends_at=(episode.resolved_at or now) if resolved else None,
             value=state.value, annotations={**spec.annotations, "summary": _summary(spec, state)},
-            generator_url=f"{self.api_url}/v1/alerts?rule_id={rule.id}", alert_id=episode.alert_id,
+            generator_url=f"{self.api_url}/v1/alerts?rule_id={rule.id}", alert_id=episode.alert_id, rule_id=rule.id,
             repeat_interval_s=spec.repeat_interval_s)
         matches = route(self.config.route, labels)
         if spec.channels:

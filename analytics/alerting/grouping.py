@@ -35,6 +35,7 @@ class AlertInstance:
     annotations: dict[str, str] = field(default_factory=dict)
     generator_url: str = ""
     alert_id: int | None = None
+    rule_id: int | None = None
     repeat_interval_s: float | None = None  # the rule's own override of the route's repeat_interval
 
 
@@ -102,6 +103,16 @@ class Aggregator:
         group = self.groups.get(key)
         if group is not None and not group.flushed:
             group.notified, group.last_notify_at, group.flushed = dict(notified), at, True
+
+    def resolve_unless(self, live_rules: set[int], now: float) -> int:
+        """Resolve firing alerts whose rule is gone (deleted): their groups tell it once; return how many."""
+        n = 0
+        for group in self.groups.values():
+            for a in group.alerts.values():
+                if a.status == "firing" and a.rule_id is not None and a.rule_id not in live_rules:
+                    a.status, a.ends_at = "resolved", now
+                    n += 1
+        return n
 
     def forget(self, keys: list[str], now: float) -> None:
         """Undo the last flush of these groups (their notices could not be stored): they flush again at once."""

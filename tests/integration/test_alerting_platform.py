@@ -192,3 +192,12 @@ def test_kill_9_of_the_dispatcher_mid_send_then_restart_delivers_once_to_a_dedup
     finally:
         hook.close()
         plain.close()
+
+
+def test_a_rule_without_channels_is_refused_while_no_route_has_a_receiver(api: httpx.Client) -> None:
+    deploy(api, "four-ways", files={"main.py": SPIN})
+    rule = count_rule("nowhere", "four-ways", [])
+    del rule["channels"]
+    r = api.post("/v1/alert-rules", json=rule)
+    assert r.status_code == 400, r.text
+    assert "routes nowhere" in r.json()["error"]["message"]

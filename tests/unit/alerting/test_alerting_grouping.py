@@ -114,3 +114,14 @@ def test_flap_damping_keeps_one_episode() -> None:
     assert damp(ep, None, now=120, window_s=10)[1] == "close"
     assert damp(ep, "firing", now=125, window_s=10)[1] == "open"
     assert damp(Episode(alert_id=1), "resolved", now=0, window_s=0)[1] == "close"
+
+
+def test_an_alert_of_a_deleted_rule_is_resolved_once() -> None:
+    agg = Aggregator()
+    a = alert("fn")
+    a.rule_id = 7
+    agg.put("team", ROUTE, a, 0)
+    assert [n.status for n in agg.flush(2)] == ["firing"]
+    assert agg.resolve_unless({7, 8}, 5) == 0
+    assert agg.resolve_unless({8}, 6) == 1
+    assert [n.status for n in agg.flush(12)] == ["resolved"] and agg.groups == {}
