@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
-from analytics.alerting.config import AlertingConfig, AlertingConfigError, load_alerting_config
+from analytics.alerting.config import checked_alerting_config
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
@@ -61,14 +61,6 @@ class Caller:
     is_admin: bool
 
 
-def _alerting_config(settings: Settings, channels: ChannelSettings) -> AlertingConfig:
-    """The alerting file, checked: every channel type its receivers use must be configured (else it cannot start)."""
-    config = load_alerting_config(settings.alerting_config)
-    if (why := channels.refusal(sorted(config.channel_types()))) is not None:
-        raise AlertingConfigError(f"{settings.alerting_config}: receivers cannot deliver: {why}")
-    return config
-
-
 class Platform:
     """Everything the routes need; created inside the Serve replica (or a test process)."""
 
@@ -98,7 +90,7 @@ class Platform:
         self.detectors: list[Any] = []
         self.alerts: Any = None
         self.channels = ChannelSettings.from_settings(settings)
-        self.alerting = _alerting_config(settings, self.channels)
+        self.alerting = checked_alerting_config(settings.alerting_config, self.channels)
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self.started = False

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.durations import parse_duration
 from analytics.alerting.matchers import LABEL_NAME_RE, Matcher, parse_matchers
 from analytics.alerting.rules import Channel
@@ -233,3 +234,12 @@ def channel_overrides(config: AlertingConfig, set_by_env: set[str]) -> dict[str,
     """The file's channel settings for the fields the environment did not set (the variables win)."""
     values = config.channels.model_dump(exclude_none=True)
     return {k: v for k, v in values.items() if k in CHANNEL_KEYS and k not in set_by_env}
+
+
+def checked_alerting_config(path: Path, channels: ChannelSettings) -> AlertingConfig:
+    """The alerting file, checked also against the platform: every channel type its receivers use must be
+    configured (AlertingConfigError otherwise: the platform does not start)."""
+    config = load_alerting_config(path)
+    if (why := channels.refusal(sorted(config.channel_types()))) is not None:
+        raise AlertingConfigError(f"{path}: receivers cannot deliver: {why}")
+    return config

@@ -114,14 +114,14 @@ def test_environment_wins_over_the_file_for_channel_settings(tmp_path: Path, mon
 
 def test_receivers_with_unconfigured_channels_stop_the_start(tmp_path: Path) -> None:
     from analytics.alerting.channel_config import ChannelSettings
+    from analytics.alerting.config import checked_alerting_config
     from core.settings import Settings
-    from serve_app.platform import _alerting_config
 
     cfg = tmp_path / "alerting.yaml"
     cfg.write_text("route: {receiver: mail}\nreceivers:\n  - name: mail\n    channels: [{type: email, to: a@b.co}]\n")
     s = Settings(home=tmp_path, alerting_config=cfg, smtp_url=None, smtp_from=None)
     with pytest.raises(AlertingConfigError, match="channel email needs CLOUDFN_SMTP_URL"):
-        _alerting_config(s, ChannelSettings.from_settings(s))
+        checked_alerting_config(cfg, ChannelSettings.from_settings(s))
 
 
 def test_the_readme_example_is_a_valid_alerting_file() -> None:
