@@ -113,6 +113,8 @@ class AlertEngine:
             latest = max((a for a in anomalies if matches(spec, a)), key=lambda a: a["detected_at"], default={})
             new, transition = step_anomaly(spec, state, anomalies, now, self.quiet_s)
         episode, action = damp(episode, transition, now, self.config.flap_window)
+        if labels is None and episode.alert_id is not None:  # an episode opened before alerts had labels
+            labels = alert_labels(spec, rule.namespace, version=None, metric=latest.get("metric"))
         with self.engine.begin() as conn:
             if action == "open":
                 version = latest.get("version") if latest else conn.execute(select(Function.active_version).where(
