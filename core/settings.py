@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.smtp_url import parse_smtp_url
 
 TWILIO_API = "https://api.twilio.com"
-ALERTING_CONFIG = Path("configs/alerting.yaml")
+ALERTING_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alerting.yaml"  # this checkout's
 CHANNEL_FIELDS = ("smtp_url", "smtp_from", "sms_provider", "sms_url", "sms_sid", "sms_token", "sms_from")
 
 
