@@ -15,6 +15,8 @@ from rich.table import Table
 
 from cloudfn import Client, CloudFnError, Task
 from core.settings import Settings
+from serve_app.cli_notifications import notifications_app
+from serve_app.cli_silences import silence_app
 from serve_app.client import client_for
 
 app = typer.Typer(help="CloudFunctions: deploy, invoke and watch serverless functions on Ray.",
@@ -328,6 +330,9 @@ def rules_delete(rule_id: int) -> None:
     call(client().delete_rule, rule_id)
     out.print(f"rule {rule_id}: deleted")
 
+
+app.add_typer(silence_app, name="silence")
+app.add_typer(notifications_app, name="notifications")
 
 detect_app = typer.Typer(help="Anomaly detection tools.", no_args_is_help=True)
 app.add_typer(detect_app, name="detect")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cloudfn import Client
 from core.settings import Settings
 
@@ -19,3 +21,9 @@ def read_key(settings: Settings) -> str | None:
 def client_for(settings: Settings, *, timeout_s: float = 120.0) -> Client:
     """A client of the API these settings point at, with their key."""
     return Client(settings.resolved_api_url, read_key(settings), timeout_s=timeout_s)
+
+
+def api_json(method: str, path: str, **kwargs: Any) -> Any:
+    """One request to a route the SDK has no method for; its JSON body (None when empty). Raises CloudFnError."""
+    r = client_for(Settings()).request(method, path, **kwargs)
+    return r.json() if r.content else None

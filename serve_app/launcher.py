@@ -136,6 +136,8 @@ def run(settings: Settings) -> int:
     import ray
     from ray import serve
 
+    from analytics.alerting.channel_config import ChannelSettings
+    from analytics.alerting.config import checked_alerting_config
     from cluster.ray_runtime import kill_strays, start_or_join
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine
@@ -155,6 +157,8 @@ def run(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     db_server = dash = None
     try:
+        # a bad configs/alerting.yaml stops the start here, with the file, the field and what is wrong
+        checked_alerting_config(settings.alerting_config, ChannelSettings.from_settings(settings))
         url, db_server = prepare_database(settings)
         engine = make_engine(url, pool_size=1)
         ensure_admin_key(engine, settings.admin_key_path)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
+from analytics.alerting.config import checked_alerting_config
 from analytics.lake import ParquetLake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
@@ -89,6 +90,7 @@ class Platform:
         self.detectors: list[Any] = []
         self.alerts: Any = None
         self.channels = ChannelSettings.from_settings(settings)
+        self.alerting = checked_alerting_config(settings.alerting_config, self.channels)
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self.started = False
@@ -102,8 +104,10 @@ class Platform:
         resource = self.settings.monitor_resource
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url, resource=resource)
         self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
-                                              self.settings.resolved_api_url, self.channels, resource)
-        await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
+                                              self.settings.resolved_api_url, self.channels, self.alerting,
+                                              resource)
+        # an actor left by an earlier run keeps its old settings
+        await self.alerts.configure.remote(self.channels, self.alerting)
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
                                          shard_of=handles.shard_of)
