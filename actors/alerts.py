@@ -24,7 +24,7 @@ from analytics.aggregates import aggregate
 from analytics.alerting import AlertRuleSpec, Attempt, Notification, Notifier, RuleState, step_anomaly, step_threshold
 from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.delivery import delivered
-from analytics.lake import ParquetLake
+from analytics.lake import open_lake
 from core.db.engine import make_engine
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
@@ -40,7 +40,7 @@ class AlertEngine:
     def __init__(self, database_url: str, lake_path: str, api_url: str, *, notifier: Notifier | None = None,
                  anomaly_quiet_s: float = ANOMALY_QUIET_S) -> None:
         self.engine = make_engine(database_url, pool_size=3)
-        self.lake = ParquetLake(lake_path)
+        self.lake = open_lake(lake_path)
         self.api_url = api_url
         self.notifier = notifier or Notifier()
         self.quiet_s = anomaly_quiet_s

@@ -117,8 +117,16 @@ class Settings(BaseSettings):
         return Path(str(v)).expanduser() if v is not None else v
 
     @property
+    def lake_location(self) -> str:
+        """Where the lake is: s3://bucket/prefix or gs://bucket/prefix as given, else the local folder."""
+        uri = (self.lake_uri or "").strip()
+        if uri.split("://", 1)[0] in ("s3", "gs", "gcs") and "://" in uri:
+            return uri
+        return str(self.lake_path)
+
+    @property
     def lake_path(self) -> Path:
-        """The lake's local folder."""
+        """The lake's local folder (when it is not on object storage)."""
         uri = self.lake_uri or str(self.home / "lake")
         return Path(uri.removeprefix("file://")).expanduser()
 

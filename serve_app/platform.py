@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
-from analytics.lake import ParquetLake
+from analytics.lake import open_lake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
@@ -84,7 +84,7 @@ class Platform:
         self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
-        self.lake = ParquetLake(settings.lake_path)
+        self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None
         self.detectors: list[Any] = []
         self.alerts: Any = None
@@ -100,7 +100,7 @@ class Platform:
         self.started = True
         await self.sandbox.probe()
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url)
-        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
+        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, self.lake.uri,
                                               self.settings.resolved_api_url, self.channels)
         await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
