@@ -5,14 +5,9 @@ reader; the same figures as the same rows in a local lake."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pyarrow.fs as pafs
 import pytest
 
@@ -22,40 +17,17 @@ from analytics.lake import ParquetLake, open_lake
 from analytics.object_lake import ObjectStoreLake, filesystem_for, s3_filesystem
 from core.models import MetricRecord, TaskStatus
 from core.settings import Settings
+from tests.s3_server import MotoS3
 
 BUCKET = "cloudfn-lake"
 NOW = 1_780_000_000.0  # a fixed time: rows and windows never depend on the clock
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    """moto_server on a free port, a bucket in it, and AWS's variables pointing at it."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_REGION": "us-east-1"}
-        admin = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="testing",
-                                  secret_key="testing", region="us-east-1", allow_bucket_creation=True)
-        admin.create_dir(BUCKET)
-        yield env
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """moto's S3 server with a bucket, and AWS's variables pointing at it."""
+    with MotoS3(BUCKET) as server:
+        yield server.env
 
 
 @pytest.fixture()
