@@ -45,3 +45,11 @@ def test_up_refuses_a_bad_serve_config_before_starting_anything(tmp_path: Path) 
         plat.__enter__()
     assert "'Other'" in str(err.value) and str(path) in str(err.value)
     assert not (plat.home / "admin.key").exists()  # nothing was started
+
+
+def test_up_refuses_a_lake_uri_it_cannot_use() -> None:
+    plat = PlatformProcess(extra_env={"CLOUDFN_LAKE_URI": "s3:///no-bucket"})
+    with pytest.raises(RuntimeError, match="cloudfn up exited") as err:
+        plat.__enter__()
+    assert "s3://bucket/prefix" in str(err.value)
+    assert not (plat.home / "admin.key").exists()
