@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.models import NAME_RE, MetricRecord
+from core.settings import LAKE_OBJECT_SCHEMES as OBJECT_SCHEMES
 
 if TYPE_CHECKING:
     import duckdb
@@ -117,7 +118,6 @@ def records_to_table(records: Sequence[MetricRecord], *, with_partitions: bool =
     return pa.table(cols, schema=schema)
 
 
-OBJECT_SCHEMES = ("s3", "gs", "gcs")
 # DuckDB's options for reading the lake's files: the partition columns typed (an all-digit name stays a string)
 HIVE_OPTIONS = "hive_partitioning = true, hive_types = {'date': DATE, 'function': VARCHAR}"
 

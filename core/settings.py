@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.smtp_url import parse_smtp_url
 
 TWILIO_API = "https://api.twilio.com"
+LAKE_OBJECT_SCHEMES = ("s3", "gs", "gcs")  # CLOUDFN_LAKE_URI schemes that mean object storage
 
 
 class Settings(BaseSettings):
@@ -120,7 +121,7 @@ class Settings(BaseSettings):
     def lake_location(self) -> str:
         """Where the lake is: s3://bucket/prefix or gs://bucket/prefix as given, else the local folder."""
         uri = (self.lake_uri or "").strip()
-        if uri.split("://", 1)[0] in ("s3", "gs", "gcs") and "://" in uri:
+        if "://" in uri and uri.split("://", 1)[0] in LAKE_OBJECT_SCHEMES:
             return uri
         return str(self.lake_path)
 
