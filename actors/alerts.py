@@ -34,7 +34,7 @@ from analytics.alerting.inhibition import inhibited
 from analytics.alerting.labels import alert_labels, direct_receiver
 from analytics.alerting.payloads import fingerprint
 from analytics.alerting.silences import Silence, matchers_from_json
-from analytics.lake import ParquetLake
+from analytics.lake import open_lake
 from core.db.engine import make_engine
 from core.db.outbox import active_silences, enqueue, last_notices
 from core.db.tables import Alert, AlertRule, Function
@@ -53,7 +53,7 @@ class AlertEngine:
     def __init__(self, database_url: str, lake_path: str, api_url: str, *, config: AlertingConfig | None = None,
                  anomaly_quiet_s: float = ANOMALY_QUIET_S, wake: threading.Event | None = None) -> None:
         self.engine = make_engine(database_url, pool_size=3)
-        self.lake = ParquetLake(lake_path)
+        self.lake = open_lake(lake_path)
         self.api_url = api_url
         self.config = config or AlertingConfig()
         self.quiet_s = anomaly_quiet_s

@@ -18,6 +18,7 @@ from core.smtp_url import parse_smtp_url
 TWILIO_API = "https://api.twilio.com"
 ALERTING_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alerting.yaml"  # this checkout's
 CHANNEL_FIELDS = ("smtp_url", "smtp_from", "sms_provider", "sms_url", "sms_sid", "sms_token", "sms_from")
+LAKE_OBJECT_SCHEMES = ("s3", "gs", "gcs")  # CLOUDFN_LAKE_URI schemes that mean object storage
 
 
 def file_channel_settings(path: Path) -> dict[str, object]:
@@ -156,8 +157,16 @@ class Settings(BaseSettings):
         return Path(str(v)).expanduser() if v is not None else v
 
     @property
+    def lake_location(self) -> str:
+        """Where the lake is: s3://bucket/prefix or gs://bucket/prefix as given, else the local folder."""
+        uri = (self.lake_uri or "").strip()
+        if "://" in uri and uri.split("://", 1)[0] in LAKE_OBJECT_SCHEMES:
+            return uri
+        return str(self.lake_path)
+
+    @property
     def lake_path(self) -> Path:
-        """The lake's local folder."""
+        """The lake's local folder (when it is not on object storage)."""
         uri = self.lake_uri or str(self.home / "lake")
         return Path(uri.removeprefix("file://")).expanduser()
 

@@ -138,15 +138,17 @@ def run(settings: Settings) -> int:
 
     from analytics.alerting.channel_config import ChannelSettings
     from analytics.alerting.config import checked_alerting_config
+    from analytics.lake import open_lake
     from cluster.ray_runtime import kill_strays, start_or_join
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine
     from serve_app.deployment import build
-    from serve_app.serve_config import ServeConfigError, load_serve_options
+    from serve_app.serve_config import load_serve_options
 
     try:
         serve_options = load_serve_options(settings)  # a bad file stops here, before anything starts
-    except ServeConfigError as exc:
+        open_lake(settings.lake_location)  # and so does a lake URI or AWS_* setting that cannot work
+    except ValueError as exc:  # ServeConfigError is one
         say(f"failed: {exc}")
         return 2
     settings = settings.model_copy(update={"api_host": serve_options.host, "api_port": serve_options.port})

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.config import checked_alerting_config
-from analytics.lake import ParquetLake
+from analytics.lake import open_lake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
@@ -85,7 +85,7 @@ class Platform:
         self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
         self._keys: dict[str, tuple[Caller | None, float]] = {}
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
-        self.lake = ParquetLake(settings.lake_path)
+        self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None
         self.detectors: list[Any] = []
         self.alerts: Any = None
@@ -103,7 +103,7 @@ class Platform:
         await self.sandbox.probe()
         resource = self.settings.monitor_resource
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url, resource=resource)
-        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
+        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, self.lake.uri,
                                               self.settings.resolved_api_url, self.channels, self.alerting,
                                               resource)
         # an actor left by an earlier run keeps its old settings
