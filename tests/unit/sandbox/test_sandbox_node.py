@@ -219,7 +219,7 @@ def test_timeout_kills_and_next_call_is_cold(pool: SandboxPool, tmp_path: Path, 
     out = run(pool, code, key=key, config=cfg)
     assert out.status == TaskStatus.TIMED_OUT and out.error is not None and out.error["type"] == "TimeoutError"
     assert pool.warm_count(key) == 0
-    after = run(pool, code, key=key, handler="index.quick", config=cfg)
+    after = run(pool, code, key=key, handler="index.quick", config=node(timeout_s=30))  # a slow host's cold start
     assert after.status == TaskStatus.SUCCEEDED and after.output == "ok" and after.cold_start
 
 
