@@ -38,6 +38,7 @@ from core.errors import (
 from core.models import FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
+from serve_app.completions import Completions
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
 from serve_app.lanes import Lanes
@@ -46,6 +47,7 @@ from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
 from serve_app.runners import Runner, TaskRunner, when_answered
 from serve_app.sandbox_gate import SandboxGate
+from serve_app.task_reads import TaskReads
 from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
@@ -72,7 +74,9 @@ class Platform:
         self.tasks = TaskStore(self.engine)
         self.secrets = SecretBox(settings.home / "secrets.key")
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
-        self.writer = GroupCommitWriter(database_url, on_committed=self._committed)
+        self.completions = Completions()
+        self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions)
+        self.reads = TaskReads(self.tasks, self.completions)
         self.pipelines = Pipelines(self)
         self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
         self.dispatcher.runner_for = self._runner_for
@@ -394,10 +398,12 @@ class Platform:
         else:
             # not held by this process (e.g. accepted before a restart and not yet recovered): end it in place
             async with self.engine.begin() as conn:
-                await conn.execute(text(
+                ended = (await conn.execute(text(
                     "UPDATE tasks SET status = 'cancelled', finished_at = now(), error = CAST(:e AS jsonb)"
-                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running')"),
-                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})})
+                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running') RETURNING id"),
+                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})}
+                )).scalars().all()
+            self.completions.publish(ended)  # committed outside the writer: wake long-polls here
         return await self.tasks.get(caller.namespace, task_id)
 
     async def dead_letters(self, caller: Caller, function: str | None, limit: int) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ import psycopg
 
 from core.db.engine import libpq_url
 from core.db.exact_text import storable_json, store_text
+from serve_app.completions import Completions
 
 log = logging.getLogger(__name__)
 RUNNING_DELAY_S = 0.05
@@ -126,12 +127,14 @@ class GroupCommitWriter:
     """Batches task inserts, running marks and results into one transaction per flush."""
 
     def __init__(self, database_url: str, *, max_batch: int = 500,
-                 on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None) -> None:
+                 on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None,
+                 completions: Completions | None = None) -> None:
         self.dsn = libpq_url(database_url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.on_flush: Callable[[int], None] | None = None  # rows written by one committed flush
         self.max_batch = max_batch
         self.on_committed = on_committed
+        self.completions = completions  # woken with the ids of terminal results once they are committed
         self._inserts: list[tuple[TaskInsert, asyncio.Future[None]]] = []
         self._running: dict[str, float] = {}
         self._results: list[tuple[TaskResult, asyncio.Future[None] | None]] = []
@@ -298,6 +301,8 @@ class GroupCommitWriter:
         for _, fut in results:
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        if results and self.completions is not None:
+            self.completions.publish(r.id for r, _ in results if r.retry_delay_s is None)
         if results and self.on_committed is not None:
             maybe = self.on_committed([r for r, _ in results])
             if asyncio.iscoroutine(maybe):
