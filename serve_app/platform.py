@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from cluster.packages import runtime_env_for
 from cluster.sandbox.mode import label as sandbox_label
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
+from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
 from core.db.tables import ApiKey, Task
 from core.errors import (
@@ -38,7 +39,10 @@ from core.errors import (
 from core.models import FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
+from serve_app import destination_config
 from serve_app.completions import Completions
+from serve_app.destination_config import executor_config
+from serve_app.destinations import Destinations
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
 from serve_app.lanes import Lanes
@@ -78,7 +82,9 @@ class Platform:
         self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions)
         self.reads = TaskReads(self.tasks, self.completions)
         self.pipelines = Pipelines(self)
-        self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
+        self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
+                                         self._invoke_for_destination)
+        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended)
         self.dispatcher.runner_for = self._runner_for
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
@@ -95,6 +101,7 @@ class Platform:
         self.channels = ChannelSettings.from_settings(settings)
         self.database_url = database_url
         self.sandbox = SandboxGate()
+        self._startup_work: set[asyncio.Task[None]] = set()
         self.started = False
 
     async def start(self) -> None:
@@ -115,10 +122,12 @@ class Platform:
         self.writer.on_flush = self.monitoring.prom.observe_flush
         self.writer.start()
         await self.recover()
+        self._background(self.destinations.recover(), "redelivering completion destinations")
 
     async def close(self) -> None:
         """Drain and stop."""
         await self.dispatcher.drain()
+        await self.destinations.close()
         self.lanes.close()
         await self.writer.close()
         if self.monitoring is not None:
@@ -160,6 +169,7 @@ class Platform:
         name = parse_name(name)
         handler = parse_handler(handler)
         cfg = parse_config(config_json)
+        await destination_config.check(cfg, caller.namespace, name, self.registry)
         await self.sandbox.require(network=cfg.network)
         check_env(cfg.env)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits)
@@ -168,7 +178,7 @@ class Platform:
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
         package = ray.put(bundle.data)
-        failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"),
+        failure = await check_package.remote(package, bundle.sha256, handler, executor_config(cfg),
                                              f"check/{caller.namespace}/{name}/{bundle.sha256}")
         if failure is not None and failure.get("type") == "SandboxUnavailable":
             raise SandboxUnavailableError(str(failure.get("message")), detail={"reason": failure.get("message")})
@@ -178,6 +188,7 @@ class Platform:
                 detail={"handler_error": failure})
         stored = cfg.model_dump(mode="json", exclude={"env"})
         stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
+        stored = destination_config.seal(stored, self.secrets)
         await self._start_workers(bundle.sha256, cfg, package)
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
                                                config=stored, size_bytes=len(bundle.data))
@@ -434,6 +445,27 @@ class Platform:
                  "f": t.finished_at or datetime.now(UTC)})
         self.dispatcher.submit(Pending(task_id, rt, json.dumps(t.input).encode(), time.time(), attempt=int(moved)))
         return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
+
+    def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run start-up work that must not hold up serving; a failure is logged."""
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s failed: %r", what, task.exception())
+
+        task = asyncio.get_running_loop().create_task(work)
+        self._startup_work.add(task)
+        task.add_done_callback(self._startup_work.discard)
+        task.add_done_callback(done)
+
+    def _task_ended(self, p: Pending, result: TaskResult) -> None:
+        """Dispatcher callback once a task's end is committed: continue its pipeline, deliver its destination."""
+        self.pipelines.on_result(p, result)
+        self.destinations.task_ended(p, result)
+
+    async def _invoke_for_destination(self, namespace: str, name: str, event_json: bytes, key: str) -> str:
+        """Start a destination function's task (the ended task's record as its event); its id."""
+        record, _ = await self.invoke(Caller(namespace, False), name, event_json, idempotency_key=key)
+        return str(record["task_id"])
 
     def _committed(self, results: list[TaskResult]) -> None:
         for listener in self.result_listeners:
