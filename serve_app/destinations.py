@@ -181,6 +181,11 @@ class Destinations:
         out = classify_http(resp.status_code, resp.headers, resp.text)
         return Tried(ok=out.ok, retryable=out.retryable, error=out.error, retry_after_s=out.retry_after_s)
 
+    async def drain(self, timeout_s: float = 60.0) -> None:
+        """Wait (bounded) for the deliveries in progress to end."""
+        if self._active:
+            await asyncio.wait(list(self._active.values()), timeout=timeout_s)
+
     async def close(self) -> None:
         """Stop: deliveries in progress are left to the next start's `recover`."""
         for task in list(self._active.values()):

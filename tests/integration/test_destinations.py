@@ -172,8 +172,7 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
 
         restarted = Destinations(TaskStore(engine), DeliveryLog(engine), registry, no_invoke)
         await restarted.recover()
-        while restarted._active:
-            await asyncio.sleep(0.05)
+        await restarted.drain()
         await restarted.close()
         await engine.dispose()
 
