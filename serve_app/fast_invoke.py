@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 from core.errors import CloudFnError
 from core.models import INT32_MAX
-from serve_app.errors import domain_error, error_body, refused_value
+from serve_app.errors import domain_error, error_body, mapped
 
 log = logging.getLogger(__name__)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
@@ -83,10 +83,10 @@ async def respond_error(send: Callable[[dict[str, Any]], Awaitable[None]], exc: 
         status, payload, headers = domain_error(exc)
         await respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
         return
-    refused = refused_value(exc)
-    if refused is not None:
-        status, payload, _ = domain_error(refused)
-        await respond(send, status, payload)
+    known = mapped(exc)
+    if known is not None:
+        status, payload, headers = domain_error(known)
+        await respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
         return
     log.exception("unhandled error")
     await respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))
