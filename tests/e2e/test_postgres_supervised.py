@@ -61,6 +61,8 @@ def test_postmaster_killed_mid_burst_is_restarted_and_every_accepted_task_ends()
                 assert body["error"]["code"] == "database_unavailable" and int(headers["retry-after"]) >= 1
         accepted = [body["task_id"] for status, body, _ in answers if status == 202]
         assert len(accepted) >= 120
+        print(f"postmaster {first_pid} -> {second_pid}: {len(accepted)} accepted, "
+              f"{sum(1 for s, _, _ in answers if s == 503)} answered 503, {320 - len(answers)} unanswered")
 
         ended: dict[str, str] = {}
         deadline = time.monotonic() + 180
