@@ -45,11 +45,14 @@ def prepare_database(settings: Settings) -> tuple[str, Any]:
 def supervise_database(server: Any) -> None:
     """Start the embedded PostgreSQL again if its postmaster died; the API answers 503 meanwhile and the writer
     holds results back until it is up (the socket and URL stay the same)."""
+    if server.postmaster_pid() is not None:
+        return
+    say("embedded PostgreSQL had stopped; starting it again")
     try:
-        if server.ensure_running():
-            say(f"embedded PostgreSQL had stopped; started it again (pid {server.postmaster_pid()})")
+        server.ensure_running()
+        say(f"embedded PostgreSQL is up again (pid {server.postmaster_pid()})")
     except Exception as exc:  # e.g. the old server's backends still hold its shared memory: next turn
-        say(f"embedded PostgreSQL is down and did not start yet: {exc}")
+        say(f"embedded PostgreSQL did not start yet ({exc}); trying again")
 
 
 def report_sandbox() -> None:

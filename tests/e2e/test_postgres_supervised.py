@@ -42,6 +42,8 @@ def test_postmaster_killed_mid_burst_is_restarted_and_every_accepted_task_ends()
                         if len(answers) == 120 and not killed.is_set():
                             os.kill(first_pid, signal.SIGKILL)  # mid-burst: 120 answered, 200 to go
                             killed.set()
+                    if r.status_code == 503:  # a well-behaved client: wait as told, go on
+                        time.sleep(float(r.headers["retry-after"]))
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(submit, range(8)))
@@ -52,7 +54,7 @@ def test_postmaster_killed_mid_burst_is_restarted_and_every_accepted_task_ends()
             time.sleep(0.5)
         second_pid = pg.postmaster_pid()
         assert second_pid is not None and second_pid != first_pid  # started again by the platform
-        assert "started it again" in plat.log.read_text()
+        assert "embedded PostgreSQL had stopped; starting it again" in plat.log.read_text()
 
         statuses = {status for status, _, _ in answers}
         assert statuses <= {202, 503}, statuses  # never a 500
@@ -60,7 +62,7 @@ def test_postmaster_killed_mid_burst_is_restarted_and_every_accepted_task_ends()
             if status == 503:
                 assert body["error"]["code"] == "database_unavailable" and int(headers["retry-after"]) >= 1
         accepted = [body["task_id"] for status, body, _ in answers if status == 202]
-        assert len(accepted) >= 120
+        assert len(accepted) > 120  # accepting again once the database is back (the burst outlasts the outage)
         print(f"postmaster {first_pid} -> {second_pid}: {len(accepted)} accepted, "
               f"{sum(1 for s, _, _ in answers if s == 503)} answered 503, {320 - len(answers)} unanswered")
 
