@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cluster.sandbox.mode import label as sandbox_label
@@ -22,13 +23,14 @@ def _iso(v: Any) -> str | None:
     return None if v is None else v.isoformat()
 
 
-def task_view(t: Any, m: Any | None) -> dict[str, Any]:
-    """The contract's task record."""
+def task_view(t: Any, m: Any | None, sandbox: str | None = None) -> dict[str, Any]:
+    """The contract's task record (`sandbox`: the mode label, when the caller already has it)."""
     metrics: dict[str, Any] = {k: (getattr(m, k) if m is not None else None) for k in METRIC_KEYS}
     return {"task_id": t.id, "function": t.function_name, "version": t.version, "status": t.status,
             "output": t.output, "error": t.error, "metrics": metrics, "attempt": t.attempt,
             "namespace": t.namespace, "kind": t.kind, "created_at": _iso(t.created_at),
-            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at), "sandbox": sandbox_label()}
+            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at),
+            "sandbox": sandbox if sandbox is not None else sandbox_label()}
 
 
 # a task's columns with its latest attempt's metrics, as plain rows (no ORM objects: a batch of 1,000 is cheap)
@@ -37,6 +39,12 @@ RECORD_COLUMNS = select(
     Task.kind, Task.created_at, Task.started_at, Task.finished_at,
     *(getattr(ExecutionMetric, k) for k in METRIC_KEYS),
 ).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (ExecutionMetric.attempt == Task.attempt))
+
+
+def ids_param(ids: list[str]) -> Any:
+    """A list of ids as one array parameter (`= ANY(...)`): one bind however many ids, so neither SQLAlchemy nor
+    psycopg renders and parses a placeholder per id."""
+    return bindparam("ids", ids, type_=ARRAY(String), unique=True)
 
 
 class TaskStore:
@@ -59,9 +67,11 @@ class TaskStore:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
+        sandbox = sandbox_label()
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(RECORD_COLUMNS.where(Task.id.in_(wanted), Task.namespace == namespace))).all()
-            out = {row.id: task_view(row, row) for row in rows}
+            rows = (await conn.execute(RECORD_COLUMNS.where(Task.id == any_(ids_param(wanted)),
+                                                            Task.namespace == namespace))).all()
+            out = {row.id: task_view(row, row, sandbox) for row in rows}
             retried = [row.id for row in rows if row.attempt > 1]
             if retried:
                 for task_id, attempts in (await self._attempts(conn, retried)).items():
@@ -74,7 +84,7 @@ class TaskStore:
         return out
 
     async def _attempts(self, conn: Any, task_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        rows = (await conn.execute(select(TaskAttempt.__table__).where(TaskAttempt.task_id.in_(task_ids))
+        rows = (await conn.execute(select(TaskAttempt.__table__).where(TaskAttempt.task_id == any_(ids_param(task_ids)))
                                    .order_by(TaskAttempt.task_id, TaskAttempt.attempt))).all()
         out: dict[str, list[dict[str, Any]]] = {}
         for a in rows:
@@ -86,7 +96,7 @@ class TaskStore:
     async def _steps(self, conn: Any, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """The latest task of each step of each pipeline run, in step order."""
         rows = (await conn.execute(RECORD_COLUMNS.add_columns(Task.parent_id, Task.step_index)
-                                   .where(Task.parent_id.in_(run_ids))
+                                   .where(Task.parent_id == any_(ids_param(run_ids)))
                                    .order_by(Task.parent_id, Task.step_index, Task.created_at))).all()
         latest: dict[str, dict[int, dict[str, Any]]] = {}
         for row in rows:
