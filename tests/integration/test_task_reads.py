@@ -157,14 +157,16 @@ def test_long_poll_answers_when_the_writer_commits_the_end(api: httpx.Client, ap
 def test_long_poll_gives_the_current_record_at_its_deadline(api: httpx.Client, api_server: Any,
                                                             sleeper: str) -> None:
     accepted = api.post(f"/v1/functions/{sleeper}/invocations", json={"i": 8, "s": 8})
+    assert accepted.status_code == 202, accepted.text
     tid = accepted.json()["task_id"]
     r = api.get(f"/v1/tasks/{tid}", params={"wait": 1})
-    assert r.status_code == 200 and r.json()["status"] in ("queued", "running") and r.json()["task_id"] == tid
-    assert set(r.json()) == set(api.get(f"/v1/tasks/{tid}").json())  # the full record, not a stub
+    assert r.status_code == 200 and r.json()["status"] in ("queued", "running") and r.json()["task_id"] == tid, r.text
+    again = api.get(f"/v1/tasks/{tid}").json()
+    assert set(r.json()) == set(again), (r.json(), again)  # the full record, not a stub
     assert api_server.platform.completions.waiting() == 0
     assert api.get(f"/v1/tasks/{tid}", params={"wait": 0}).json()["status"] in ("queued", "running")
     done = api.get(f"/v1/tasks/{tid}", params={"wait": 60}).json()  # wakes at the end, from the writer
-    assert done["status"] == "succeeded" and done["output"] == {"i": 8, "slept": 8}
+    assert done["status"] == "succeeded" and done["output"] == {"i": 8, "slept": 8}, done
 
 
 def test_long_poll_of_an_ended_task_answers_at_once_and_unknown_is_404(api: httpx.Client, sleeper: str) -> None:
