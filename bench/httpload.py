@@ -37,12 +37,24 @@ class Connection:
             method.encode(), path.encode(), self.prefix, len(body), body))
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
-        length = 0
+        length, chunked = 0, False
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        return status, await self.reader.readexactly(length)
+            elif name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        return status, await (self._chunks() if chunked else self.reader.readexactly(length))
+
+    async def _chunks(self) -> bytes:
+        """A chunked body (what some proxies' error pages use)."""
+        assert self.reader is not None
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append(await self.reader.readexactly(size + 2))
+            if size == 0:
+                return b"".join(p[:-2] for p in parts)
 
     def close(self) -> None:
         """Close the connection."""

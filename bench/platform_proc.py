@@ -37,7 +37,8 @@ def free_port() -> int:
 class PlatformProcess:
     """`cloudfn up` in a subprocess; a context manager that stops it with SIGTERM."""
 
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, extra_env: dict[str, str] | None = None, root: Path = ROOT) -> None:
+        self.root = root  # the source tree it runs from (with PYTHONPATH pointing there too)
         self.home = Path(tempfile.mkdtemp(prefix="cfbench-"))
         self.api_port, self.dash_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
@@ -54,7 +55,7 @@ class PlatformProcess:
     def __enter__(self) -> PlatformProcess:
         cloudfn = Path(sys.executable).with_name("cloudfn")
         self.proc = subprocess.Popen([str(cloudfn), "up"], env=self.env, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -5,17 +5,23 @@
 Prints JSON lines: the platform's end-to-end invocations/s (every execution persisted, counted in
 PostgreSQL), submit-to-finish p50/p99, both with `?wait=` (one request per invocation, answered with its
 record) and asynchronously (202, then GET until ended); sequential `?wait=` latency; deploy-to-first-result;
-then the floor: N raw Ray tasks calling the
-handler directly (no API, no database, no sandbox), measured in the same run on the same machine.
+then status reads (bench.status_reads): single `GET /v1/tasks/{id}` on the fast path against the same request
+through the FastAPI route, batch lookups of 1,000 and 100 records, and learning N results by long-poll against
+polling; with `--baseline-tree /work/main`, the same single GETs on a platform started from that source tree
+(today's FastAPI GET), up at the same time and measured in turn with this one; then the floor: N raw Ray
+tasks calling the handler directly (no API, no database, no sandbox), measured in the same run on the same machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
+import subprocess
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +29,7 @@ import uvloop
 
 from bench.httpload import decode, run_many
 from bench.platform_proc import ROOT, PlatformProcess, zip_handler
+from bench.status_reads import batch_lookups, deploy_sleeper, finished_ids, learn_results, single_gets
 from core.bundles import zip_folder
 
 
@@ -169,6 +176,30 @@ def raw_ray(n: int) -> dict[str, Any]:
             "sequential_p50_ms": pct(seq, 50), "sequential_p99_ms": pct(seq, 99)}
 
 
+def status_round(plat: PlatformProcess, base: PlatformProcess | None, n: int, concurrency: int) -> dict[str, Any]:
+    """One round of every status-read figure; with a baseline platform, its single GETs interleaved with ours
+    (both platforms up at once, one measured at a time: the shared machine's load falls on both alike)."""
+    ids = finished_ids(plat, n, concurrency)
+    out = {"fast": single_gets(plat, ids, concurrency, route="fast")}
+    if base is not None:
+        out["baseline_tree"] = single_gets(base, finished_ids(base, n, concurrency), concurrency, route="fast")
+    out.update(fastapi=single_gets(plat, ids, concurrency, route="fastapi"),
+               lookup_1000=batch_lookups(plat, ids, size=1000, repeats=20),
+               query_100=batch_lookups(plat, ids, size=100, repeats=20),
+               longpoll=learn_results(plat, 128, 0.2, mode="longpoll"),
+               poll=learn_results(plat, 128, 0.2, mode="poll"))
+    for arm, figures in out.items():
+        emit(bench="status_reads", arm=arm, **figures)
+    return out
+
+
+def baseline_platform(tree: str | None) -> PlatformProcess | contextlib.nullcontext[None]:
+    """Today's platform, started from another source tree (e.g. /work/main), or nothing."""
+    if tree is None:
+        return contextlib.nullcontext()
+    return PlatformProcess(extra_env={"PYTHONPATH": tree}, root=Path(tree))
+
+
 def main() -> None:
     """Run everything and print JSON lines."""
     ap = argparse.ArgumentParser()
@@ -177,14 +208,26 @@ def main() -> None:
     ap.add_argument("--wait-concurrency", type=int, default=128, help="connections each waiting for its result")
     ap.add_argument("--sequential", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3, help="each measurement this often; medians reported")
+    ap.add_argument("--reads-concurrency", type=int, default=64, help="connections reading task records")
+    ap.add_argument("--baseline-tree", help="also measure single GETs of a platform from this source tree")
+    ap.add_argument("--only-reads", action="store_true", help="skip the invocation figures and raw Ray")
     a = ap.parse_args()
     emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare medians and ratios")
     waits, asyncs, seqs, deploys = [], [], [], []
-    with PlatformProcess() as plat, plat.client(timeout=60) as c:
+    with baseline_platform(a.baseline_tree) as base, PlatformProcess() as plat, plat.client(timeout=60) as c:
         warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
         # steady state: as many workers and warm sandboxes as the bursts use, caches filled
-        uvloop.run(run_many(plat.url, plat.key, warm, max(a.concurrency, a.wait_concurrency)))
-        for _ in range(a.rounds):
+        for p in (plat, base) if base is not None else (plat,):
+            uvloop.run(run_many(p.url, p.key, warm, max(a.concurrency, a.wait_concurrency)))
+        deploy_sleeper(plat)
+        if a.baseline_tree:
+            commit = subprocess.run(["git", "-C", a.baseline_tree, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+            emit(bench="baseline_tree", tree=a.baseline_tree, commit=commit)
+        reads = [status_round(plat, base, a.n, a.reads_concurrency) for _ in range(a.rounds)]
+        if base is not None:
+            base.stop()  # the invocation figures below run on this platform alone
+        for _ in range(0 if a.only_reads else a.rounds):
             waits.append(burst_wait(plat, a.n, a.wait_concurrency))
             emit(bench="platform_burst", **waits[-1])
             asyncs.append(burst_async(plat, a.n, a.concurrency))
@@ -194,9 +237,27 @@ def main() -> None:
             emit(bench="platform_sequential_wait", **seqs[-1])
             deploys.append(deploy_to_first_result(c))
             emit(bench="deploy_to_first_result", **deploys[-1])
+    med = statistics.median
+    base_per_s = med(x["baseline_tree"]["per_s"] for x in reads) if a.baseline_tree else None
+    fast_per_s = med(x["fast"]["per_s"] for x in reads)
+    emit(bench="median_status_reads", rounds=a.rounds, concurrency=a.reads_concurrency,
+         fast_get_per_s=fast_per_s, fastapi_get_per_s=med(x["fastapi"]["per_s"] for x in reads),
+         baseline_tree=a.baseline_tree, baseline_tree_get_per_s=base_per_s,
+         fast_over_baseline=fast_per_s / base_per_s if base_per_s else None,
+         fast_get_p50_ms=med(x["fast"]["p50_ms"] for x in reads),
+         lookup_1000_p50_ms=med(x["lookup_1000"]["p50_ms"] for x in reads),
+         lookup_1000_p99_ms=med(x["lookup_1000"]["p99_ms"] for x in reads),
+         query_100_p50_ms=med(x["query_100"]["p50_ms"] for x in reads),
+         longpoll_wall_s=med(x["longpoll"]["wall_s"] for x in reads),
+         longpoll_requests=med(x["longpoll"]["read_requests"] for x in reads),
+         longpoll_known_after_end_p50_ms=med(x["longpoll"]["known_after_end_p50_ms"] for x in reads),
+         poll_wall_s=med(x["poll"]["wall_s"] for x in reads),
+         poll_requests=med(x["poll"]["read_requests"] for x in reads),
+         poll_known_after_end_p50_ms=med(x["poll"]["known_after_end_p50_ms"] for x in reads))
+    if a.only_reads:
+        return
     r = raw_ray(a.n)
     emit(bench="raw_ray", **r)
-    med = statistics.median
     wait_per_s, async_per_s = med(x["per_s"] for x in waits), med(x["per_s"] for x in asyncs)
     emit(bench="median", rounds=a.rounds, wait_per_s=wait_per_s, async_per_s=async_per_s,
          raw_ray_per_s=r["per_s"], wait_over_raw_ray=wait_per_s / r["per_s"],

@@ -70,3 +70,13 @@ class SandboxUnavailableError(CloudFnError):
     """The jail cannot be applied on this host, so nothing is deployed or run (HTTP 503)."""
 
     code = "sandbox_unavailable"
+
+
+class DatabaseUnavailable(CloudFnError):
+    """PostgreSQL cannot be reached right now (restarting, or the network to it is down) (HTTP 503, Retry-After)."""
+
+    code = "database_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -44,6 +44,29 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED)
 
 
+class WebhookDestination(BaseModel):
+    """Deliver the task record to a URL, signed per Standard Webhooks with `secret` (as alert webhooks are)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["webhook"]
+    url: str = Field(max_length=2048)
+    secret: str = Field(min_length=1, max_length=1024)
+
+
+class FunctionDestination(BaseModel):
+    """Invoke a function of the same namespace with the task record as its event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+Destination = Annotated[WebhookDestination | FunctionDestination, Field(discriminator="type")]
+DESTINATION_KEYS = ("on_success", "on_failure")
+
+
 class FunctionConfig(BaseModel):
     """A version's execution settings (the `config` JSON of an upload)."""
 
@@ -68,6 +91,8 @@ class FunctionConfig(BaseModel):
     max_queue: int = Field(default=10000, ge=0, le=1_000_000)
     max_batch: int = Field(default=32, ge=1, le=256,
                            description="queued invocations one Ray task may run while executions are short; 1: never")
+    on_success: Destination | None = Field(default=None, description="where a succeeded task's record goes")
+    on_failure: Destination | None = Field(default=None, description="where a failed or timed-out task's record goes")
 
     @field_validator("env")
     @classmethod

@@ -12,8 +12,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from core.errors import BundleTooLarge, InvalidInput
 from serve_app import errors
 from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
+from serve_app.fast_reads import FastReads
 from serve_app.params import TaskId, VersionQuery
 from serve_app.platform import Caller, Platform
+from serve_app.task_reads import ids_of_json, ids_of_query, parse_wait
 
 _current: list[Platform] = []
 
@@ -51,7 +53,8 @@ def create_app() -> FastAPI:
     """Build the app (the Serve deployment or a test sets app.state.platform)."""
     app = FastAPI(title="CloudFunctions", version="0.1.0")
     errors.install(app)
-    app.add_middleware(FastInvoke, platform_of=platform_of_scope)
+    app.add_middleware(FastReads, platform_of=platform_of_scope)
+    app.add_middleware(FastInvoke, platform_of=platform_of_scope)  # added last: the outermost, seen first
 
     # first: Serve matches each request against the routes in order (for its metrics), and this is the hot one
     @app.post("/v1/functions/{name}/invocations")
@@ -128,12 +131,26 @@ def create_app() -> FastAPI:
 
     @app.get("/v1/tasks")
     async def list_tasks(p: PlatformDep, c: CallerDep, function: str | None = None, status: str | None = None,
-                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-        return {"tasks": await p.tasks.list(c.namespace, function=function, status=status, limit=limit)}
+                         limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+                         ids: Annotated[str | None, Query(description="ID1,ID2,… (at most 100): these "
+                                                          "records in this order")] = None) -> dict[str, Any]:
+        if ids is not None:
+            if function or status or limit is not None:
+                raise InvalidInput("ids cannot be combined with function, status or limit")
+            return {"tasks": await p.reads.lookup(c.namespace, ids_of_query(ids))}
+        return {"tasks": await p.tasks.list(c.namespace, function=function, status=status, limit=limit or 50)}
+
+    @app.post("/v1/tasks/lookup")
+    async def lookup_tasks(request: Request, p: PlatformDep, c: CallerDep) -> dict[str, Any]:
+        return {"tasks": await p.reads.lookup(c.namespace, ids_of_json(await request.body()))}
 
     @app.get("/v1/tasks/{task_id}")
-    async def get_task(p: PlatformDep, c: CallerDep, task_id: TaskId) -> dict[str, Any]:
-        return await p.tasks.get(c.namespace, task_id)
+    async def get_task(p: PlatformDep, c: CallerDep, task_id: TaskId,
+                       wait: Annotated[str | None, Query(description="seconds (≤ 60) to wait for the task "
+                                                         "to end")] = None) -> dict[str, Any]:
+        if wait is None:
+            return await p.reads.get(c.namespace, task_id)
+        return await p.reads.wait(c.namespace, task_id, parse_wait(wait))
 
     @app.get("/v1/tasks/{task_id}/logs", response_class=PlainTextResponse)
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: TaskId) -> str:

@@ -5,14 +5,17 @@ file's (tests/unit/test_configs.py checks they agree). `app_builder` is the entr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ray import serve
 
 from core.settings import Settings
 from serve_app.app import create_app, set_platform
+from serve_app.errors import unavailable_value
 from serve_app.platform import Platform
 
+log = logging.getLogger(__name__)
 app = create_app()
 
 
@@ -29,9 +32,16 @@ class CloudFnApi:
         set_platform(app, self.platform)
 
     async def check_health(self) -> None:
-        """Serve health check: start the platform on first call, then check the database."""
+        """Serve health check: start the platform on first call, then check the database. An unreachable
+        database does not fail it: restarting the replica cannot bring the database back, and would drop the
+        results the writer holds until it answers (requests meanwhile get 503)."""
         await self.platform.start()
-        await self.platform.healthy()
+        try:
+            await self.platform.healthy()
+        except Exception as exc:
+            if unavailable_value(exc) is None:
+                raise
+            log.warning("health check: the database is unavailable (%s); the replica stays up", exc)
 
 
 def build(settings: Settings, database_url: str, options: dict[str, Any] | None = None) -> Any:

@@ -9,13 +9,14 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
     BundleTooLarge,
     CloudFnError,
     Conflict,
+    DatabaseUnavailable,
     HandlerCheckFailed,
     InvalidInput,
     NotFound,
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[CloudFnError], int]] = [
     (BundleTooLarge, 413), (HandlerCheckFailed, 422), (NotFound, 404), (Conflict, 409),
-    (Unauthorized, 401), (Overloaded, 429), (SandboxUnavailableError, 503), (CloudFnError, 400),
+    (Unauthorized, 401), (Overloaded, 429), (SandboxUnavailableError, 503), (DatabaseUnavailable, 503),
+    (CloudFnError, 400),
 ]
 
 
@@ -43,8 +45,9 @@ def status_of(exc: CloudFnError) -> int:
 
 
 def domain_error(exc: CloudFnError) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """A domain error's status, body and headers (Retry-After when overloaded)."""
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, Overloaded) else {}
+    """A domain error's status, body and headers (Retry-After when overloaded or the database is unavailable)."""
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(retry_after)} if isinstance(exc, Overloaded | DatabaseUnavailable) else {}
     return status_of(exc), error_body(exc.code, exc.message, **exc.detail), headers
 
 
@@ -56,6 +59,21 @@ def refused_value(exc: BaseException) -> InvalidInput | None:
         first = str(orig).splitlines()[0] if str(orig) else "invalid data"
         return InvalidInput(f"a value in the request is not acceptable: {first}")
     return None
+
+
+def unavailable_value(exc: BaseException) -> DatabaseUnavailable | None:
+    """A lost or refused database connection as a 503 the caller may retry; None for any other error."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(exc, OperationalError | InterfaceError) or isinstance(
+            orig, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable("the database is unavailable right now (it may be restarting); nothing was "
+                                   "accepted by this request: retry after a moment")
+    return None
+
+
+def mapped(exc: BaseException) -> CloudFnError | None:
+    """The domain error an infrastructure error stands for (a refused value, an unavailable database), if any."""
+    return refused_value(exc) or unavailable_value(exc)
 
 
 def install(app: FastAPI) -> None:
@@ -81,14 +99,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _data(_: Request, exc: DBAPIError) -> JSONResponse:
-        refused = refused_value(exc)
-        if refused is None:
+        known = mapped(exc)
+        if known is None:
             log.exception("database error")
             return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)
-        status, body, headers = domain_error(refused)
+        status, body, headers = domain_error(known)
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        known = mapped(exc)  # e.g. psycopg's own errors, from the group-commit writer
+        if known is not None:
+            status, body, headers = domain_error(known)
+            return JSONResponse(body, status_code=status, headers=headers)
         log.exception("unhandled error")
         return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)

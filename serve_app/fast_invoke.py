@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote
 
 from core.errors import CloudFnError
 from core.models import INT32_MAX
-from serve_app.errors import domain_error, error_body, refused_value
+from serve_app.errors import domain_error, error_body, mapped
 
 log = logging.getLogger(__name__)
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
@@ -67,30 +67,38 @@ class FastInvoke:
         headers = {k: v for k, v in scope["headers"] if k in (b"authorization", b"idempotency-key")}
         try:
             platform = await self.platform_of(scope)
-            caller = await platform.authenticate(_text(headers.get(b"authorization")))
-            body = await _read_body(receive)
+            caller = await platform.authenticate(header_text(headers.get(b"authorization")))
+            body = await read_body(receive)
             record, finished = await platform.invoke(
                 caller, unquote(match.group(1)), body, version=params["version"], wait_s=params["wait"],
-                idempotency_key=_text(headers.get(b"idempotency-key")))
-            await _respond(send, 200 if finished else 202, record)
-        except CloudFnError as exc:
-            status, payload, headers = domain_error(exc)
-            await _respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
+                idempotency_key=header_text(headers.get(b"idempotency-key")))
+            await respond(send, 200 if finished else 202, record)
         except Exception as exc:
-            refused = refused_value(exc)
-            if refused is not None:
-                status, payload, _ = domain_error(refused)
-                await _respond(send, status, payload)
-                return
-            log.exception("unhandled error")
-            await _respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))
+            await respond_error(send, exc)
 
 
-def _text(raw: bytes | None) -> str | None:
+async def respond_error(send: Callable[[dict[str, Any]], Awaitable[None]], exc: Exception) -> None:
+    """Answer an error as the FastAPI app's handlers would (serve_app.errors)."""
+    if isinstance(exc, CloudFnError):
+        status, payload, headers = domain_error(exc)
+        await respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
+        return
+    known = mapped(exc)
+    if known is not None:
+        status, payload, headers = domain_error(known)
+        await respond(send, status, payload, [(k.lower().encode(), v.encode()) for k, v in headers.items()])
+        return
+    log.exception("unhandled error")
+    await respond(send, 500, error_body("internal", f"internal error: {type(exc).__name__}"))
+
+
+def header_text(raw: bytes | None) -> str | None:
+    """An ASGI header value as text (None if absent)."""
     return None if raw is None else raw.decode("latin-1")
 
 
-async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
+    """The whole request body."""
     chunks = []
     while True:
         message = await receive()
@@ -99,8 +107,9 @@ async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]]) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any,
+async def respond(send: Callable[[dict[str, Any]], Awaitable[None]], status: int, payload: Any,
                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a JSON response (the same bytes FastAPI's JSONResponse sends)."""
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -14,6 +14,7 @@ from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
 from core.models import DEFAULT_HANDLERS, NAME_PATTERN, NAME_RE, PYTHON_RUNTIME, FunctionConfig, check_handler
 from core.settings import Settings, get_settings
+from serve_app.destination_config import masked
 
 
 def parse_name(name: str) -> str:
@@ -80,7 +81,7 @@ def function_view(fn: Any, ver: Any | None) -> dict[str, Any]:
 
 def version_view(ver: Any) -> dict[str, Any]:
     """The API shape of a version (secrets in env are masked)."""
-    cfg = {k: v for k, v in ver.config.items() if k not in ("env_sealed", "env_names", "env")}
+    cfg = masked({k: v for k, v in ver.config.items() if k not in ("env_sealed", "env_names", "env")})
     cfg["env"] = {k: "***" for k in ver.config.get("env_names", [])}  # names only: values are never returned
     return {"version": ver.version, "handler": ver.handler, "sha256": ver.sha256, "config": cfg,
             "size_bytes": ver.size_bytes, "created_at": ver.created_at.isoformat()}

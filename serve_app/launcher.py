@@ -42,6 +42,19 @@ def prepare_database(settings: Settings) -> tuple[str, Any]:
     return url, server
 
 
+def supervise_database(server: Any) -> None:
+    """Start the embedded PostgreSQL again if its postmaster died; the API answers 503 meanwhile and the writer
+    holds results back until it is up (the socket and URL stay the same)."""
+    if server.postmaster_pid() is not None:
+        return
+    say("embedded PostgreSQL had stopped; starting it again")
+    try:
+        server.ensure_running()
+        say(f"embedded PostgreSQL is up again (pid {server.postmaster_pid()})")
+    except Exception as exc:  # e.g. the old server's backends still hold its shared memory: next turn
+        say(f"embedded PostgreSQL did not start yet ({exc}); trying again")
+
+
 def report_sandbox() -> None:
     """Say at start whether functions will run in the jail, not at all, or without it."""
     from cluster.sandbox.mode import insecure
@@ -193,6 +206,8 @@ def run(settings: Settings) -> int:
             if dash.poll() is not None:
                 say("the dashboard exited; restarting it")
                 dash = start_dashboard(settings)
+            if db_server is not None:
+                supervise_database(db_server)
         return 0
     except Exception as exc:
         say(f"failed: {exc}")

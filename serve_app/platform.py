@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from cluster.packages import runtime_env_for
 from cluster.sandbox.mode import label as sandbox_label
 from core.auth import hash_key
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
+from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
 from core.db.tables import ApiKey, Task
 from core.errors import (
@@ -39,6 +40,10 @@ from core.errors import (
 from core.models import PYTHON_RUNTIME, FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
+from serve_app import destination_config
+from serve_app.completions import Completions
+from serve_app.destination_config import executor_config
+from serve_app.destinations import Destinations
 from serve_app.dispatcher import Dispatcher, Pending
 from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
 from serve_app.lanes import Lanes
@@ -47,6 +52,7 @@ from serve_app.pipelines import Pipelines, parse_steps
 from serve_app.registry import FunctionRuntime, Registry
 from serve_app.runners import Runner, TaskRunner, when_answered
 from serve_app.sandbox_gate import SandboxGate
+from serve_app.task_reads import TaskReads
 from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
@@ -73,9 +79,13 @@ class Platform:
         self.tasks = TaskStore(self.engine)
         self.secrets = SecretBox(settings.home / "secrets.key")
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
-        self.writer = GroupCommitWriter(database_url, on_committed=self._committed)
+        self.completions = Completions()
+        self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions)
+        self.reads = TaskReads(self.tasks, self.completions)
         self.pipelines = Pipelines(self)
-        self.dispatcher = Dispatcher(self.writer, on_result=self.pipelines.on_result)
+        self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
+                                         self._invoke_for_destination)
+        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended)
         self.dispatcher.runner_for = self._runner_for
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
@@ -93,6 +103,7 @@ class Platform:
         self.alerting = checked_alerting_config(settings.alerting_config, self.channels)
         self.database_url = database_url
         self.sandbox = SandboxGate()
+        self._startup_work: set[asyncio.Task[None]] = set()
         self.started = False
 
     async def start(self) -> None:
@@ -116,10 +127,12 @@ class Platform:
         self.writer.on_flush = self.monitoring.prom.observe_flush
         self.writer.start()
         await self.recover()
+        self._background(self.destinations.recover(), "redelivering completion destinations")
 
     async def close(self) -> None:
         """Drain and stop."""
         await self.dispatcher.drain()
+        await self.destinations.close()
         self.lanes.close()
         await self.writer.close()
         if self.monitoring is not None:
@@ -161,6 +174,7 @@ class Platform:
         name = parse_name(name)
         cfg = parse_config(config_json)
         handler = parse_handler(handler, cfg.runtime)
+        await destination_config.check(cfg, caller.namespace, name, self.registry)
         await self.sandbox.require(network=cfg.network, runtime=cfg.runtime)
         check_env(cfg.env)
         bundle = await asyncio.to_thread(validate_and_repack, archive, handler, self.limits, cfg.runtime)
@@ -169,7 +183,7 @@ class Platform:
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
         await asyncio.to_thread(self.bundles.put, bundle)
         package = ray.put(bundle.data)
-        failure = await check_package.remote(package, bundle.sha256, handler, cfg.model_dump(mode="json"),
+        failure = await check_package.remote(package, bundle.sha256, handler, executor_config(cfg),
                                              f"check/{caller.namespace}/{name}/{bundle.sha256}")
         if failure is not None and failure.get("type") == "SandboxUnavailable":
             raise SandboxUnavailableError(str(failure.get("message")), detail={"reason": failure.get("message")})
@@ -179,6 +193,7 @@ class Platform:
                 detail={"handler_error": failure})
         stored = cfg.model_dump(mode="json", exclude={"env"})
         stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
+        stored = destination_config.seal(stored, self.secrets)
         await self._start_workers(bundle.sha256, cfg, package)
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
                                                config=stored, size_bytes=len(bundle.data))
@@ -399,10 +414,12 @@ class Platform:
         else:
             # not held by this process (e.g. accepted before a restart and not yet recovered): end it in place
             async with self.engine.begin() as conn:
-                await conn.execute(text(
+                ended = (await conn.execute(text(
                     "UPDATE tasks SET status = 'cancelled', finished_at = now(), error = CAST(:e AS jsonb)"
-                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running')"),
-                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})})
+                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running') RETURNING id"),
+                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})}
+                )).scalars().all()
+            self.completions.publish(ended)  # committed outside the writer: wake long-polls here
         return await self.tasks.get(caller.namespace, task_id)
 
     async def dead_letters(self, caller: Caller, function: str | None, limit: int) -> list[dict[str, Any]]:
@@ -433,6 +450,27 @@ class Platform:
                  "f": t.finished_at or datetime.now(UTC)})
         self.dispatcher.submit(Pending(task_id, rt, json.dumps(t.input).encode(), time.time(), attempt=int(moved)))
         return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
+
+    def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run start-up work that must not hold up serving; a failure is logged."""
+        def done(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("%s failed: %r", what, task.exception())
+
+        task = asyncio.get_running_loop().create_task(work)
+        self._startup_work.add(task)
+        task.add_done_callback(self._startup_work.discard)
+        task.add_done_callback(done)
+
+    def _task_ended(self, p: Pending, result: TaskResult) -> None:
+        """Dispatcher callback once a task's end is committed: continue its pipeline, deliver its destination."""
+        self.pipelines.on_result(p, result)
+        self.destinations.task_ended(p, result)
+
+    async def _invoke_for_destination(self, namespace: str, name: str, event_json: bytes, key: str) -> str:
+        """Start a destination function's task (the ended task's record as its event); its id."""
+        record, _ = await self.invoke(Caller(namespace, False), name, event_json, idempotency_key=key)
+        return str(record["task_id"])
 
     def _committed(self, results: list[TaskResult]) -> None:
         for listener in self.result_listeners:

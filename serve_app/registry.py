@@ -12,6 +12,7 @@ from core.db.tables import Function, FunctionVersion
 from core.errors import Conflict, NotFound
 from core.models import FunctionConfig
 from core.secrets import SecretBox
+from serve_app.destination_config import executor_config, unseal
 
 SEALED_KEYS = ("env_sealed", "env_names")
 
@@ -93,10 +94,10 @@ class Registry:
                 FunctionVersion.function_id == fn.id, FunctionVersion.version == want))).first()
             if ver is None:
                 raise NotFound(f"function {name!r} has no version {want}")
-        stored = {k: v for k, v in ver.config.items() if k not in SEALED_KEYS}
+        stored = unseal({k: v for k, v in ver.config.items() if k not in SEALED_KEYS}, self.secrets)
         env = {**self.secrets.open(ver.config.get("env_sealed")), **self.secrets.open(fn.env_encrypted)}
         cfg = FunctionConfig.model_validate({**stored, "env": env})
         rt = FunctionRuntime(namespace, name, fn.id, fn.state, ver.version, ver.sha256, ver.handler, cfg,
-                             cfg.model_dump(mode="json"), env_id=_env_id(env))
+                             executor_config(cfg), env_id=_env_id(env))
         rt.remote = self.build_remote(ver.sha256, cfg)
         return rt

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from cluster.sandbox.mode import label as sandbox_label
@@ -14,20 +16,36 @@ from core.errors import InvalidInput, NotFound
 
 METRIC_KEYS = ("duration_ms", "cpu_ms", "cpu_wait_ms", "peak_memory_mb", "queue_ms", "cold_start", "input_bytes",
                "output_bytes")
+STEP_KEYS = ("task_id", "function", "version", "status", "output", "error", "metrics", "started_at", "finished_at")
 
 
 def _iso(v: Any) -> str | None:
     return None if v is None else v.isoformat()
 
 
-def task_view(t: Any, m: Any | None) -> dict[str, Any]:
-    """The contract's task record."""
+def task_view(t: Any, m: Any | None, sandbox: str | None = None) -> dict[str, Any]:
+    """The contract's task record (`sandbox`: the mode label, when the caller already has it)."""
     metrics: dict[str, Any] = {k: (getattr(m, k) if m is not None else None) for k in METRIC_KEYS}
     return {"task_id": t.id, "function": t.function_name, "version": t.version, "status": t.status,
             "output": t.output, "error": t.error, "metrics": metrics, "attempt": t.attempt,
             "namespace": t.namespace, "kind": t.kind, "created_at": _iso(t.created_at),
-            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at), "sandbox": sandbox_label(),
+            "started_at": _iso(t.started_at), "finished_at": _iso(t.finished_at),
+            "sandbox": sandbox if sandbox is not None else sandbox_label(),
             "node": None if m is None else m.node}
+
+
+# a task's columns with its latest attempt's metrics, as plain rows (no ORM objects: a batch of 1,000 is cheap)
+RECORD_COLUMNS = select(
+    Task.id, Task.function_name, Task.version, Task.status, Task.output, Task.error, Task.attempt, Task.namespace,
+    Task.kind, Task.created_at, Task.started_at, Task.finished_at,
+    *(getattr(ExecutionMetric, k) for k in METRIC_KEYS), ExecutionMetric.node,
+).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (ExecutionMetric.attempt == Task.attempt))
+
+
+def ids_param(ids: list[str]) -> Any:
+    """A list of ids as one array parameter (`= ANY(...)`): one bind however many ids, so neither SQLAlchemy nor
+    psycopg renders and parses a placeholder per id."""
+    return bindparam("ids", ids, type_=ARRAY(String), unique=True)
 
 
 class TaskStore:
@@ -39,38 +57,53 @@ class TaskStore:
 
     async def get(self, namespace: str, task_id: str) -> dict[str, Any]:
         """One task record; NotFound for an unknown id."""
-        async with self.sessions() as conn:
-            row = (await conn.execute(
-                select(Task, ExecutionMetric).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (
-                    ExecutionMetric.attempt == Task.attempt)).where(Task.id == task_id, Task.namespace == namespace)
-            )).first()
-            if row is None:
-                raise NotFound(f"no task with id {task_id!r}")
-            rec = task_view(row[0], row[1])
-            if row[0].attempt > 1:
-                rec["attempts"] = await self._attempts(conn, task_id)
-            if row[0].kind == "pipeline":
-                rec["steps"] = await self._steps(conn, task_id)
+        rec = (await self.records(namespace, [task_id])).get(task_id)
+        if rec is None:
+            raise NotFound(f"no task with id {task_id!r}")
         return rec
 
-    async def _attempts(self, conn: Any, task_id: str) -> list[dict[str, Any]]:
-        rows = (await conn.execute(select(TaskAttempt).where(TaskAttempt.task_id == task_id)
-                                   .order_by(TaskAttempt.attempt))).scalars().all()
-        return [{"attempt": a.attempt, "status": a.status, "error": a.error, "started_at": _iso(a.started_at),
-                 "finished_at": _iso(a.finished_at), "retry_delay_s": a.retry_delay_s} for a in rows]
+    async def records(self, namespace: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The records of those of `ids` that exist in the namespace, by id: three queries at most, however
+        many ids (tasks with their latest metrics, then the attempts of retried tasks, then pipeline steps)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        sandbox = sandbox_label()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(RECORD_COLUMNS.where(Task.id == any_(ids_param(wanted)),
+                                                            Task.namespace == namespace))).all()
+            out = {row.id: task_view(row, row, sandbox) for row in rows}
+            retried = [row.id for row in rows if row.attempt > 1]
+            if retried:
+                for task_id, attempts in (await self._attempts(conn, retried)).items():
+                    out[task_id]["attempts"] = attempts
+            runs = [row.id for row in rows if row.kind == "pipeline"]
+            if runs:
+                steps = await self._steps(conn, runs)
+                for run_id in runs:
+                    out[run_id]["steps"] = steps.get(run_id, [])
+        return out
 
-    async def _steps(self, conn: Any, run_id: str) -> list[dict[str, Any]]:
-        """The latest task of each step of a pipeline run, in step order."""
-        rows = (await conn.execute(
-            select(Task, ExecutionMetric).outerjoin(ExecutionMetric, (ExecutionMetric.task_id == Task.id) & (
-                ExecutionMetric.attempt == Task.attempt)).where(Task.parent_id == run_id)
-            .order_by(Task.step_index, Task.created_at))).all()
-        latest: dict[int, dict[str, Any]] = {}
-        for t, m in rows:
-            v = task_view(t, m)
-            latest[t.step_index or 0] = {k: v[k] for k in ("task_id", "function", "version", "status", "output",
-                                                           "error", "metrics", "started_at", "finished_at")}
-        return [latest[k] for k in sorted(latest)]
+    async def _attempts(self, conn: Any, task_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        rows = (await conn.execute(select(TaskAttempt.__table__).where(TaskAttempt.task_id == any_(ids_param(task_ids)))
+                                   .order_by(TaskAttempt.task_id, TaskAttempt.attempt))).all()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for a in rows:
+            out.setdefault(a.task_id, []).append({
+                "attempt": a.attempt, "status": a.status, "error": a.error, "started_at": _iso(a.started_at),
+                "finished_at": _iso(a.finished_at), "retry_delay_s": a.retry_delay_s})
+        return out
+
+    async def _steps(self, conn: Any, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """The latest task of each step of each pipeline run, in step order."""
+        rows = (await conn.execute(RECORD_COLUMNS.add_columns(Task.parent_id, Task.step_index)
+                                   .where(Task.parent_id == any_(ids_param(run_ids)))
+                                   .order_by(Task.parent_id, Task.step_index, Task.created_at))).all()
+        latest: dict[str, dict[int, dict[str, Any]]] = {}
+        for row in rows:
+            v = task_view(row, row)
+            latest.setdefault(row.parent_id, {})[row.step_index or 0] = {k: v[k] for k in STEP_KEYS}
+        return {run_id: [steps[k] for k in sorted(steps)] for run_id, steps in latest.items()}
 
     async def dead_letters(self, namespace: str, *, function: str | None, limit: int) -> list[dict[str, Any]]:
         """Function tasks that failed for good, newest first, with their input."""

