@@ -49,6 +49,7 @@ _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
 _LN10 = math.log(10.0)
 _LOG2 = math.log10(2.0)
 _LOG_W = math.log10(0.25)  # the Bonferroni weight of the shift and slow components
+_FLAT_REL = 0.01  # a never-changing series' deviation floor, as a share of its level
 __all__ = ["ALARM_SCORE", "StreamingSeriesDetector", "backtest_scores"]
 
 
@@ -204,11 +205,12 @@ class StreamingSeriesDetector:
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
         novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
-        # and that combination is itself calibrated on the series' past combinations (outside episodes)
+        # and that combination is itself calibrated on the series' past combinations, except the loud points
+        # of an episode (its quieter points are learnt: a recurring pattern becomes the new normal)
         surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
-        if not self.gate.active:
+        if not self.gate.active or surprise < ALARM_LOG10P:
             self.cal_final.update(raw)
-        reported = self.gate.gate(t, surprise)
+        reported = self.gate.gate(t, surprise, x, expected, self.rarity.is_record(x))
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
                             "local": local, "novelty": novel, "raw": raw, "surprise": surprise, "reported": reported,
                             "expected": expected}
@@ -225,9 +227,17 @@ class StreamingSeriesDetector:
 
     # -- components ------------------------------------------------------------------------------
     def _floor(self, ref: float) -> float:
-        """Smallest deviation scale: half the series' quantum (its smallest step seen), else numerical noise."""
+        """Smallest deviation scale: half the series' quantum (its smallest step seen).
+
+        A series that has never changed has no scale of its own: its first change is measured against a
+        hundredth of its level (of the new value if the level is zero), so a small first step ranks below
+        a jump to many times the value instead of both being infinitely many deviations away.
+        """
         q = self.quantum
-        return 1e-9 + 1e-9 * abs(ref) + (0.5 * q if math.isfinite(q) else 0.0)
+        if math.isfinite(q):
+            return 1e-9 + 1e-9 * abs(ref) + 0.5 * q
+        level = self.window.median() if len(self.window) else 0.0
+        return 1e-9 + _FLAT_REL * (abs(level) or abs(ref))
 
     def _forecasts(self) -> dict[str, float]:
         out: dict[str, float] = {}
