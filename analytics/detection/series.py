@@ -205,10 +205,12 @@ class StreamingSeriesDetector:
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
         novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
-        # and that combination is itself calibrated on the series' past combinations, except the loud points
-        # of an episode (its quieter points are learnt: a recurring pattern becomes the new normal)
+        # and that combination is itself calibrated on the series' past combinations: outside episodes, and
+        # inside one once it has lasted the slow span (the event is over; what persists is the new normal:
+        # a recurring pattern, a new level), its loud points excepted
         surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
-        if not self.gate.active or surprise < ALARM_LOG10P:
+        g = self.gate
+        if not g.active or (surprise < ALARM_LOG10P and g.age >= self.slow_span()):
             self.cal_final.update(raw)
         reported = self.gate.gate(t, surprise, x, expected, self.rarity.is_record(x))
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
