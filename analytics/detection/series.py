@@ -22,10 +22,13 @@ tails the next anomaly is judged by), combined with a weighted Bonferroni minimu
 That local surprise (-log10 p) is amplified, up to doubled, by how new the value is to the series' last
 4,096 values (`novelty.ValueRarity`): a jump to a familiar level ranks below a jump to a level never
 seen, and novelty alone (a trend reaching new highs) never alarms. Deviations are measured no finer than
-half the series' quantum, so quantised and flat series do not produce infinite z-scores. `EpisodeGate`
-then holds back the probationary start and every point of an episode after its first alarm, and the
-reported surprise is mapped to [0, 1) by s / (s + 4): 0.5 (ALARM_SCORE) ~ one in 10,000 normal points,
-no saturation, so the order of the highest scores is the order of their surprise.
+half the series' quantum, so quantised series do not produce infinite z-scores; a series that never
+changed has no quantum yet, and its first change is measured against a hundredth of its level. `EpisodeGate`
+then holds back the probationary start and every point of an episode after its first alarm -- unless a
+record far past the episode's largest excursion escalates it -- and closes the episode once the series is
+back to normal or has settled into a new one; the reported surprise is mapped to [0, 1) by s / (s + 4):
+0.5 (ALARM_SCORE) ~ one in 10,000 normal points, no saturation, so the order of the highest scores is
+the order of their surprise.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ quantised step-like series after probation, and no ties among the highest scores
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 
 from analytics.detection import StreamingSeriesDetector, backtest_scores
@@ -107,3 +109,18 @@ def test_a_small_first_change_of_a_flat_series_ranks_below_a_large_one() -> None
     small[2500] = 2.5
     large[2500] = 40.0
     assert _scores(large)[2500] > _scores(small)[2500]
+
+
+def test_a_detector_pickled_before_escalation_and_settling_keeps_working() -> None:
+    rng = np.random.default_rng(5)
+    x = 10 + rng.normal(0, 1, 3000)
+    x[2500] += 30
+    det = StreamingSeriesDetector()
+    for k in range(2000):
+        det.update(1_600_000_000 + 300.0 * k, float(x[k]))
+    for name in ("ref", "peak_dev", "escalation", "settle_window", "settle_mean", "escalations", "_recent",
+                 "_recent_sum", "_loud"):
+        det.gate.__dict__.pop(name, None)  # as a state saved by the previous version has it
+    old = pickle.loads(pickle.dumps(det))
+    s = [old.update(1_600_000_000 + 300.0 * k, float(x[k])) for k in range(2000, 3000)]
+    assert s[500] >= ALARM_SCORE and len(s) == 1000
