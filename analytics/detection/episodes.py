@@ -8,9 +8,10 @@ level shift, the run-up of an incident and its recovery are the same episode, so
 Surprises are not comparable across an episode (the first change of a flat series is measured against
 almost no scale; after it the series has one), so escalation is judged by distance: an episode remembers
 the forecast made just before it opened and its largest distance from it. A point that alarms on its own,
-lies beyond every value the series has held (a record) and at least `escalation` times as far from that
-forecast as the episode's largest excursion (a jump far past it, not the slow growth of the same one)
-alarms again -- inside the episode or after it closed -- reported no lower than that episode's peak plus
+lies beyond every value the series has held (a record), on the same side of that forecast and at least
+`escalation` times as far from it as the episode's largest excursion (a jump far past it, not the slow
+growth of the same one) alarms again -- inside the episode, or within `max_points` rows of its opening
+after it closed -- reported no lower than that episode's peak plus
 log10 of the distance ratio, so it ranks above the smaller excursion.
 
 The episode closes when the series is back to normal or has settled into a new normal: the surprise stayed
@@ -42,6 +43,8 @@ class EpisodeGate:
     _recent: deque[float] | None = None
     _recent_sum = 0.0
     _loud = 0  # surprises at the alarm level among `_recent`
+    side = 0.0  # the sign of the excursion that opened the last episode
+    opened = -(10**9)  # the row at which it opened
 
     def __init__(self, alarm: float = ALARM_LOG10P, calm: float = 1.5, calm_points: int = 8,
                  max_points: int = 4096, probation_rows: int = 750, probation_s: float = 86400.0,
@@ -59,6 +62,8 @@ class EpisodeGate:
         self.escalations = 0
         self.ref = 0.0  # the forecast made just before the episode opened
         self.peak_dev = math.inf  # the largest |value - ref| inside the episode
+        self.side = 0.0
+        self.opened = -(10**9)
         self._recent = deque()
         self._recent_sum = 0.0
         self._loud = 0
@@ -93,8 +98,10 @@ class EpisodeGate:
 
     def _escalated(self, surprise: float, value: float, record: bool) -> float:
         """The surprise an alarming point escalating the last episode reports (0 if it does not escalate)."""
-        if not record or self.episodes == 0 or surprise < self.alarm:
+        if not record or self.episodes == 0 or surprise < self.alarm or (value - self.ref) * self.side <= 0.0:
             return 0.0
+        if not self.active and self.rows - self.opened > self.max_points:
+            return 0.0  # a closed episode is a yardstick for the next while only
         dev = abs(value - self.ref)
         if not dev >= self.escalation * self.peak_dev > 0.0:
             return 0.0
@@ -104,6 +111,7 @@ class EpisodeGate:
     def _open(self, surprise: float, value: float, expected: float) -> None:
         self.active, self.peak, self.age, self.quiet = True, surprise, 0, 0
         self.ref, self.peak_dev = expected, abs(value - expected)
+        self.side, self.opened = math.copysign(1.0, value - expected), self.rows
         self._recent = deque()
         self._recent_sum = 0.0
         self._loud = 0
