@@ -11,8 +11,8 @@ the forecast made just before it opened and its largest distance from it. A poin
 lies beyond every value the series has held (a record), on the same side of that forecast and at least
 `escalation` times as far from it as the episode's largest excursion (a jump far past it, not the slow
 growth of the same one) alarms again -- inside the episode, or within `max_points` rows of its opening
-after it closed -- reported no lower than that episode's peak plus
-log10 of the distance ratio, so it ranks above the smaller excursion.
+after it closed -- reported no lower than that episode's peak plus log10 of the distance ratio, so it
+ranks above the smaller excursion.
 
 The episode closes when the series is back to normal or has settled into a new normal: the surprise stayed
 below `calm` for `calm_points` points in a row, or over the last `settle_window` points its mean fell
