@@ -124,3 +124,10 @@ def test_a_detector_pickled_before_escalation_and_settling_keeps_working() -> No
     old = pickle.loads(pickle.dumps(det))
     s = [old.update(1_600_000_000 + 300.0 * k, float(x[k])) for k in range(2000, 3000)]
     assert s[500] >= ALARM_SCORE and len(s) == 1000
+
+
+def test_the_first_value_after_a_long_run_of_zeros_scores_below_one() -> None:
+    x = np.zeros(3000)
+    x[2500] = 5.0  # a metric that reported nothing for days; a value is news, not an infinite deviation
+    s = _scores(x)
+    assert s[2500] >= ALARM_SCORE and s[2500] < 1.0 and s.max() == s[2500]
