@@ -45,6 +45,11 @@ class ValueRarity:
             lp = math.log10(max(c, k) / (n + 1.0))
         return max(0.0, -(lp + math.log10(2.0)))
 
+    def is_record(self, x: float) -> bool:
+        """Whether x lies beyond every value held (False until `min_values` are seen)."""
+        s = self.values.sorted
+        return len(s) >= self.min_values and (x > s[-1] or x < s[0])
+
     def push(self, x: float) -> None:
         """Remember x (after it was scored)."""
         self.values.push(x)

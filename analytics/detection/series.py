@@ -22,10 +22,13 @@ tails the next anomaly is judged by), combined with a weighted Bonferroni minimu
 That local surprise (-log10 p) is amplified, up to doubled, by how new the value is to the series' last
 4,096 values (`novelty.ValueRarity`): a jump to a familiar level ranks below a jump to a level never
 seen, and novelty alone (a trend reaching new highs) never alarms. Deviations are measured no finer than
-half the series' quantum, so quantised and flat series do not produce infinite z-scores. `EpisodeGate`
-then holds back the probationary start and every point of an episode after its first alarm, and the
-reported surprise is mapped to [0, 1) by s / (s + 4): 0.5 (ALARM_SCORE) ~ one in 10,000 normal points,
-no saturation, so the order of the highest scores is the order of their surprise.
+half the series' quantum, so quantised series do not produce infinite z-scores; a series that never
+changed has no quantum yet, and its first change is measured against a hundredth of its level. `EpisodeGate`
+then holds back the probationary start and every point of an episode after its first alarm -- unless a
+record far past the episode's largest excursion escalates it -- and closes the episode once the series is
+back to normal or has settled into a new one; the reported surprise is mapped to [0, 1) by s / (s + 4):
+0.5 (ALARM_SCORE) ~ one in 10,000 normal points, no saturation, so the order of the highest scores is
+the order of their surprise.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ _MAE_SD = 1.2533  # mean absolute error -> standard deviation under normality
 _LN10 = math.log(10.0)
 _LOG2 = math.log10(2.0)
 _LOG_W = math.log10(0.25)  # the Bonferroni weight of the shift and slow components
+_FLAT_REL = 0.01  # a never-changing series' deviation floor, as a share of its level
 __all__ = ["ALARM_SCORE", "StreamingSeriesDetector", "backtest_scores"]
 
 
@@ -204,11 +208,14 @@ class StreamingSeriesDetector:
         # a value also new to the series' history is more surprising; novelty alone is not an anomaly
         novel = self.rarity.surprise(x, fl) if self.n >= 2 else 0.0
         raw = local + min(novel, local)
-        # and that combination is itself calibrated on the series' past combinations (outside episodes)
+        # and that combination is itself calibrated on the series' past combinations: outside episodes, and
+        # inside one once it has lasted the slow span (the event is over; what persists is the new normal:
+        # a recurring pattern, a new level), its loud points excepted
         surprise = -self.cal_final.log10_pvalue(raw) if self.n >= 2 else 0.0
-        if not self.gate.active:
+        g = self.gate
+        if not g.active or (surprise < ALARM_LOG10P and g.age >= self.slow_span()):
             self.cal_final.update(raw)
-        reported = self.gate.gate(t, surprise)
+        reported = self.gate.gate(t, surprise, x, expected, self.rarity.is_record(x))
         self.last_detail = {"z_point": z_point, "z_shift": z_shift or 0.0, "z_slow": z_slow or 0.0,
                             "local": local, "novelty": novel, "raw": raw, "surprise": surprise, "reported": reported,
                             "expected": expected}
@@ -225,9 +232,17 @@ class StreamingSeriesDetector:
 
     # -- components ------------------------------------------------------------------------------
     def _floor(self, ref: float) -> float:
-        """Smallest deviation scale: half the series' quantum (its smallest step seen), else numerical noise."""
+        """Smallest deviation scale: half the series' quantum (its smallest step seen).
+
+        A series that has never changed has no scale of its own: its first change is measured against a
+        hundredth of its level (of the new value if the level is zero), so a small first step ranks below
+        a jump to many times the value instead of both being infinitely many deviations away.
+        """
         q = self.quantum
-        return 1e-9 + 1e-9 * abs(ref) + (0.5 * q if math.isfinite(q) else 0.0)
+        if math.isfinite(q):
+            return 1e-9 + 1e-9 * abs(ref) + 0.5 * q
+        level = self.window.median() if len(self.window) else 0.0
+        return 1e-9 + _FLAT_REL * (abs(level) or abs(ref))
 
     def _forecasts(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -1,10 +1,12 @@
 """Our streaming detector against the rolling z-score on the same labelled series, in one run.
 
-    .venv/bin/python -m bench.detection.run [--seeds 12] [--n 15000] [--ops-seeds 4]
+    .venv/bin/python -m bench.detection.run [--seeds 12] [--n 15000] [--ops-seeds 4] [--more-seeds 3] [--base 0]
 
-Two corpora: the synthetic generator (`generate.py`: seasonal, trending, heavy-tailed, injected events)
-and series shaped like real operations (`ops.py`: quantised CPU, idle-at-night traffic, bursty counts,
-deploy-time shifts, memory leaks). For each detector it reports the windowed NAB-like score
+Three corpora: the synthetic generator (`generate.py`: seasonal, trending, heavy-tailed, injected events),
+series shaped like real operations (`ops.py`: quantised CPU, idle-at-night traffic, bursty counts,
+deploy-time shifts, memory leaks) and more of them (`ops_more.py`: recurring blips, GC sawtooth, counters
+with resets, daily+weekly traffic, heavy-tailed latency, variance regimes, mostly-zero batch metrics,
+spiky cloud CPU, wandering temperature). For each detector it reports the windowed NAB-like score
 (`windowed.py`, best single threshold per detector over the whole corpus, and at the documented alarm
 level 0.5) and the event precision/recall table (`score.py`) at that level. JSON lines, then a table.
 """
@@ -22,6 +24,7 @@ from analytics.detection.series import ALARM_SCORE, backtest_scores
 from bench.detection.baseline import rolling_z_scores
 from bench.detection.generate import Series, generate
 from bench.detection.ops import corpus
+from bench.detection.ops_more import corpus as more_corpus
 from bench.detection.score import Result, score
 from bench.detection.windowed import Labelled, best_threshold, corpus_score, labelled
 
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=15000, help="points per synthetic series")
     ap.add_argument("--normal-seeds", type=int, default=3, help="synthetic series with no anomaly at all")
     ap.add_argument("--ops-seeds", type=int, default=4, help="labelled series per operational family")
+    ap.add_argument("--more-seeds", type=int, default=3, help="labelled series per `ops_more` family")
     ap.add_argument("--base", type=int, default=0, help="seed base: each base draws different series")
     args = ap.parse_args()
     b = 1_000_003 * args.base
@@ -60,6 +64,8 @@ def main() -> None:
     groups["synthetic"] += [generate(b + 1000 + s, n=args.n, n_events=0) for s in range(args.normal_seeds)]
     for fam, s in corpus(args.ops_seeds, base=args.base):
         groups.setdefault(f"ops/{fam}", []).append(s)
+    for fam, s in more_corpus(args.more_seeds, base=args.base):
+        groups.setdefault(f"more/{fam}", []).append(s)
     detectors: dict[str, Detector] = {"ours": ours, "rolling-z": zscore}
     scores: dict[str, dict[str, list[np.ndarray]]] = {}
     secs: dict[str, float] = {}
@@ -68,8 +74,9 @@ def main() -> None:
         scores[name] = {g: [fn(s) for s in ss] for g, ss in groups.items()}
         secs[name] = time.perf_counter() - t0
     points = sum(len(s.values) for ss in groups.values() for s in ss)
-    views = {"all": list(groups), "synthetic": ["synthetic"], "ops": [g for g in groups if g.startswith("ops/")]}
-    views.update({g: [g] for g in groups if g.startswith("ops/")})
+    views = {"all": list(groups), "synthetic": ["synthetic"], "ops": [g for g in groups if g.startswith("ops/")],
+             "more": [g for g in groups if g.startswith("more/")]}
+    views.update({g: [g] for g in groups if g.startswith(("ops/", "more/"))})
     rows = []
     for view, gs in views.items():
         for name in detectors:

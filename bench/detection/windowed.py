@@ -103,10 +103,16 @@ def corpus_score(items: list[Labelled], threshold: float) -> dict[str, float]:
 
 
 def best_threshold(items: list[Labelled], candidates: int = 400) -> dict[str, float]:
-    """The corpus score at the detector's best single threshold (searched over its own score quantiles)."""
+    """The corpus score at the detector's best single threshold (searched over its own score quantiles).
+
+    A threshold above every score (never alarm, 0 by construction) is a candidate: a detector whose
+    highest scores are tied among many false alarms scores 0, not below.
+    """
     allv = np.concatenate([i.scores[i.probation:] for i in items])
     qs = 1.0 - np.geomspace(1e-5, 0.2, candidates)
-    cands = np.unique(np.r_[np.quantile(allv, qs), np.sort(np.unique(allv))[-200:]])
+    top = float(allv.max()) if len(allv) else 0.0
+    never = np.nextafter(top, math.inf) if top > 0 else 1.0
+    cands = np.unique(np.r_[np.quantile(allv, qs), np.sort(np.unique(allv))[-200:], never])
     best: dict[str, float] = {"score": -math.inf}
     for c in cands:
         if c <= 0:
