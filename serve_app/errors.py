@@ -16,6 +16,7 @@ from core.errors import (
     BundleTooLarge,
     CloudFnError,
     Conflict,
+    Forbidden,
     HandlerCheckFailed,
     InvalidInput,
     NotFound,
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[CloudFnError], int]] = [
     (BundleTooLarge, 413), (HandlerCheckFailed, 422), (NotFound, 404), (Conflict, 409),
-    (Unauthorized, 401), (Overloaded, 429), (SandboxUnavailableError, 503), (CloudFnError, 400),
+    (Unauthorized, 401), (Forbidden, 403), (Overloaded, 429), (SandboxUnavailableError, 503), (CloudFnError, 400),
 ]
 
 
