@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.settings import Settings
+from serve_app import cli_keys
 from serve_app.client import ApiError, Client, load_archive
 
 app = typer.Typer(help="CloudFunctions: deploy, invoke and watch serverless functions on Ray.",
@@ -282,6 +283,7 @@ def redrive(task_id: str) -> None:
     emit(call(client().json, "POST", f"/v1/dead-letters/{task_id}/redrive"))
 
 
+cli_keys.register(app)  # cloudfn tenants ..., cloudfn keys ...
 pipeline_app = typer.Typer(help="Pipelines: chains of functions.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 

@@ -321,3 +321,45 @@ def test_bad_key_and_tenant_requests_are_4xx_with_a_message(operator: httpx.Clie
         assert r.status_code == status and words in r.json()["error"]["message"], (path, body, r.text)
     r = operator.post("/v1/keys", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400
+
+
+def test_cli_tenants_and_keys(api_server: ApiServer, admin_key: str) -> None:
+    """`cloudfn tenants create|list` and `cloudfn keys create|list|revoke|rotate` against the running API."""
+    from typer.testing import CliRunner
+
+    from serve_app.cli import app
+
+    runner = CliRunner()
+    env = {"CLOUDFN_API_URL": api_server.url, "CLOUDFN_API_KEY": admin_key}
+
+    def run(*args: str, key: str | None = None, ok: bool = True) -> Any:
+        res = runner.invoke(app, list(args), env={**env, **({"CLOUDFN_API_KEY": key} if key else {})})
+        assert (res.exit_code == 0) == ok, (args, res.exit_code, res.output)
+        return res
+
+    team = f"cli-{uuid.uuid4().hex[:6]}"
+    assert json_of(run("tenants", "create", team, "--json"))["name"] == team
+    assert team in [t["name"] for t in json_of(run("tenants", "list", "--json"))]
+    created = json_of(run("keys", "create", "--tenant", team, "--role", "invoker", "--name", "cli-ci", "--json"))
+    plain = run("keys", "create", "--tenant", team, "--role", "viewer", "--name", "cli-view")
+    viewer_key = plain.stdout.strip().splitlines()[0]
+    assert viewer_key.startswith("cfk_") and "shown only now" in plain.stderr
+    listed = json_of(run("keys", "list", "--tenant", team, "--json"))
+    assert {k["name"] for k in listed} == {"cli-ci", "cli-view"} and all("key" not in k for k in listed)
+    rotated = run("keys", "rotate", str(created["id"])).stdout.strip().splitlines()[0]
+    assert rotated.startswith("cfk_") and rotated != created["key"]
+    with as_key(api_server, created["key"]) as old, as_key(api_server, rotated) as new:
+        assert old.get("/v1/functions").status_code == 401 and new.get("/v1/functions").status_code == 200
+    assert "revoked" in run("keys", "revoke", str(listed[1]["id"])).stdout
+    with as_key(api_server, viewer_key) as gone:
+        assert gone.get("/v1/functions").status_code == 401
+    failed = run("keys", "create", "--tenant", team, "--role", "root", "--name", "x", ok=False)
+    assert "role must be one of" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    refused = run("tenants", "create", "other", key=rotated, ok=False)  # an invoker is not the operator
+    assert "HTTP 403" in refused.stderr
+
+
+def json_of(res: Any) -> Any:
+    import json
+
+    return json.loads(res.stdout)
