@@ -112,6 +112,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/v1/alert-rules"): "rules.read",
     ("DELETE", "/v1/alert-rules/{rule_id}"): "rules.write",
     ("GET", "/v1/alerts"): "alerts.read",
+    ("GET", "/v1/alert-notifications"): "alerts.read",
     ("POST", "/v1/silences"): "silences.write",
     ("GET", "/v1/silences"): "silences.read",
     ("DELETE", "/v1/silences/{silence_id}"): "silences.write",
