@@ -142,6 +142,9 @@ class KeyStore:
         """Revoke a key and create its successor (same tenant, role, name and expiry) in one transaction."""
         async with self.engine.begin() as conn:
             row = await self._live_key(conn, key_id, tenant)
+            if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
+                raise Conflict(f"key {key_id} expired at {row.expires_at.isoformat()}; its successor would be "
+                               "expired too: create a new key with POST /v1/keys")
             await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC)))
             out = await self._insert_key(conn, caller, tenant=row.namespace, role=Role[row.role], name=row.name,
                                          expires_at=row.expires_at)

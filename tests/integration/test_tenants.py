@@ -246,6 +246,8 @@ def test_revoked_expired_and_rotated_keys_are_refused(api_server: ApiServer, ope
         r = c.get("/v1/functions")
         assert r.status_code == 401 and "expired" in r.json()["error"]["message"]
         assert c.post("/v1/functions/afn/invocations", json={}).status_code == 401
+    r = operator.post(f"/v1/keys/{expiring['id']}/rotate")
+    assert r.status_code == 409 and "expired" in r.json()["error"]["message"]
 
     old = make_key(operator, world.a, "developer", "rotating")
     with world.client(api_server, "a_admin") as adm:
