@@ -1,18 +1,19 @@
-"""AlertDispatcher: a Ray actor that evaluates every alert rule about once a second and notifies channels.
+"""AlertDispatcher: a Ray actor that evaluates alert rules about once a second and notifies receivers the
+Alertmanager way: labels, the routing tree (or a rule's own channels), grouping, silences, inhibition, flap
+damping, and an outbox from which a worker delivers at least once.
 
 Threshold rules read the window's aggregate with DuckDB over the Parquet lake; anomaly rules read new
-anomalies from PostgreSQL. A transition (firing / resolved) creates or closes an `alerts` row and sends one
-notification per channel in a worker thread, so a slow or dead channel never blocks evaluation; every
-attempt is recorded in `alert_deliveries`, and a notification that failed all its attempts is retried later
-(never dropped while the platform runs).
+anomalies from PostgreSQL. A rule that fires opens an `alerts` row and puts the alert in its groups; a
+group's notice is committed to `alert_notifications` (one row per channel) before anything is sent.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -20,38 +21,60 @@ from typing import Any
 import ray
 from sqlalchemy import insert, select, update
 
+from actors.outbox_worker import OutboxWorker
 from analytics.aggregates import aggregate
-from analytics.alerting import AlertRuleSpec, Attempt, Notification, Notifier, RuleState, step_anomaly, step_threshold
+from analytics.alerting import AlertRuleSpec, Notifier, RuleState, step_anomaly, step_threshold
 from analytics.alerting.channel_config import ChannelSettings
-from analytics.alerting.delivery import delivered
-from analytics.lake import ParquetLake
+from analytics.alerting.config import AlertingConfig, route
+from analytics.alerting.evaluate import matches
+from analytics.alerting.flapping import Episode, damp
+from analytics.alerting.group_message import alertmanager_group_payload
+from analytics.alerting.grouping import Aggregator, AlertInstance, GroupNotice
+from analytics.alerting.inhibition import inhibited
+from analytics.alerting.labels import alert_labels, direct_receiver
+from analytics.alerting.payloads import fingerprint
+from analytics.alerting.silences import Silence, matchers_from_json
+from analytics.lake import open_lake
 from core.db.engine import make_engine
-from core.db.tables import Alert, AlertDelivery, AlertRule
+from core.db.outbox import active_silences, enqueue, last_notices
+from core.db.tables import Alert, AlertRule, Function
 from core.db.tables import Anomaly as AnomalyRow
 
 log = logging.getLogger(__name__)
 ANOMALY_QUIET_S = 300.0
-REDELIVER_AFTER_S = 30.0
+SEED_LOOKBACK_S = 7 * 86400.0
+FLUSH_EVERY_S = 0.1
+SILENCES_TTL_S = 0.5
 
 
 class AlertEngine:
-    """Rule evaluation and delivery, independent of Ray."""
+    """Rule evaluation, grouping and the outbox's producer side, independent of Ray."""
 
-    def __init__(self, database_url: str, lake_path: str, api_url: str, *, notifier: Notifier | None = None,
-                 anomaly_quiet_s: float = ANOMALY_QUIET_S) -> None:
+    def __init__(self, database_url: str, lake_path: str, api_url: str, *, config: AlertingConfig | None = None,
+                 anomaly_quiet_s: float = ANOMALY_QUIET_S, wake: threading.Event | None = None) -> None:
         self.engine = make_engine(database_url, pool_size=3)
-        self.lake = ParquetLake(lake_path)
+        self.lake = open_lake(lake_path)
         self.api_url = api_url
-        self.notifier = notifier or Notifier()
+        self.config = config or AlertingConfig()
         self.quiet_s = anomaly_quiet_s
-        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deliver")
-        self.retry: list[tuple[float, dict[str, Any], Notification, int]] = []
-        self._lock = threading.Lock()
+        self.wake = wake or threading.Event()
+        self.aggregator = Aggregator()
+        self.direct: dict[str, list[dict[str, Any]]] = {}  # a rule's own channels, by receiver name
         self.evaluations = 0
+        self.enqueued = 0
+        self._seeded = False
+        self._silence_cache: list[Silence] = []
+        self._silences_read_at: float | None = None
 
     def tick(self, now: float | None = None) -> int:
-        """Evaluate every live rule once; return the number of transitions."""
+        """Evaluate every rule, then flush due groups into the outbox; return the number of transitions."""
         now = time.time() if now is None else now
+        changed = self.evaluate(now)
+        self.flush(now)
+        return changed
+
+    def evaluate(self, now: float) -> int:
+        """Evaluate every live rule once and feed the groups; return the number of opened or closed alerts."""
         with self.engine.connect() as conn:
             rules = conn.execute(select(AlertRule).where(AlertRule.deleted_at.is_(None))).all()
         changed = 0
@@ -60,98 +83,146 @@ class AlertEngine:
                 changed += self._evaluate(rule, now)
             except Exception:
                 log.exception("evaluating rule %s failed", rule.id)
-        self._redeliver(now)
+        self.aggregator.resolve_unless({r.id for r in rules}, now)
+        if not self._seeded:
+            self._seed()
         self.evaluations += 1
         return changed
+
+    def _seed(self) -> None:
+        """After a (re)start: groups remember what their last stored notice said, so it is not sent twice."""
+        self._seeded = True
+        for key, payload, at in last_notices(self.engine, time.time() - SEED_LOOKBACK_S):
+            notified = {a["fingerprint"]: a["status"] for a in payload.get("alerts", [])}
+            self.aggregator.seed(key, notified, at)
 
     def _evaluate(self, rule: Any, now: float) -> int:
         spec = AlertRuleSpec.model_validate(rule.spec)
         raw = dict(rule.state or {})
-        alert_id = raw.pop("alert_id", None)
+        episode = Episode(raw.pop("alert_id", None), raw.pop("resolved_at_held", None))
+        labels: dict[str, str] | None = raw.pop("labels", None)
         state = RuleState(**raw) if raw else RuleState.initial(now)
+        latest: dict[str, Any] = {}
         if spec.kind == "threshold":
             assert spec.metric and spec.aggregate and spec.window_s
             value = aggregate(self.lake, spec.function, spec.metric, spec.aggregate, spec.window_s,
                               now=now, namespace=rule.namespace)
             new, transition = step_threshold(spec, state, value, now)
         else:
-            since = datetime.fromtimestamp(now - self.quiet_s, UTC)
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(AnomalyRow).where(
-                    AnomalyRow.namespace == rule.namespace, AnomalyRow.function == spec.function,
-                    AnomalyRow.detected_at > since, AnomalyRow.feedback.is_distinct_from("false_positive"))).all()
-            anomalies = [{"function": r.function, "kind": r.kind, "score": r.score, "detected_at": r.detected_at,
-                          "metric": r.metric, "observed": r.observed} for r in rows]
+            anomalies = self._anomalies(rule.namespace, spec.function, now)
+            latest = max((a for a in anomalies if matches(spec, a)), key=lambda a: a["detected_at"], default={})
             new, transition = step_anomaly(spec, state, anomalies, now, self.quiet_s)
+        episode, action = damp(episode, transition, now, self.config.flap_window)
+        if labels is None and episode.alert_id is not None:  # an episode opened before alerts had labels
+            labels = alert_labels(spec, rule.namespace, version=None, metric=latest.get("metric"))
         with self.engine.begin() as conn:
-            if transition == "firing":
+            if action == "open":
+                version = latest.get("version") if latest else conn.execute(select(Function.active_version).where(
+                    Function.namespace == rule.namespace, Function.name == spec.function,
+                    Function.deleted_at.is_(None))).scalar()
+                labels = alert_labels(spec, rule.namespace, version=version, metric=latest.get("metric"))
                 alert_id = conn.execute(insert(Alert).values(
                     rule_id=rule.id, namespace=rule.namespace, function=spec.function, state="firing",
                     value=new.value, started_at=datetime.fromtimestamp(now, UTC),
-                    details={"episode_id": new.episode_id}).returning(Alert.id)).scalar_one()
-            elif transition == "resolved" and alert_id is not None:
-                conn.execute(update(Alert).where(Alert.id == alert_id).values(
-                    state="resolved", resolved_at=datetime.fromtimestamp(now, UTC), value=new.value))
-            elif new.state == "firing" and alert_id is not None:
-                conn.execute(update(Alert).where(Alert.id == alert_id).values(value=new.value))
-            conn.execute(update(AlertRule).where(AlertRule.id == rule.id).values(
-                state={**asdict(new), "alert_id": alert_id if new.state == "firing" or transition else None}))
-        if transition is not None and alert_id is not None:
-            self._notify(rule, spec, alert_id, transition, new, now)
-            return 1
-        return 0
+                    details={"episode_id": new.episode_id, "labels": labels}).returning(Alert.id)).scalar_one()
+                episode = Episode(alert_id=alert_id)
+            elif action == "close" and episode.alert_id is not None:
+                conn.execute(update(Alert).where(Alert.id == episode.alert_id).values(
+                    state="resolved", resolved_at=datetime.fromtimestamp(episode.resolved_at or now, UTC)))
+            elif episode.alert_id is not None and new.state == "firing":
+                conn.execute(update(Alert).where(Alert.id == episode.alert_id).values(value=new.value))
+            open_ = action != "close" and episode.alert_id is not None
+            conn.execute(update(AlertRule).where(AlertRule.id == rule.id).values(state={
+                **asdict(new), "alert_id": episode.alert_id if open_ else None,
+                "resolved_at_held": episode.resolved_at if open_ else None, "labels": labels if open_ else None}))
+        if episode.alert_id is not None and labels is not None and (open_ or action == "close"):
+            self._put(rule, spec, labels, new, episode, now, resolved=action == "close")
+        return 1 if action in ("open", "close") else 0
 
-    def _notify(self, rule: Any, spec: AlertRuleSpec, alert_id: int, status: str, state: RuleState,
-                now: float) -> None:
-        started = state.fired_at or now
-        n = Notification(id=f"cfa-{alert_id}-{status}", rule_name=spec.name, function=spec.function,
-                         status=status,  # type: ignore[arg-type]
-                         value=state.value, started_at=started, ended_at=now if status == "resolved" else None,
-                         labels={**spec.labels, "kind": spec.kind, "namespace": rule.namespace},
-                         annotations={**spec.annotations, "summary": _summary(spec, state)},
-                         external_url=self.api_url, generator_url=f"{self.api_url}/v1/alerts?rule_id={rule.id}")
-        for ch in rule.spec.get("channels", []):
-            self.pool.submit(self._deliver, alert_id, ch, n, 0)
+    def _anomalies(self, namespace: str, function: str, now: float) -> list[dict[str, Any]]:
+        since = datetime.fromtimestamp(now - self.quiet_s, UTC)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(AnomalyRow).where(
+                AnomalyRow.namespace == namespace, AnomalyRow.function == function,
+                AnomalyRow.detected_at > since, AnomalyRow.feedback.is_distinct_from("false_positive"))).all()
+        return [{"function": r.function, "kind": r.kind, "score": r.score, "detected_at": r.detected_at,
+                 "metric": r.metric, "observed": r.observed, "version": r.version} for r in rows]
 
-    def _deliver(self, alert_id: int, channel: dict[str, Any], n: Notification, round_: int) -> None:
-        from analytics.alerting.rules import AlertRuleSpec as _Spec
+    def _put(self, rule: Any, spec: AlertRuleSpec, labels: dict[str, str], state: RuleState, episode: Episode,
+             now: float, *, resolved: bool) -> None:
+        """Put the rule's alert into every group it belongs to (its own channels, or the routing tree's)."""
+        alert = AlertInstance(
+            fingerprint=fingerprint(labels), labels=labels, status="resolved" if resolved else "firing",
+            starts_at=state.fired_at or now, ends_at=(episode.resolved_at or now) if resolved else None,
+            value=state.value, annotations={**spec.annotations, "summary": _summary(spec, state)},
+            generator_url=f"{self.api_url}/v1/alerts?rule_id={rule.id}", alert_id=episode.alert_id, rule_id=rule.id,
+            repeat_interval_s=spec.repeat_interval_s)
+        matches = route(self.config.route, labels)
+        if spec.channels:
+            channels = rule.spec["channels"]
+            name = direct_receiver(rule.namespace, channels)
+            self.direct[name] = channels
+            self.aggregator.put(name, matches[0], alert, now)
+            return
+        for m in matches:
+            if m.receiver is not None and self.config.receiver(m.receiver).channels:
+                self.aggregator.put(m.receiver, m, alert, now)
 
-        ch = _Spec.model_validate({"name": "x", "function": "x", "kind": "anomaly", "channels": [channel]}).channels[0]
-        label = _channel_label(channel)
-        offset = round_ * 100
+    def _channels(self, receiver: str) -> list[dict[str, Any]]:
+        if receiver in self.direct:
+            return self.direct[receiver]
+        if any(r.name == receiver for r in self.config.receivers):
+            return [c.model_dump(mode="json") for c in self.config.receiver(receiver).channels]
+        return []
 
-        def record(a: Attempt) -> None:
+    def flush(self, now: float | None = None) -> int:
+        """Commit the notices of every due group to the outbox and wake the worker; return how many rows."""
+        now = time.time() if now is None else now
+        if not self.aggregator.groups:
+            return 0
+        firing = [a.labels for g in self.aggregator.groups.values() for a in g.alerts.values()
+                  if a.status == "firing"]
+
+        def muted(labels: Any) -> bool:
+            if inhibited(labels, firing, self.config.inhibit_rules):
+                return True
+            return any(s.mutes(labels, now) for s in self._silences(now))
+
+        notices = self.aggregator.flush(now, muted)
+        if not notices:
+            return 0
+        rows = [row for n in notices for row in self._rows(n)]
+        try:
             with self.engine.begin() as conn:
-                conn.execute(insert(AlertDelivery).values(
-                    alert_id=alert_id, notification=n.status, channel=label, attempt=a.attempt + offset,
-                    status=a.status, at=datetime.fromtimestamp(a.at, UTC), error=a.error))
+                enqueue(conn, rows, now)
+        except Exception:
+            self.aggregator.forget([n.group_key for n in notices], now)
+            raise
+        self.enqueued += len(rows)
+        self.wake.set()
+        return len(rows)
 
-        attempts = self.notifier.deliver(ch, n, label=label, on_attempt=record)
-        if not delivered(attempts):
-            with self._lock:
-                self.retry.append((time.time() + REDELIVER_AFTER_S, {"alert_id": alert_id, "channel": channel}, n,
-                                   round_ + 1))
+    def _silences(self, now: float) -> list[Silence]:
+        """The tenants' silences, read at most every SILENCES_TTL_S."""
+        if self._silences_read_at is None or now - self._silences_read_at >= SILENCES_TTL_S:
+            self._silence_cache = [Silence(s.id, s.namespace, matchers_from_json(s.matchers), s.starts_at.timestamp(),
+                                           s.ends_at.timestamp()) for s in active_silences(self.engine, now)]
+            self._silences_read_at = now
+        return self._silence_cache
 
-    def _redeliver(self, now: float) -> None:
-        with self._lock:
-            due = [r for r in self.retry if r[0] <= now]
-            self.retry = [r for r in self.retry if r[0] > now]
-        for _, meta, n, round_ in due:
-            self.pool.submit(self._deliver, meta["alert_id"], meta["channel"], n, round_)
+    def _rows(self, notice: GroupNotice) -> list[dict[str, Any]]:
+        payload = alertmanager_group_payload(notice, notice.receiver, self.api_url)
+        tenant = notice.alerts[0].labels.get("tenant", "")
+        alert_ids = sorted({a.alert_id for a in notice.alerts if a.alert_id is not None})
+        return [{"dedup_id": f"cfn-{uuid.uuid4().hex}", "namespace": tenant, "receiver": notice.receiver,
+                 "channel": ch, "group_key": notice.group_key, "status": notice.status, "payload": payload,
+                 "alert_ids": alert_ids} for ch in self._channels(notice.receiver)]
 
 
 def _notifier(channels: ChannelSettings | None) -> Notifier:
-    """A Notifier that sends e-mail and SMS through the platform's settings."""
+    """A Notifier that sends e-mail and SMS through the platform's settings (one attempt per call)."""
     channels = channels or ChannelSettings()
-    return Notifier(smtp=channels.smtp, sms=channels.sms)
-
-
-def _channel_label(channel: dict[str, Any]) -> str:
-    t = channel.get("type")
-    target = channel.get("url") or channel.get("webhook_url") or channel.get("to") or ""
-    if t == "slack":
-        target = str(target).split("/services/")[0] + "/services/…"
-    return f"{t}:{target}"[:300]
+    return Notifier(smtp=channels.smtp, sms=channels.sms, max_attempts=1)
 
 
 def _summary(spec: AlertRuleSpec, state: RuleState) -> str:
@@ -163,29 +234,38 @@ def _summary(spec: AlertRuleSpec, state: RuleState) -> str:
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class AlertDispatcher:
-    """Ray actor running AlertEngine.tick about once a second in a background thread."""
+    """Ray actor: evaluates rules every `interval_s`, flushes groups every 0.1 s, and runs the outbox worker."""
 
     def __init__(self, database_url: str, lake_path: str, api_url: str, channels: ChannelSettings | None = None,
-                 interval_s: float = 1.0) -> None:
-        self.engine = AlertEngine(database_url, lake_path, api_url, notifier=_notifier(channels))
+                 config: AlertingConfig | None = None, interval_s: float = 1.0) -> None:
+        wake = threading.Event()  # the engine sets it after committing notices; the worker then looks at once
+        self.engine = AlertEngine(database_url, lake_path, api_url, config=config, wake=wake)
+        self.worker = OutboxWorker(self.engine.engine, _notifier(channels), wake=wake)
         self.interval_s = interval_s
+        self.worker.start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="alert-loop")
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        last_eval = 0.0
+        while not self._stop.wait(FLUSH_EVERY_S):
             try:
-                self.engine.tick()
+                if time.monotonic() - last_eval >= self.interval_s:
+                    last_eval = time.monotonic()
+                    self.engine.evaluate(time.time())
+                self.engine.flush()
             except Exception:
                 log.exception("alert tick failed")
 
-    def configure(self, channels: ChannelSettings) -> None:
-        """Use these channel settings from now on (the platform calls this at start: the actor may predate it)."""
-        self.engine.notifier = _notifier(channels)
+    def configure(self, channels: ChannelSettings, config: AlertingConfig | None = None) -> None:
+        """Use these channel settings and this alerting file from now on (called at every platform start)."""
+        self.worker.notifier = _notifier(channels)
+        if config is not None:
+            self.engine.config = config
 
     def stats(self) -> dict[str, Any]:
         """Counters."""
-        return {"evaluations": self.engine.evaluations, "pending_redeliveries": len(self.engine.retry)}
-
-
+        return {"pid": os.getpid(), "evaluations": self.engine.evaluations, "enqueued": self.engine.enqueued,
+                "sent": self.worker.sent,
+                "groups": len(self.engine.aggregator.groups)}

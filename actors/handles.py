@@ -8,6 +8,7 @@ from typing import Any
 from actors.alerts import AlertDispatcher
 from actors.detector import DetectorShard
 from analytics.alerting.channel_config import ChannelSettings
+from analytics.alerting.config import AlertingConfig
 
 DETECTOR_SHARDS = 1  # raise with the cluster: each shard is one process hosting many functions' models
 
@@ -29,7 +30,7 @@ def detector_shards(database_url: str, shards: int = DETECTOR_SHARDS, resource: 
 
 
 def alert_dispatcher(database_url: str, lake_path: str, api_url: str, channels: ChannelSettings,
-                     resource: str | None = None) -> Any:
-    """The alert dispatcher actor (created if missing) with the platform's channel settings."""
+                     config: AlertingConfig, resource: str | None = None) -> Any:
+    """The alert dispatcher actor (created if missing) with the platform's channel settings and alerting file."""
     return AlertDispatcher.options(name="cloudfn-alerts", get_if_exists=True, lifetime="detached",  # type: ignore[attr-defined]
-                                   **placement(resource)).remote(database_url, lake_path, api_url, channels)
+                                   **placement(resource)).remote(database_url, lake_path, api_url, channels, config)

@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from analytics.lake import ParquetLake, records_to_table
+from analytics.lake import Lake, ParquetLake, records_to_table
 from core.models import MetricRecord, TaskStatus
 
 WINDOW_RE = re.compile(r"^([1-9][0-9]{0,7})([smhd])$")
@@ -47,8 +47,6 @@ _COLS = "task_id, attempt, namespace, status, finished_at, duration_ms, cpu_ms, 
 _DEDUP = "task_id, attempt, " + ", ".join(
     f"any_value({c}) AS {c}" for c in _COLS.split(", ") if c not in ("task_id", "attempt")
 )
-_HIVE = "hive_partitioning = true, hive_types = {'date': DATE, 'function': VARCHAR}"
-
 _db_lock = threading.Lock()
 _db: duckdb.DuckDBPyConnection | None = None
 
@@ -95,7 +93,7 @@ def _utc(t: float) -> datetime:
 
 
 def _query(
-    lake: ParquetLake,
+    lake: Lake,
     function: str,
     window_s: float,
     now: float | None,
@@ -124,35 +122,41 @@ def _query(
     for attempt in range(_READ_RETRIES):
         with lake.reading():
             days = lake.days_between(start, end)
-            files = [str(p) for p in lake.files(function, days, written_after=start - MAX_CLOCK_SKEW_S)]
-            branches: list[str] = []
-            params: list[Any] = []
-            if files:
-                lake_rows = f"SELECT {_COLS} FROM read_parquet(?, {_HIVE}) WHERE function = ?"
-                branches.append(lake_rows + where)
-                params += [files, function, *bounds]
-            if pend:
-                branches.append(f"SELECT {_COLS} FROM pending_rows WHERE true{where}")
-                params += bounds
-            if not branches:
-                branches.append(f"SELECT {_COLS} FROM pending_rows WHERE false")
-            sql = (
-                f"WITH raw AS ({' UNION ALL '.join(branches)}), "
-                f"rows AS (SELECT {_DEDUP} FROM raw GROUP BY task_id, attempt) "
-                f"SELECT {select} FROM rows {tail}"
-            )
+            files = lake.files(function, days, written_after=start - MAX_CLOCK_SKEW_S)
             con = _cursor()
             try:
+                branches: list[str] = []
+                params: list[Any] = []
+                if files:
+                    table, table_params = lake.source(con, files)
+                    branches.append(f"SELECT {_COLS} FROM {table} WHERE function = ?" + where)
+                    params += [*table_params, function, *bounds]
+                if pend:
+                    branches.append(f"SELECT {_COLS} FROM pending_rows WHERE true{where}")
+                    params += bounds
+                if not branches:
+                    branches.append(f"SELECT {_COLS} FROM pending_rows WHERE false")
+                sql = (
+                    f"WITH raw AS ({' UNION ALL '.join(branches)}), "
+                    f"rows AS (SELECT {_DEDUP} FROM raw GROUP BY task_id, attempt) "
+                    f"SELECT {select} FROM rows {tail}"
+                )
                 con.register("pending_rows", records_to_table(pend))
                 return con.execute(sql, [*params, *extra_params]).fetchall()
-            except duckdb.IOException:
-                # A listed file vanished before DuckDB opened it (a compaction by a process not using
-                # `reading()`): list the files again.
-                if attempt == _READ_RETRIES - 1:
+            except (duckdb.Error, OSError) as exc:
+                # A listed file vanished before it was opened (a compaction by a process not using `reading()`,
+                # or any compaction on object storage): list the files again.
+                if attempt == _READ_RETRIES - 1 or not _vanished_file(lake, exc):
                     raise
             finally:
                 con.close()
     raise AssertionError("unreachable")
+
+
+def _vanished_file(lake: Lake, exc: Exception) -> bool:
+    """Whether a failed read may be a listed file deleted since: DuckDB's IOException for local files; on object
+    storage, whatever pyarrow's dataset scan raised (DuckDB wraps it)."""
+    return isinstance(exc, duckdb.IOException) or not isinstance(lake, ParquetLake)
 
 
 _SUMMARY_SELECT = f"""
@@ -167,7 +171,7 @@ _SUMMARY_SELECT = f"""
 
 
 def function_metrics(
-    lake: ParquetLake,
+    lake: Lake,
     function: str,
     window_s: float,
     *,
@@ -194,7 +198,7 @@ def function_metrics(
 
 
 def aggregate(
-    lake: ParquetLake,
+    lake: Lake,
     function: str,
     metric: str,
     agg: str,
@@ -227,7 +231,7 @@ def aggregate(
 
 
 def timeseries(
-    lake: ParquetLake,
+    lake: Lake,
     function: str,
     window_s: float,
     bucket_s: float,

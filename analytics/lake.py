@@ -16,8 +16,8 @@ that instant, see a row twice or need to retry; a table format with a manifest (
 that gap and is not worth it at this scale. The aggregates deduplicate by ``(task_id, attempt)`` anyway, for
 pending rows that are also flushed and for a flush that was retried.
 
-All path handling is in this module (``_root_from``, ``partition_dir``, ``files``), so moving the lake to
-object storage means replacing those and the write/rename/unlink calls.
+The same layout on object storage (``s3://bucket/prefix``, ``gs://…``) is ``analytics.object_lake``;
+``open_lake`` picks one from the URI, and readers go through ``Lake`` (the methods both provide).
 """
 
 from __future__ import annotations
@@ -32,13 +32,18 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.models import NAME_RE, MetricRecord
+from core.settings import LAKE_OBJECT_SCHEMES as OBJECT_SCHEMES
+
+if TYPE_CHECKING:
+    import duckdb
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -113,6 +118,83 @@ def records_to_table(records: Sequence[MetricRecord], *, with_partitions: bool =
     return pa.table(cols, schema=schema)
 
 
+# DuckDB's options for reading the lake's files: the partition columns typed (an all-digit name stays a string)
+HIVE_OPTIONS = "hive_partitioning = true, hive_types = {'date': DATE, 'function': VARCHAR}"
+
+
+class Lake(Protocol):
+    """What the lake's writers and readers use, whichever storage holds it."""
+
+    @property
+    def uri(self) -> str:
+        """Where the lake is, as CLOUDFN_LAKE_URI would say it."""
+        ...
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold while listing and reading files."""
+        ...
+
+    def dates(self) -> list[str]:
+        """Dates with a partition, oldest first."""
+        ...
+
+    def functions(self) -> list[str]:
+        """Function names with a partition, sorted."""
+        ...
+
+    def files(self, function: str | None = None, days: Iterable[date | str] | None = None, *,
+              written_after: float | None = None) -> Sequence[PurePath]:
+        """Data files, optionally one function's, some days', newer ones."""
+        ...
+
+    def source(self, con: duckdb.DuckDBPyConnection, files: Sequence[PurePath]) -> tuple[str, list[Any]]:
+        """A DuckDB table expression reading `files` with the partition columns, and its parameters."""
+        ...
+
+    def append(self, records: Sequence[MetricRecord]) -> Sequence[PurePath]:
+        """Write records, one new file per (date, function)."""
+        ...
+
+    def compact(self, date: str | None = None, *, min_files: int = 2, target_bytes: int = 64 << 20) -> int:
+        """Merge small files per partition; returns files removed."""
+        ...
+
+    @staticmethod
+    def days_between(start: float, end: float) -> list[date]:
+        """Every UTC day from `start`'s to `end`'s."""
+        ...
+
+
+def open_lake(uri: Path | str) -> Lake:
+    """The lake at a local path, a file:// URI, or s3://bucket/prefix and gs://bucket/prefix (object storage)."""
+    if isinstance(uri, str) and urlparse(uri).scheme in OBJECT_SCHEMES:
+        from analytics.object_lake import ObjectStoreLake
+
+        return ObjectStoreLake(uri)
+    return ParquetLake(uri)
+
+
+def partition_folder(function: str, day: date | str) -> str:
+    """A partition's relative folder, ``date=…/function=…`` (both checked)."""
+    _check_function(function)
+    d = day if isinstance(day, str) else day.isoformat()
+    date.fromisoformat(d)  # validates
+    return f"date={d}/function={function}"
+
+
+def group_by_partition(records: Sequence[MetricRecord]) -> list[tuple[str, pa.Table]]:
+    """Records as one table per partition folder, each sorted by finish time (tighter row-group statistics)."""
+    groups: dict[tuple[date, str], list[MetricRecord]] = defaultdict(list)
+    for r in records:
+        _check_function(r.function)
+        groups[(utc_date(r.finished_at), r.function)].append(r)
+    out = []
+    for (day, function), rows in sorted(groups.items()):
+        rows.sort(key=lambda r: r.finished_at)
+        out.append((partition_folder(function, day), records_to_table(rows)))
+    return out
+
+
 def _root_from(root: Path | str) -> Path:
     """Accept a local path or a ``file://`` URI; other schemes are not supported yet."""
     if isinstance(root, Path):
@@ -123,7 +205,8 @@ def _root_from(root: Path | str) -> Path:
             raise ValueError(f"file URI with a host is not supported: {root!r}")
         return Path(unquote(parsed.path))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
-        raise ValueError(f"lake URI scheme {parsed.scheme!r} is not supported (a local path or file:// only)")
+        raise ValueError(f"lake URI scheme {parsed.scheme!r} is not supported (a local path, file://, "
+                         "s3://bucket/prefix or gs://bucket/prefix)")
     return Path(root)
 
 
@@ -138,7 +221,7 @@ def _part_name() -> str:
     return f"part-{datetime.now(UTC).strftime(_STAMP_FORMAT)}-{uuid.uuid4().hex}.parquet"
 
 
-def written_at(path: Path) -> float | None:
+def written_at(path: PurePath) -> float | None:
     """The write time in a data file's name, as epoch seconds (None for a name this module did not make)."""
     m = _PART_RE.match(path.name)
     if m is None:
@@ -157,6 +240,22 @@ class ParquetLake:
     def __repr__(self) -> str:
         return f"ParquetLake({str(self.root)!r})"
 
+    @property
+    def uri(self) -> str:
+        """The lake's folder."""
+        return str(self.root)
+
+    def source(self, con: duckdb.DuckDBPyConnection, files: Sequence[PurePath]) -> tuple[str, list[Any]]:
+        """DuckDB's own Parquet reader over the files."""
+        return f"read_parquet(?, {HIVE_OPTIONS})", [[str(f) for f in files]]
+
+    def functions(self) -> list[str]:
+        """Every function name that has a partition folder, sorted."""
+        if not self.root.is_dir():
+            return []
+        names = {p.name[len("function="):] for p in self.root.glob("date=*/function=*") if p.is_dir()}
+        return sorted(n for n in names if NAME_RE.match(n))
+
     # -- paths -----------------------------------------------------------------------------------
 
     def glob(self) -> str:
@@ -165,10 +264,7 @@ class ParquetLake:
 
     def partition_dir(self, day: date | str, function: str) -> Path:
         """The folder holding one function's files for one UTC day."""
-        _check_function(function)
-        d = day if isinstance(day, str) else day.isoformat()
-        date.fromisoformat(d)  # validates
-        return self.root / f"date={d}" / f"function={function}"
+        return self.root / partition_folder(function, day)
 
     def dates(self) -> list[str]:
         """The dates that have a partition folder, oldest first."""
@@ -236,15 +332,7 @@ class ParquetLake:
 
     def append(self, records: Sequence[MetricRecord]) -> list[Path]:
         """Write records, one new file per (date, function) group; returns the files written."""
-        groups: dict[tuple[date, str], list[MetricRecord]] = defaultdict(list)
-        for r in records:
-            _check_function(r.function)
-            groups[(utc_date(r.finished_at), r.function)].append(r)
-        written: list[Path] = []
-        for (day, function), rows in sorted(groups.items()):
-            rows.sort(key=lambda r: r.finished_at)  # tighter row-group statistics for time filters
-            written.append(self._write_atomic(records_to_table(rows), self.partition_dir(day, function)))
-        return written
+        return [self._write_atomic(table, self.root / folder) for folder, table in group_by_partition(records)]
 
     # -- compaction ------------------------------------------------------------------------------
 

@@ -9,12 +9,32 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+import yaml
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.smtp_url import parse_smtp_url
 
 TWILIO_API = "https://api.twilio.com"
+ALERTING_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "alerting.yaml"  # this checkout's
+CHANNEL_FIELDS = ("smtp_url", "smtp_from", "sms_provider", "sms_url", "sms_sid", "sms_token", "sms_from")
+LAKE_OBJECT_SCHEMES = ("s3", "gs", "gcs")  # CLOUDFN_LAKE_URI schemes that mean object storage
+
+
+def file_channel_settings(path: Path) -> dict[str, object]:
+    """The `channels:` section of the alerting file (empty if there is no file); ValueError if unreadable."""
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read it as YAML ({exc})") from None
+    section = data.get("channels") if isinstance(data, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: channels must be a mapping of {', '.join(CHANNEL_FIELDS)}")
+    return {k: v for k, v in section.items() if k in CHANNEL_FIELDS}
 
 
 class Settings(BaseSettings):
@@ -70,6 +90,24 @@ class Settings(BaseSettings):
     sms_sid: str | None = None
     sms_token: str | None = Field(default=None, repr=False)
     sms_from: str | None = None
+    # Routes, receivers, grouping, inhibition; its `channels:` section fills the settings above not set otherwise
+    alerting_config: Path = ALERTING_CONFIG
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_from_file(cls, data: object) -> object:
+        """Channel settings from the alerting file, for each one no variable (or argument) set: variables win."""
+        if not isinstance(data, dict):
+            return data
+        path = Path(str(data.get("alerting_config") or ALERTING_CONFIG)).expanduser()
+        from_file = file_channel_settings(path)
+        return {**{k: v for k, v in from_file.items() if data.get(k) in (None, "")}, **{
+            k: v for k, v in data.items() if v not in (None, "") or k not in from_file}}
+
+    @field_validator("alerting_config", mode="after")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser() if v.expanduser().is_absolute() else Path.cwd() / v
 
     @field_validator("smtp_url", "smtp_from", "sms_sid", "sms_token", "sms_from", mode="before")
     @classmethod
@@ -119,8 +157,16 @@ class Settings(BaseSettings):
         return Path(str(v)).expanduser() if v is not None else v
 
     @property
+    def lake_location(self) -> str:
+        """Where the lake is: s3://bucket/prefix or gs://bucket/prefix as given, else the local folder."""
+        uri = (self.lake_uri or "").strip()
+        if "://" in uri and uri.split("://", 1)[0] in LAKE_OBJECT_SCHEMES:
+            return uri
+        return str(self.lake_path)
+
+    @property
     def lake_path(self) -> Path:
-        """The lake's local folder."""
+        """The lake's local folder (when it is not on object storage)."""
         uri = self.lake_uri or str(self.home / "lake")
         return Path(uri.removeprefix("file://")).expanduser()
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import panel as pn
 
 from panel_dashboard.store import DataStore
-from panel_dashboard.views import AlertsView, ChartView, ExecutionsView, FunctionsView, HeaderView, View
+from panel_dashboard.views import (
+    AlertsView,
+    ChartView,
+    ExecutionsView,
+    FunctionsView,
+    HeaderView,
+    NotificationsView,
+    SilencesView,
+    View,
+)
 
 REFRESH_MS = 1000
 
@@ -22,7 +31,10 @@ class App:
         self.executions = ExecutionsView(store)
         self.chart = ChartView(store)
         self.alerts = AlertsView(store)
-        self.views: list[View] = [self.header, self.functions, self.executions, self.chart, self.alerts]
+        self.silences = SilencesView(store)
+        self.notifications = NotificationsView(store)
+        self.views: list[View] = [self.header, self.functions, self.executions, self.chart, self.alerts,
+                                  self.silences, self.notifications]
         self._seen = -1
 
     def refresh(self) -> None:
@@ -43,7 +55,8 @@ class App:
             main=[self.header.panel,
                   pn.Row(self.functions.panel, self.alerts.panel, sizing_mode="stretch_width"),
                   self.executions.panel,
-                  self.chart.panel])
+                  self.chart.panel,
+                  pn.Row(self.notifications.panel, self.silences.panel, sizing_mode="stretch_width")])
 
 
 def make_page(store: DataStore) -> pn.template.FastListTemplate:

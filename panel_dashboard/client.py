@@ -57,10 +57,13 @@ class ApiClient:
         if r.status_code >= 400:
             raise ApiUnavailable(f"GET {path} answered {r.status_code}: {_message(r)}")
         body = r.json()
+        if isinstance(body, list):
+            return {"items": body}
         return body if isinstance(body, dict) else {}
 
     async def get_optional(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """An optional route's JSON body; RouteMissing on 404/5xx, ApiUnavailable on a transport error."""
+        """An optional route's JSON body (a bare JSON array as `{"items": [...]}`, as Alertmanager-shaped routes
+        answer); RouteMissing on 404/5xx, ApiUnavailable on a transport error."""
         try:
             r = await self._http.get(path, params=params)
         except httpx.HTTPError as exc:
@@ -68,6 +71,8 @@ class ApiClient:
         if r.status_code >= 400:
             raise RouteMissing(f"GET {path} answered {r.status_code}")
         body = r.json()
+        if isinstance(body, list):
+            return {"items": body}
         return body if isinstance(body, dict) else {}
 
     async def aclose(self) -> None:

@@ -12,6 +12,8 @@ DASH = "—"
 EXECUTION_COLUMNS = ["task_id", "function", "version", "status", "duration_ms", "memory_mb", "created", "finished"]
 FUNCTION_COLUMNS = ["function", "state", "version", "runs (1h)", "error rate", "p95 ms"]
 ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery"]
+SILENCE_COLUMNS = ["silence", "matchers", "state", "ends", "by", "comment"]
+NOTIFICATION_COLUMNS = ["time", "alert", "functions", "status", "channel", "delivery", "attempts"]
 CHART_COLUMNS = ["time", "duration_ms", "peak_memory_mb", "task_id", "status"]
 
 
@@ -104,3 +106,29 @@ def alerts_frame(alerts: list[Record]) -> pd.DataFrame:
                      "since": _clock(a.get("started_at")),
                      "last delivery": f"{last.get('channel', '')} {last.get('status', '')}".strip() or DASH})
     return pd.DataFrame(rows, columns=ALERT_COLUMNS)
+
+
+def _matcher_text(m: Record) -> str:
+    op = {(False, True): "=", (False, False): "!=", (True, True): "=~", (True, False): "!~"}[
+        (bool(m.get("isRegex")), bool(m.get("isEqual", True)))]
+    return f"{m.get('name', '')}{op}\"{m.get('value', '')}\""
+
+
+def silences_frame(silences: list[Record]) -> pd.DataFrame:
+    """Active and pending silences, as amtool prints their matchers."""
+    rows = [{"silence": str(s.get("id", ""))[:8],
+             "matchers": ", ".join(_matcher_text(m) for m in s.get("matchers", [])),
+             "state": (s.get("status") or {}).get("state", ""),
+             "ends": str(s.get("endsAt", ""))[:19].replace("T", " "),
+             "by": s.get("createdBy", ""), "comment": s.get("comment", "")}
+            for s in silences if (s.get("status") or {}).get("state") != "expired"]
+    return pd.DataFrame(rows, columns=SILENCE_COLUMNS)
+
+
+def notifications_frame(notifications: list[Record]) -> pd.DataFrame:
+    """The newest notices with where they went and whether they arrived."""
+    rows = [{"time": _clock(n.get("created_at")), "alert": n.get("alertname", ""),
+             "functions": ", ".join(n.get("functions") or []), "status": n.get("status", ""),
+             "channel": n.get("channel", ""), "delivery": n.get("state", ""), "attempts": str(n.get("attempts", ""))}
+            for n in notifications]
+    return pd.DataFrame(rows, columns=NOTIFICATION_COLUMNS)

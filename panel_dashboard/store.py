@@ -29,6 +29,7 @@ METRICS_EVERY_S = 5.0
 WATCH_TTL_S = 30.0
 EXECUTIONS_LIMIT = 50
 CHART_LIMIT = 200
+NOTIFICATIONS_LIMIT = 20
 MAX_CONCURRENT = 4
 
 
@@ -40,6 +41,8 @@ class Snapshot:
     metrics: dict[str, Record | None] = field(default_factory=dict)
     tasks: list[Record] = field(default_factory=list)
     alerts: list[Record] | None = None
+    silences: list[Record] | None = None
+    notifications: list[Record] | None = None
     function_tasks: dict[str, list[Record]] = field(default_factory=dict)
     anomalies: dict[str, list[Record] | None] = field(default_factory=dict)
     last_ok: datetime | None = None
@@ -100,10 +103,12 @@ class DataStore:
         now = time.monotonic()
         self._watched = {f: t for f, t in self._watched.items() if now - t < WATCH_TTL_S}
         watched = sorted(self._watched)
-        fns_body, tasks_body, alerts, charts = await asyncio.gather(
+        fns_body, tasks_body, alerts, silences, notifications, charts = await asyncio.gather(
             self.client.get("/v1/functions"),
             self.client.get("/v1/tasks", {"limit": EXECUTIONS_LIMIT}),
             self._optional_list("/v1/alerts", "alerts", {"state": "firing"}),
+            self._optional_list("/v1/silences", "items", {}),
+            self._optional_list("/v1/alert-notifications", "notifications", {"limit": NOTIFICATIONS_LIMIT}),
             asyncio.gather(*(self._chart(f) for f in watched)),
         )
         functions: list[Record] = list(fns_body.get("functions", []))
@@ -113,6 +118,7 @@ class DataStore:
         metrics = {f["name"]: self._metrics.get(f["name"]) for f in functions}
         return Snapshot(
             functions=functions, metrics=metrics, tasks=list(tasks_body.get("tasks", [])), alerts=alerts,
+            silences=silences, notifications=notifications,
             function_tasks={f: t for f, (t, _) in zip(watched, charts, strict=True)},
             anomalies={f: a for f, (_, a) in zip(watched, charts, strict=True)},
             last_ok=datetime.now(UTC), error=None, version=prev.version + 1)

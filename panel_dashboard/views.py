@@ -16,6 +16,8 @@ from panel_dashboard.frames import (
     chart_frame,
     executions_frame,
     functions_frame,
+    notifications_frame,
+    silences_frame,
 )
 from panel_dashboard.store import DataStore, Snapshot
 
@@ -188,6 +190,67 @@ class AlertsView(View):
         self.table.visible = bool(len(df))
         if not df.equals(self.table.value):
             self.table.value = df
+
+
+class TableView(View):
+    """A titled table of one optional part of the snapshot, with a note when it is empty or unavailable."""
+
+    title = ""
+    empty = ""
+
+    def __init__(self, store: DataStore) -> None:
+        super().__init__(store)
+        self.note = pn.pane.Markdown("", margin=(0, 10))
+        self.table = pn.widgets.Tabulator(self.frame([]), show_index=False, disabled=True, visible=False,
+                                          sizing_mode="stretch_width", height=200, layout="fit_data_stretch")
+        self.panel = pn.Column(f"### {self.title}", self.note, self.table, sizing_mode="stretch_width")
+
+    def frame(self, records: list[Any]) -> pd.DataFrame:
+        """The table's rows."""
+        raise NotImplementedError
+
+    def records(self, snap: Snapshot) -> list[Any] | None:
+        """This view's part of the snapshot (None: the route is unavailable)."""
+        raise NotImplementedError
+
+    def update(self, snap: Snapshot) -> None:
+        """Show the table, the empty note, or a dash when the route is unavailable."""
+        records = self.records(snap)
+        if records is None:
+            self.note.object = f"— ({self.title.lower()} are not available from the API)"
+            self.table.visible = False
+            return
+        df = self.frame(records)
+        self.note.object = f"**{len(df)}**" if len(df) else self.empty
+        self.table.visible = bool(len(df))
+        if not df.equals(self.table.value):
+            self.table.value = df
+
+
+class SilencesView(TableView):
+    """The tenant's active and pending silences."""
+
+    title = "Silences"
+    empty = "No silences."
+
+    def frame(self, records: list[Any]) -> pd.DataFrame:
+        return silences_frame(records)
+
+    def records(self, snap: Snapshot) -> list[Any] | None:
+        return snap.silences
+
+
+class NotificationsView(TableView):
+    """The newest alert notifications and their delivery."""
+
+    title = "Notifications"
+    empty = "No notifications yet."
+
+    def frame(self, records: list[Any]) -> pd.DataFrame:
+        return notifications_frame(records)
+
+    def records(self, snap: Snapshot) -> list[Any] | None:
+        return snap.notifications
 
 
 def _series(chart: pd.DataFrame, marks: pd.DataFrame, col: str, label: str, xlabel: str = "") -> hv.Overlay:

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloudfn import Client, CloudFnError, Task
 from core.settings import Settings
 from serve_app import cli_keys
-from serve_app.client import ApiError, Client, load_archive
+from serve_app.cli_notifications import notifications_app
+from serve_app.cli_silences import silence_app
+from serve_app.client import client_for
 
 app = typer.Typer(help="CloudFunctions: deploy, invoke and watch serverless functions on Ray.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 out = Console()
-TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -29,8 +34,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def client() -> Client:
-    """An API client from the environment."""
-    return Client(Settings())
+    """The SDK's client, pointed at the API by the environment (CLOUDFN_API_URL, CLOUDFN_API_KEY, ...)."""
+    return client_for(Settings())
 
 
 def emit(data: Any) -> None:
@@ -38,11 +43,11 @@ def emit(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def call(fn: Any, *args: Any, **kw: Any) -> Any:
-    """Run an API call, turning errors into one-line failures."""
+def call(fn: Callable[P, R], *args: P.args, **kw: P.kwargs) -> R:
+    """Run an SDK call, turning its errors into one-line failures."""
     try:
         return fn(*args, **kw)
-    except ApiError as exc:
+    except CloudFnError as exc:
         fail(str(exc))
 
 
@@ -79,9 +84,9 @@ def deploy(path: Path, name: Annotated[str, typer.Option(help="function name")],
         cfg["memory_mb"] = memory
     if runtime is not None:
         cfg["runtime"] = runtime
-    res = call(client().deploy, name, load_archive(path), handler, cfg or None)
-    out.print(f"deployed [bold]{res['name']}[/bold] version {res['version']} "
-              f"({res['state']}, sha256 {res['sha256'][:12]})")
+    res = call(client().deploy, name, path, handler=handler, config=cfg or None)
+    out.print(f"deployed [bold]{res.name}[/bold] version {res.version} "
+              f"({res.state}, sha256 {(res.sha256 or '')[:12]})")
 
 
 @app.command()
@@ -90,96 +95,90 @@ def invoke(name: str, input: Annotated[str | None, typer.Option("--input", help=
            wait: Annotated[bool, typer.Option("--wait", help="wait and print the finished task record")] = False,
            version: Annotated[int | None, typer.Option(help="invoke this version")] = None) -> None:
     """Invoke NAME asynchronously; print the task id (or, with --wait, the finished record)."""
-    body = input if input is not None else (input_file.read_text() if input_file else "null")
+    event = parse_event(input if input is not None else (input_file.read_text() if input_file else "null"))
+    report(call(client().invoke, name, event, wait=wait, version=version or None))
+
+
+def parse_event(body: str) -> Any:
+    """The event JSON given on the command line (a one-line failure if it is not JSON)."""
     try:
-        json.loads(body)
+        return json.loads(body)
     except json.JSONDecodeError as exc:
         fail(f"the input is not valid JSON: {exc}")
-    params: dict[str, Any] = {"wait": 60} if wait else {}
-    if version:
-        params["version"] = version
-    start_and_report(f"/v1/functions/{name}/invocations", body, params, wait)
 
 
-def start_and_report(path: str, body: str, params: dict[str, Any], wait: bool) -> None:
-    """POST an invocation; print its task id, or with `wait` poll until it ends and print the record."""
-    c = client()
-    rec = call(c.json, "POST", path, content=body, headers={"content-type": "application/json"}, params=params)
-    if not wait:
-        print(rec["task_id"])
-        return
-    while rec.get("status") not in TERMINAL:
-        time.sleep(0.5)
-        rec = call(c.json, "GET", f"/v1/tasks/{rec['task_id']}")
-    emit(rec)
+def report(answer: Any) -> None:
+    """Print a finished task's record as JSON, or an accepted invocation's task id."""
+    if isinstance(answer, Task):
+        emit(answer.raw)
+    else:
+        print(answer.task_id)
 
 
 @app.command()
 def task(task_id: str) -> None:
     """Print a task record as JSON."""
-    emit(call(client().json, "GET", f"/v1/tasks/{task_id}"))
+    emit(call(client().task, task_id).raw)
 
 
 @app.command()
 def logs(task_id: str) -> None:
     """Print a task's logs."""
-    r = call(client().request, "GET", f"/v1/tasks/{task_id}/logs")
-    sys.stdout.write(r.text)
+    sys.stdout.write(call(client().logs, task_id))
 
 
 @app.command()
 def functions(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
     """List functions."""
-    data = call(client().json, "GET", "/v1/functions")["functions"]
+    data = call(client().functions)
     if as_json:
-        emit(data)
+        emit([f.raw for f in data])
         return
     t = Table("name", "state", "version", "handler", "timeout_s", "memory_mb", "updated")
     for f in data:
-        cfg = f.get("config") or {}
-        t.add_row(f["name"], f["state"], str(f.get("active_version")), f.get("handler", ""),
-                  str(cfg.get("timeout_s", "")), str(cfg.get("memory_mb", "")), f["updated_at"][:19])
+        t.add_row(f.name, f.state, str(f.active_version), f.handler or "", str(f.config.get("timeout_s", "")),
+                  str(f.config.get("memory_mb", "")), f.raw["updated_at"][:19])
     out.print(t)
 
 
 @app.command()
 def versions(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List a function's versions."""
-    data = call(client().json, "GET", f"/v1/functions/{name}/versions")["versions"]
+    data = call(client().versions, name)
     if as_json:
-        emit(data)
+        emit([v.raw for v in data])
         return
     t = Table("version", "sha256", "handler", "created")
     for v in data:
-        t.add_row(str(v["version"]), v["sha256"][:12], v["handler"], v["created_at"][:19])
+        t.add_row(str(v.version), v.sha256[:12], v.handler, v.raw["created_at"][:19])
     out.print(t)
 
 
 @app.command()
 def activate(name: str) -> None:
     """Activate a function."""
-    r = call(client().json, "POST", f"/v1/functions/{name}/activate")
-    out.print(f"{r['name']}: {r['state']}")
+    r = call(client().activate, name)
+    out.print(f"{r.name}: {r.state}")
 
 
 @app.command()
 def deactivate(name: str) -> None:
     """Deactivate a function (invocations get 409)."""
-    r = call(client().json, "POST", f"/v1/functions/{name}/deactivate")
-    out.print(f"{r['name']}: {r['state']}")
+    r = call(client().deactivate, name)
+    out.print(f"{r.name}: {r.state}")
 
 
 @app.command()
 def rollback(name: str, version: Annotated[int | None, typer.Option(help="target version")] = None) -> None:
     """Make an earlier version active again."""
-    r = call(client().json, "POST", f"/v1/functions/{name}/rollback", params={"version": version} if version else {})
-    out.print(f"{r['name']}: active version {r['active_version']}")
+    r = call(client().rollback, name, version or None)
+    out.print(f"{r.name}: active version {r.active_version}")
 
 
 @app.command()
 def delete(name: str) -> None:
     """Delete a function (its tasks stay readable)."""
-    call(client().request, "DELETE", f"/v1/functions/{name}")
+    call(client().delete, name)
     out.print(f"{name}: deleted")
 
 
@@ -187,7 +186,7 @@ def delete(name: str) -> None:
 def metrics(name: str, window: Annotated[str, typer.Option(help="e.g. 15m, 1h, 7d")] = "1h",
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Aggregates of NAME's executions over a window (DuckDB over the lake)."""
-    m = call(client().json, "GET", f"/v1/functions/{name}/metrics", params={"window": window})
+    m = call(client().metrics, name, window).raw
     if as_json:
         emit(m)
         return
@@ -212,8 +211,7 @@ def anomalies(name: Annotated[str | None, typer.Argument(help="function (all if 
               kind: Annotated[str | None, typer.Option(help="outlier, timeseries, drift, regression")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Detected anomalies, newest first."""
-    params = {k: v for k, v in {"function": name, "kind": kind}.items() if v}
-    data = call(client().json, "GET", "/v1/anomalies", params=params)["anomalies"]
+    data = [a.raw for a in call(client().anomalies, function=name or None, kind=kind or None)]
     if as_json:
         emit(data)
         return
@@ -228,7 +226,7 @@ def anomalies(name: Annotated[str | None, typer.Argument(help="function (all if 
 @app.command()
 def feedback(anomaly_id: int, verdict: Annotated[str, typer.Argument(help="false_positive or confirmed")]) -> None:
     """Tell the detectors whether an anomaly was real."""
-    call(client().json, "POST", f"/v1/anomalies/{anomaly_id}/feedback", json={"verdict": verdict})
+    call(client().feedback, anomaly_id, cast(Any, verdict))  # any other word: the API's 400 says which are valid
     out.print(f"anomaly {anomaly_id}: {verdict}")
 
 
@@ -236,7 +234,7 @@ def feedback(anomaly_id: int, verdict: Annotated[str, typer.Argument(help="false
 def alerts(state: Annotated[str | None, typer.Option(help="firing or resolved")] = None,
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Alerts with their delivery history."""
-    data = call(client().json, "GET", "/v1/alerts", params={"state": state} if state else {})["alerts"]
+    data = [a.raw for a in call(client().alerts, state=cast(Any, state or None))]  # the API refuses other states
     if as_json:
         emit(data)
         return
@@ -251,21 +249,20 @@ def alerts(state: Annotated[str | None, typer.Option(help="firing or resolved")]
 @app.command()
 def cancel(task_id: str) -> None:
     """Cancel a queued or running task (its process is killed); prints the record."""
-    emit(call(client().json, "POST", f"/v1/tasks/{task_id}/cancel"))
+    emit(call(client().cancel, task_id).raw)
 
 
 @app.command()
 def resume(task_id: str) -> None:
     """Continue a failed pipeline run from its failed step."""
-    emit(call(client().json, "POST", f"/v1/tasks/{task_id}/resume"))
+    emit(call(client().resume, task_id).raw)
 
 
 @app.command("dead-letters")
 def dead_letters(function: Annotated[str | None, typer.Option(help="only this function")] = None,
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Tasks that failed for good, with their input."""
-    data = call(client().json, "GET", "/v1/dead-letters", params={"function": function} if function else {})
-    rows = data["dead_letters"]
+    rows = [d.raw for d in call(client().dead_letters, function=function or None)]
     if as_json:
         emit(rows)
         return
@@ -280,7 +277,7 @@ def dead_letters(function: Annotated[str | None, typer.Option(help="only this fu
 @app.command()
 def redrive(task_id: str) -> None:
     """Run a dead letter again (its next attempt, same task id)."""
-    emit(call(client().json, "POST", f"/v1/dead-letters/{task_id}/redrive"))
+    emit(call(client().redrive, task_id).raw)
 
 
 cli_keys.register(app)  # cloudfn tenants ..., cloudfn keys ...
@@ -292,22 +289,20 @@ app.add_typer(pipeline_app, name="pipeline")
 def pipeline_create(name: str, steps: Annotated[list[str], typer.Argument(help="functions in order; fn or fn@VERSION")]
                     ) -> None:
     """Create (or replace) a pipeline."""
-    body = {"name": name, "steps": [
-        {"function": s.split("@")[0], **({"version": int(s.split("@")[1])} if "@" in s else {})} for s in steps]}
-    emit(call(client().json, "POST", "/v1/pipelines", json=body))
+    emit(call(client().create_pipeline, name, steps).raw)
 
 
 @pipeline_app.command("invoke")
 def pipeline_invoke(name: str, input: Annotated[str, typer.Option("--input", help="first step's event JSON")] = "null",
                     wait: Annotated[bool, typer.Option("--wait")] = False) -> None:
     """Run a pipeline; print the run's task id (or, with --wait, its record with every step)."""
-    start_and_report(f"/v1/pipelines/{name}/invocations", input, {"wait": 60} if wait else {}, wait)
+    report(call(client().invoke_pipeline, name, parse_event(input), wait=wait))
 
 
 @pipeline_app.command("show")
 def pipeline_show(name: str) -> None:
     """Print a pipeline's definition."""
-    emit(call(client().json, "GET", f"/v1/pipelines/{name}"))
+    emit(call(client().pipeline, name).raw)
 
 
 rules_app = typer.Typer(help="Alert rules.", no_args_is_help=True)
@@ -322,21 +317,24 @@ def rules_create(rule: Annotated[str, typer.Argument(help="the rule as JSON, or 
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         fail(f"the rule is not valid JSON: {exc}")
-    emit(call(client().json, "POST", "/v1/alert-rules", json=body))
+    emit(call(client().create_rule, body).raw)
 
 
 @rules_app.command("list")
 def rules_list() -> None:
     """List alert rules (JSON)."""
-    emit(call(client().json, "GET", "/v1/alert-rules")["rules"])
+    emit([r.raw for r in call(client().rules)])
 
 
 @rules_app.command("delete")
 def rules_delete(rule_id: int) -> None:
     """Delete an alert rule."""
-    call(client().request, "DELETE", f"/v1/alert-rules/{rule_id}")
+    call(client().delete_rule, rule_id)
     out.print(f"rule {rule_id}: deleted")
 
+
+app.add_typer(silence_app, name="silence")
+app.add_typer(notifications_app, name="notifications")
 
 detect_app = typer.Typer(help="Anomaly detection tools.", no_args_is_help=True)
 app.add_typer(detect_app, name="detect")

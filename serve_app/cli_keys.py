@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cloudfn import CloudFnError
 from core.access import ROLE_NAMES
-from core.settings import Settings
-from serve_app.client import ApiError, Client
+from serve_app.client import api_json
 
 tenants_app = typer.Typer(help="Tenants (teams): the operator's key creates them.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys with roles (admin, developer, invoker, viewer).", no_args_is_help=True)
@@ -34,8 +34,8 @@ def _fail(message: str) -> NoReturn:
 def _api(method: str, path: str, **kw: Any) -> Any:
     """Call the API with the configured key; one-line failure on error."""
     try:
-        return Client(Settings()).json(method, path, **kw)
-    except ApiError as exc:
+        return api_json(method, path, **kw)
+    except CloudFnError as exc:
         _fail(str(exc))
 
 

@@ -96,26 +96,26 @@ def wait_healthy(url: str, timeout_s: float = 120.0) -> None:
 
 def deploy_examples(settings: Settings) -> None:
     """Deploy each folder of examples/ unless its active version already has the same content."""
+    from cloudfn import CloudFnError
     from core.bundles import validate_and_repack, zip_folder
-    from serve_app.client import ApiError, Client
+    from serve_app.client import client_for
 
     if not EXAMPLES.is_dir():
         return
-    c = Client(settings)
-    for d in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and (p / "main.py").exists()):
-        data = zip_folder(d)
-        sha = validate_and_repack(data, "main.handler", _limits(settings)).sha256
-        try:
-            current = c.json("GET", f"/v1/functions/{d.name}")
-            if current.get("sha256") == sha:
-                continue
-        except ApiError:
-            pass
-        try:
-            v = c.deploy(d.name, data, None, None)
-            say(f"deployed example {d.name} v{v['version']}")
-        except ApiError as exc:
-            say(f"could not deploy example {d.name}: {exc}")
+    with client_for(settings) as c:
+        for d in sorted(p for p in EXAMPLES.iterdir() if p.is_dir() and (p / "main.py").exists()):
+            data = zip_folder(d)
+            sha = validate_and_repack(data, "main.handler", _limits(settings)).sha256
+            try:
+                if c.function(d.name).sha256 == sha:
+                    continue
+            except CloudFnError:
+                pass
+            try:
+                v = c.deploy(d.name, data)
+                say(f"deployed example {d.name} v{v.version}")
+            except CloudFnError as exc:
+                say(f"could not deploy example {d.name}: {exc}")
 
 
 def _limits(settings: Settings) -> Any:
@@ -136,15 +136,19 @@ def run(settings: Settings) -> int:
     import ray
     from ray import serve
 
+    from analytics.alerting.channel_config import ChannelSettings
+    from analytics.alerting.config import checked_alerting_config
+    from analytics.lake import open_lake
     from cluster.ray_runtime import kill_strays, start_or_join
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine
     from serve_app.deployment import build
-    from serve_app.serve_config import ServeConfigError, load_serve_options
+    from serve_app.serve_config import load_serve_options
 
     try:
         serve_options = load_serve_options(settings)  # a bad file stops here, before anything starts
-    except ServeConfigError as exc:
+        open_lake(settings.lake_location)  # and so does a lake URI or AWS_* setting that cannot work
+    except ValueError as exc:  # ServeConfigError is one
         say(f"failed: {exc}")
         return 2
     settings = settings.model_copy(update={"api_host": serve_options.host, "api_port": serve_options.port})
@@ -155,6 +159,8 @@ def run(settings: Settings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     db_server = dash = None
     try:
+        # a bad configs/alerting.yaml stops the start here, with the file, the field and what is wrong
+        checked_alerting_config(settings.alerting_config, ChannelSettings.from_settings(settings))
         url, db_server = prepare_database(settings)
         engine = make_engine(url, pool_size=1)
         ensure_admin_key(engine, settings.admin_key_path)

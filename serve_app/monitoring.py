@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from analytics.lake import ParquetLake
+from analytics.lake import Lake
 from analytics.prometheus import PromRegistry
 from core.models import MetricRecord
 from serve_app.writer import TaskResult
@@ -20,7 +20,7 @@ DETECT_EVERY_S = 0.2  # batch detector calls: one actor call per shard per tick,
 class MonitoringFeed:
     """Fans committed results out to Prometheus, the lake and the detectors."""
 
-    def __init__(self, lake: ParquetLake, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
+    def __init__(self, lake: Lake, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
                  shard_of: Any = None) -> None:
         self.lake = lake
         self.prom = PromRegistry()

@@ -126,6 +126,9 @@ def register(app: FastAPI) -> None:
         if (why := p.channels.refusal(types)) is not None:
             missing = {t: list(p.channels.missing[t]) for t in dict.fromkeys(types) if t in p.channels.missing}
             raise InvalidInput(why, detail={"missing": missing})
+        if not spec.channels and p.alerting.route.receiver is None:
+            raise InvalidInput(f"channels: the rule has none, and {p.settings.alerting_config} routes nowhere (no "
+                               "receivers); give the rule channels or configure receivers and a route there")
         await p.functions.get(c.namespace, spec.function)  # 404 for a rule on an unknown function
         async with p.engine.begin() as conn:
             rid = (await conn.execute(insert(AlertRule).values(
@@ -175,6 +178,7 @@ def register(app: FastAPI) -> None:
                 "channel": d.channel, "notification": d.notification, "attempt": d.attempt, "status": d.status,
                 "at": d.at.isoformat(), "error": d.error})
         return {"alerts": [{"id": a.id, "rule_id": a.rule_id, "function": a.function, "state": a.state,
+                            "labels": (a.details or {}).get("labels", {}),
                             "value": a.value, "started_at": a.started_at.isoformat(),
                             "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
                             "deliveries": by_alert.get(a.id, [])} for a in rows]}

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
-from analytics.lake import ParquetLake
+from analytics.alerting.config import checked_alerting_config
+from analytics.lake import open_lake
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
@@ -79,11 +80,12 @@ class Platform:
         self.keys = KeyStore(self.engine)
         self._keys: dict[str, tuple[KeyRow | None, float]] = {}  # digest -> (live key or None, cached until)
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
-        self.lake = ParquetLake(settings.lake_path)
+        self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None
         self.detectors: list[Any] = []
         self.alerts: Any = None
         self.channels = ChannelSettings.from_settings(settings)
+        self.alerting = checked_alerting_config(settings.alerting_config, self.channels)
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self.started = False
@@ -96,9 +98,11 @@ class Platform:
         await self.sandbox.probe()
         resource = self.settings.monitor_resource
         self.detectors = await asyncio.to_thread(handles.detector_shards, self.database_url, resource=resource)
-        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, str(self.lake.root),
-                                              self.settings.resolved_api_url, self.channels, resource)
-        await self.alerts.configure.remote(self.channels)  # an actor left by an earlier run keeps its old settings
+        self.alerts = await asyncio.to_thread(handles.alert_dispatcher, self.database_url, self.lake.uri,
+                                              self.settings.resolved_api_url, self.channels, self.alerting,
+                                              resource)
+        # an actor left by an earlier run keeps its old settings
+        await self.alerts.configure.remote(self.channels, self.alerting)
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
                                          shard_of=handles.shard_of)

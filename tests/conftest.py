@@ -15,6 +15,17 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Alerting for the session's platform: the default fast grouping, plus an inhibition rule tests can rely on
+ALERTING_YAML = """\
+route:
+  group_by: [alertname]
+  group_wait: 500ms
+  group_interval: 10s
+inhibit_rules:
+  - source_matchers: ['alertname="function-down"']
+    target_matchers: ['metric="duration_ms"']
+    equal: [function]
+"""
 
 
 def free_port() -> int:
@@ -76,9 +87,12 @@ def settings(cf_home: Path, mail_sink: Any, twilio: Any) -> Any:
     """Settings for the in-process platform, with e-mail and SMS going to the session's local receivers."""
     from core.settings import Settings
 
+    alerting = cf_home / "alerting.yaml"  # the session's routing tree, not the repository's configs/alerting.yaml
+    alerting.write_text(ALERTING_YAML)
     return Settings(home=cf_home, api_port=free_port(), dashboard_port=free_port(),
                     smtp_url=mail_sink.url, smtp_from="CloudFn <alerts@cloudfn.test>",
-                    sms_url=twilio.url, sms_sid=twilio.sid, sms_token=twilio.token, sms_from="+15005550006")
+                    sms_url=twilio.url, sms_sid=twilio.sid, sms_token=twilio.token, sms_from="+15005550006",
+                    alerting_config=alerting)
 
 
 @pytest.fixture(scope="session")

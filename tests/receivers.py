@@ -182,3 +182,95 @@ class TwilioStandIn:
         """Stop serving."""
         self._server.shutdown()
         self._server.server_close()
+
+
+class WebhookSink:
+    """A webhook receiver as an integrator writes one: verifies the Standard Webhooks signature with the
+    `standardwebhooks` library and processes each `webhook-id` once (later copies answered 200, not processed).
+
+    `hold` (when set) makes the next request wait until `release` is set, after the body was read: a sender
+    killed meanwhile never sees the acknowledgement.
+    """
+
+    def __init__(self, secret: str) -> None:
+        from standardwebhooks.webhooks import Webhook
+
+        self.verifier = Webhook(secret)
+        self.received: list[dict[str, Any]] = []  # every request, verified or not
+        self.processed: dict[str, Any] = {}  # webhook-id -> parsed body, first copy only
+        self.rejected = 0
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.held = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                status = outer.handle({k.lower(): v for k, v in self.headers.items()}, body)
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def handle(self, headers: dict[str, str], body: bytes) -> int:
+        from standardwebhooks.webhooks import WebhookVerificationError
+
+        self.received.append({"headers": headers, "body": body})
+        try:
+            payload = self.verifier.verify(body, headers)
+        except WebhookVerificationError:
+            self.rejected += 1
+            return 400
+        msg_id = headers["webhook-id"]
+        if msg_id not in self.processed:
+            self.processed[msg_id] = payload
+        if self.hold.is_set():
+            self.hold.clear()
+            self.held.set()
+            self.release.wait(60)
+        return 200
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+class SlackStandIn:
+    """Slack's incoming-webhook endpoint: answers `ok` and keeps each message (slack-sdk is the client)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.messages.append({"path": self.path, "body": json.loads(body),
+                                       "content_type": self.headers.get("content-type", "")})
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/XXXX"
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -1,4 +1,5 @@
-"""Alerting without Ray or a database: rule models, state machines, payloads, signing and delivery."""
+"""Alerting without Ray or a database: rule models, state machines, labels, the alerting file and its routing
+tree, grouping, silences, inhibition, flap damping, payloads, signing and delivery. Imports only `core`."""
 
 from analytics.alerting.delivery import Attempt, Notifier
 from analytics.alerting.evaluate import RuleState, Transition, step_anomaly, step_threshold

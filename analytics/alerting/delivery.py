@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 
 from analytics.alerting.channel_config import JsonSms, SmsProvider, SmtpConfig, TwilioSms
-from analytics.alerting.notification import Notification
+from analytics.alerting.notification import Notice, Notification
 from analytics.alerting.rules import Channel, EmailChannel, SlackChannel, SmsChannel, WebhookChannel
 from analytics.alerting.transports import (
     USER_AGENT,
@@ -99,7 +99,7 @@ class Notifier:
     def deliver(
         self,
         channel: Channel,
-        notification: Notification,
+        notification: Notice,
         *,
         label: str | None = None,
         on_attempt: Callable[[Attempt], None] | None = None,
@@ -132,7 +132,14 @@ class Notifier:
             self._sleep(delay)
         return attempts
 
-    def _once(self, channel: Channel, n: Notification) -> Outcome:
+    def send_once(self, channel: Channel, notice: Notice) -> Outcome:
+        """One attempt on one channel (the outbox worker schedules retries itself). Never raises."""
+        try:
+            return self._once(channel, notice)
+        except Exception as exc:  # a bug must not lose the record of the attempt
+            return Outcome(ok=False, retryable=False, error=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _once(self, channel: Channel, n: Notice) -> Outcome:
         """One attempt on one channel."""
         if isinstance(channel, WebhookChannel):
             return post_webhook(self._http, channel.url, channel.secret, n, int(self._clock()))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from analytics.alerting.payloads import (
     Instant,
@@ -13,6 +13,31 @@ from analytics.alerting.payloads import (
     slack_message,
     summary,
 )
+
+
+class Notice(Protocol):
+    """What a transport needs from a notice: its stable id and its rendering per channel."""
+
+    @property
+    def id(self) -> str:
+        """The idempotency key: `webhook-id`, the e-mail's Message-ID, the Slack metadata key."""
+        ...
+
+    def alertmanager(self) -> dict[str, Any]:
+        """The Alertmanager v4 webhook body."""
+        ...
+
+    def slack(self) -> dict[str, Any]:
+        """The Slack message."""
+        ...
+
+    def subject(self) -> str:
+        """One line (e-mail subject, SMS text)."""
+        ...
+
+    def text(self) -> str:
+        """The plain-text body."""
+        ...
 
 
 @dataclass
@@ -39,11 +64,11 @@ class Notification:
                 "annotations": self.annotations, "external_url": self.external_url,
                 "generator_url": self.generator_url, "receiver": self.receiver}
 
-    def alertmanager(self) -> dict[str, object]:
+    def alertmanager(self) -> dict[str, Any]:
         """The Alertmanager v4 webhook body."""
         return alertmanager_payload(**self._payload_fields())
 
-    def slack(self) -> dict[str, object]:
+    def slack(self) -> dict[str, Any]:
         """The Slack Block Kit message."""
         return slack_message(**self._payload_fields())
 

@@ -140,7 +140,7 @@ class AlertRuleSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     function: str
     kind: Literal["threshold", "anomaly"]
-    channels: list[Channel] = Field(min_length=1, max_length=20)
+    channels: list[Channel] = Field(default_factory=list, max_length=20)  # none: the routing tree decides
     metric: Metric | None = None
     aggregate: Aggregate | None = None
     op: Op | None = None
@@ -170,7 +170,7 @@ class AlertRuleSpec(_Strict):
         for k in v:
             if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", k):
                 raise ValueError(f"label name {k!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
-            if k in ("alertname", "function"):
+            if k in ("alertname", "function", "tenant"):
                 raise ValueError(f"label {k!r} is set by the platform")
         return v
 

@@ -19,7 +19,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, Se
 from slack_sdk.webhook import WebhookClient
 
 from analytics.alerting.channel_config import SmtpConfig, TwilioSms
-from analytics.alerting.notification import Notification
+from analytics.alerting.notification import Notice
 from analytics.alerting.signing import signature_headers
 
 RETRYABLE_STATUS = frozenset({408, 429})
@@ -84,7 +84,7 @@ def _transport_error(exc: Exception) -> Outcome:
     return Outcome(ok=False, retryable=not final, error=f"{type(exc).__name__}: {exc}".strip())
 
 
-def post_webhook(client: httpx.Client, url: str, secret: str, notification: Notification, timestamp: int) -> Outcome:
+def post_webhook(client: httpx.Client, url: str, secret: str, notification: Notice, timestamp: int) -> Outcome:
     """POST the Alertmanager payload, signed per Standard Webhooks over the exact bytes sent."""
     body = json.dumps(notification.alertmanager(), separators=(",", ":"), ensure_ascii=False).encode()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
@@ -96,13 +96,13 @@ def post_webhook(client: httpx.Client, url: str, secret: str, notification: Noti
     return classify_http(resp.status_code, resp.headers, resp.text)
 
 
-def sms_text(notification: Notification) -> str:
+def sms_text(notification: Notice) -> str:
     """The SMS body: the one-line summary, cut to SMS_MAX_CHARS."""
     text = notification.subject()
     return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 1] + "…"
 
 
-def post_sms(client: httpx.Client, url: str, token: str | None, to: str, notification: Notification) -> Outcome:
+def post_sms(client: httpx.Client, url: str, token: str | None, to: str, notification: Notice) -> Outcome:
     """POST `{"to", "body"}` to a generic JSON SMS provider (bearer token; the notice id as Idempotency-Key)."""
     headers = {"user-agent": USER_AGENT, "idempotency-key": notification.id}
     if token:
@@ -114,7 +114,7 @@ def post_sms(client: httpx.Client, url: str, token: str | None, to: str, notific
     return classify_http(resp.status_code, resp.headers, resp.text)
 
 
-def post_twilio(client: httpx.Client, provider: TwilioSms, to: str, notification: Notification) -> Outcome:
+def post_twilio(client: httpx.Client, provider: TwilioSms, to: str, notification: Notice) -> Outcome:
     """Form POST `To`, `From`, `Body` to Twilio's Messages API with basic auth SID:TOKEN."""
     form = {"To": to, "From": provider.sender, "Body": sms_text(notification)}
     try:
@@ -124,7 +124,7 @@ def post_twilio(client: httpx.Client, provider: TwilioSms, to: str, notification
     return classify_http(resp.status_code, resp.headers, resp.text)
 
 
-def post_slack(webhook_url: str, notification: Notification, timeout_s: float) -> Outcome:
+def post_slack(webhook_url: str, notification: Notice, timeout_s: float) -> Outcome:
     """Send the Block Kit message with slack-sdk (its own retries at 0: our loop counts attempts)."""
     client = WebhookClient(
         webhook_url,
@@ -173,7 +173,7 @@ def send_email(
     *,
     smtp: SmtpConfig,
     recipients: Sequence[str],
-    notification: Notification,
+    notification: Notice,
     timeout_s: float,
     tls: ssl.SSLContext | None = None,
 ) -> Outcome:

@@ -33,7 +33,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from analytics.detection.function import FunctionDetectors
-from analytics.lake import ParquetLake
+from analytics.lake import Lake, open_lake
 from core.db.engine import make_engine
 from core.db.tables import DetectorState
 from core.models import NAME_RE, MetricRecord
@@ -41,7 +41,6 @@ from core.models import NAME_RE, MetricRecord
 DEFAULT_DAYS = 14
 DEFAULT_MAX_ROWS = 1_000_000
 CAS_RETRIES = 3
-_HIVE = "hive_partitioning = true, hive_types = {'date': DATE, 'function': VARCHAR}"
 _COLS = ("namespace", "version", "status", "started_at", "finished_at", "duration_ms", "cpu_ms", "peak_memory_mb",
          "queue_ms", "cold_start", "error_type", "input_bytes", "output_bytes")
 
@@ -84,41 +83,40 @@ def resolve_database_url(explicit: str | None, database_url: str | None, home: P
 
 # -- reading the lake -------------------------------------------------------------------------------
 
-def lake_functions(lake: ParquetLake) -> list[str]:
+def lake_functions(lake: Lake) -> list[str]:
     """Every function name that has a partition folder in the lake, sorted."""
-    if not lake.root.is_dir():
-        return []
-    names = {p.name[len("function="):] for p in lake.root.glob("date=*/function=*") if p.is_dir()}
-    return sorted(n for n in names if NAME_RE.match(n))
+    return lake.functions()
 
 
-def read_history(lake: ParquetLake, function: str, days: float,
+def read_history(lake: Lake, function: str, days: float,
                  max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, list[MetricRecord]]:
     """A function's newest `days` days of executions per namespace, oldest first (at most `max_rows` each)."""
     con = duckdb.connect(":memory:")
     try:
         with lake.reading():
-            files = [str(p) for p in lake.files(function)]
+            files = lake.files(function)
             if not files:
                 return {}
-            newest = con.execute(f"SELECT max(finished_at) FROM read_parquet(?, {_HIVE})", [files]).fetchone()
+            table, params = lake.source(con, files)
+            newest = con.execute(f"SELECT max(finished_at) FROM {table}", params).fetchone()
             if newest is None or newest[0] is None:
                 return {}
             since: datetime = newest[0] - timedelta(days=days)
             first_day = since.date().isoformat()
-            files = [f for f in files if Path(f).parent.parent.name[len("date="):] >= first_day]
+            files = [f for f in files if f.parent.parent.name[len("date="):] >= first_day]
+            table, params = lake.source(con, files)
             cols = ", ".join(f"any_value({c}) AS {c}" for c in _COLS if c != "namespace")
             sql = f"""
                 SELECT task_id, attempt, namespace, version, status,
                        epoch_us(started_at) / 1e6 AS started_at, epoch_us(finished_at) / 1e6 AS finished_at,
                        duration_ms, cpu_ms, peak_memory_mb, queue_ms, cold_start, error_type, input_bytes,
                        output_bytes
-                FROM (SELECT namespace, task_id, attempt, {cols} FROM read_parquet(?, {_HIVE})
+                FROM (SELECT namespace, task_id, attempt, {cols} FROM {table}
                       WHERE finished_at >= ? GROUP BY namespace, task_id, attempt)
                 QUALIFY row_number() OVER (PARTITION BY namespace ORDER BY finished_at DESC, task_id DESC) <= ?
                 ORDER BY namespace, finished_at, task_id, attempt
             """
-            rows = con.execute(sql, [files, since, max_rows]).fetchall()
+            rows = con.execute(sql, [*params, since, max_rows]).fetchall()
     finally:
         con.close()
     out: dict[str, list[MetricRecord]] = {}
@@ -189,7 +187,7 @@ def _emit(out: TextIO, obj: dict[str, Any]) -> None:
     out.flush()
 
 
-def run(lake: ParquetLake, engine: Engine, functions: Sequence[str], days: float, out: TextIO,
+def run(lake: Lake, engine: Engine, functions: Sequence[str], days: float, out: TextIO,
         max_rows: int = DEFAULT_MAX_ROWS) -> int:
     """Retrain `functions`; progress lines on `out`; returns the number of failed functions."""
     t_all = time.perf_counter()
@@ -224,7 +222,8 @@ def run(lake: ParquetLake, engine: Engine, functions: Sequence[str], days: float
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m analytics.jobs.retrain",
                                  description="Refit every function's anomaly detectors from the Parquet lake.")
-    ap.add_argument("--lake", help="lake folder or file:// URI (default: CLOUDFN_LAKE_URI or $CLOUDFN_HOME/lake)")
+    ap.add_argument("--lake", help="lake folder, file://, s3:// or gs:// URI "
+                                   "(default: CLOUDFN_LAKE_URI or $CLOUDFN_HOME/lake)")
     ap.add_argument("--database-url", help="SQLAlchemy URL (default: CLOUDFN_DATABASE_URL or "
                                            "$CLOUDFN_HOME/database.url)")
     ap.add_argument("--function", action="append", help="only this function (repeatable)")
@@ -254,7 +253,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except RetrainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    lake = ParquetLake(args.lake if args.lake else settings.lake_path)
+    lake = open_lake(args.lake if args.lake else settings.lake_location)
     functions = list(args.function) if args.function else lake_functions(lake)
     engine = make_engine(url, pool_size=1)
     try:

@@ -267,3 +267,40 @@ class AlertDelivery(Base):
     status: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime] = mapped_column(TS)
     error: Mapped[str | None] = mapped_column(Text)
+    notification_id: Mapped[int | None] = mapped_column(ForeignKey("alert_notifications.id"), index=True)
+
+
+class AlertNotification(Base):
+    """The outbox: one notice to one channel, committed before it is sent, sent until acknowledged."""
+
+    __tablename__ = "alert_notifications"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    dedup_id: Mapped[str] = mapped_column(String(64), unique=True)  # webhook-id, Message-ID, Slack metadata key
+    namespace: Mapped[str] = mapped_column(String(63))
+    receiver: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    group_key: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # the notice's: firing | resolved
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    alert_ids: Mapped[list[int]] = mapped_column(JSONB, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(TS)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(TS)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index("ix_alert_notifications_due", "state", "next_attempt_at"),)
+
+
+class AlertSilence(Base):
+    """A silence (Alertmanager API v2 shape), scoped to the tenant that created it."""
+
+    __tablename__ = "alert_silences"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(63), index=True)
+    matchers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    starts_at: Mapped[datetime] = mapped_column(TS)
+    ends_at: Mapped[datetime] = mapped_column(TS)
+    created_by: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())

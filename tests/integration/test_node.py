@@ -47,8 +47,11 @@ def test_invoke_runs_the_unmodified_lambda_handler(api: httpx.Client, hello_node
     assert m["duration_ms"] > 0 and m["cpu_ms"] > 0 and m["peak_memory_mb"] > 1
     logs = api.get(f"/v1/tasks/{rec['task_id']}/logs").text
     assert f"\t{rec['task_id']}\tINFO\tgreeting Ada" in logs
-    again = invoke_wait(api, hello_node, {"name": "Bo"})
-    assert again["status"] == "succeeded" and again["metrics"]["cold_start"] is False
+    # a later call reuses a warm child (the first calls after a deploy may run in the bridge's worker, then the
+    # version's own worker starts its child: cold once more there)
+    again = [invoke_wait(api, hello_node, {"name": f"Bo{i}"}) for i in range(4)]
+    assert all(r["status"] == "succeeded" for r in again)
+    assert not all(r["metrics"]["cold_start"] for r in again)
 
 
 def test_throwing_handler_is_recorded_like_python(api: httpx.Client) -> None:

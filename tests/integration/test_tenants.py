@@ -45,6 +45,7 @@ class World:
     b_task: str
     b_rule: int
     b_anomaly: int
+    b_silence: str
 
     def client(self, server: ApiServer, who: str) -> httpx.Client:
         return as_key(server, self.keys[who]["key"])
@@ -80,6 +81,13 @@ def world(api_server: ApiServer, operator: httpx.Client, database_url: str) -> W
                                                              "secret": "s"}]})
         assert r.status_code == 201, r.text
         rule = int(r.json()["id"])
+        now = datetime.now(UTC)
+        r = bdev.post("/v1/silences", json={
+            "matchers": [{"name": "function", "value": "bfn", "isRegex": False, "isEqual": True}],
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat(), "createdBy": "b",
+            "comment": "maintenance"})
+        assert r.status_code == 200, r.text
+        silence = r.json()["silenceID"]
     eng = create_engine(database_url)
     with eng.begin() as conn:  # an anomaly of B's function, as the detector would record it
         anomaly = int(conn.execute(text(
@@ -87,7 +95,7 @@ def world(api_server: ApiServer, operator: httpx.Client, database_url: str) -> W
             " expected_high, score, task_id, detector, details) VALUES (:ns, 'bfn', 1, 'outlier', 'duration_ms',"
             " 900, 1, 10, 0.99, :t, 'test', '{}') RETURNING id"), {"ns": b, "t": task}).scalar_one())
     eng.dispose()
-    return World(a, b, keys, task, rule, anomaly)
+    return World(a, b, keys, task, rule, anomaly, silence)
 
 
 def hidden(found: httpx.Response, missing: httpx.Response, ident: str, missing_ident: str) -> None:
@@ -127,6 +135,10 @@ def test_a_developer_of_tenant_a_cannot_read_invoke_change_or_see_tenant_b(api_s
         hidden(dev.post(f"/v1/anomalies/{world.b_anomaly}/feedback", json={"verdict": "confirmed"}),
                dev.post("/v1/anomalies/999999999/feedback", json={"verdict": "confirmed"}),
                str(world.b_anomaly), "999999999")
+        nope_silence = str(uuid.uuid4())
+        hidden(dev.delete(f"/v1/silences/{world.b_silence}"), dev.delete(f"/v1/silences/{nope_silence}"),
+               world.b_silence, nope_silence)
+        assert world.b_silence not in [x["id"] for x in dev.get("/v1/silences").json()]
         r = dev.post("/v1/pipelines", json={"name": "steal", "steps": [{"function": "bfn"}]})
         assert r.status_code == 404, r.text
         # listings show nothing of B
@@ -149,6 +161,8 @@ def test_a_developer_of_tenant_a_cannot_read_invoke_change_or_see_tenant_b(api_s
         assert fn["state"] == "active" and fn["active_version"] == 1 and fn["config"]["env"] == {}
         assert bdev.get(f"/v1/tasks/{world.b_task}").json()["status"] == "succeeded"
         assert world.b_rule in [r["id"] for r in bdev.get("/v1/alert-rules").json()["rules"]]
+        assert next(x for x in bdev.get("/v1/silences").json() if x["id"] == world.b_silence)["status"]["state"] \
+            == "active"
         assert bdev.get("/v1/anomalies", params={"function": "bfn"}).json()["anomalies"][0]["feedback"] is None
         fams = text_string_to_metric_families(bdev.get("/metrics").text)
         assert {s.labels.get("tenant") for f in fams for s in f.samples} == {world.b}
@@ -194,6 +208,9 @@ def test_each_role_is_refused_what_is_above_it(api_server: ApiServer, world: Wor
         assert viewer.get("/v1/functions/afn").json()["name"] == "afn"  # reading is allowed
         assert viewer.get("/v1/functions/afn/metrics").status_code == 200
         assert viewer.get("/v1/anomalies").status_code == 200
+        assert viewer.get("/v1/silences").status_code == 200
+        r = viewer.post("/v1/silences", json={})
+        assert r.status_code == 403 and "developer" in r.json()["error"]["message"]
     with world.client(api_server, "a_invoker") as inv:
         r = deploy(inv, "afn", files={"main.py": FN})
         assert r.status_code == 403 and "developer" in r.json()["error"]["message"]
@@ -276,7 +293,8 @@ def test_changes_are_audited_and_only_admins_read_the_log(api_server: ApiServer,
     ops = [(e["operation"], e["target"]) for e in entries]
     for expected in [("tenants.create", f"tenant/{world.b}"), ("keys.create", f"key/{world.keys['b_developer']['id']}"),
                      ("functions.deploy", "function/bfn"), ("pipelines.create", "pipeline/bpipe"),
-                     ("rules.create", f"alert-rule/{world.b_rule}"), ("functions.env", "function/bfn")]:
+                     ("rules.create", f"alert-rule/{world.b_rule}"), ("functions.env", "function/bfn"),
+                     ("silences.create", f"silence/{world.b_silence}")]:
         assert expected in ops, (expected, ops)
     env = next(e for e in entries if e["operation"] == "functions.env")
     assert env["actor"] == {"key_id": world.keys["b_developer"]["id"], "name": "b-dev", "tenant": world.b}

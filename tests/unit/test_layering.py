@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("core", "cluster", "actors", "analytics", "serve_app", "panel_dashboard")
+PACKAGES = ("core", "cluster", "actors", "analytics", "serve_app", "panel_dashboard", "cloudfn")
 ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "cluster": {"cluster", "core", "ray"},
     "analytics": {"analytics", "core"},
     "actors": {"actors", "analytics", "core", "ray"},
-    "serve_app": {"serve_app", "actors", "analytics", "cluster", "core", "ray"},
+    "serve_app": {"serve_app", "actors", "analytics", "cluster", "core", "ray", "cloudfn"},
     "panel_dashboard": {"panel_dashboard", "core"},
+    "cloudfn": {"cloudfn"},  # the SDK: HTTP only, never the server's packages nor Ray
 }
 
 

@@ -97,10 +97,9 @@ def test_round_trip_through_json_is_lossless() -> None:
         (anomaly(kind="sometimes"), ["kind", "'sometimes'"]),
         (anomaly(name=...), ["name", "field required"]),
         (anomaly(function=...), ["function", "field required"]),
-        (anomaly(channels=...), ["channels", "field required"]),
         (anomaly(name=""), ["name"]),
         (anomaly(function="Bad Name!"), ["function", "function name"]),
-        (anomaly(channels=[]), ["channels", "at least one channel"]),
+        (anomaly(labels={"tenant": "other"}), ["labels", "set by the platform"]),
         (anomaly(bogus=1), ["bogus", "unknown field"]),
         (anomaly(id="r-1"), ["id", "unknown field"]),
         (anomaly(channels=[{"type": "slack", "webhook_url": "not a url"}]), ["channels[0].webhook_url", "URL"]),
@@ -137,3 +136,8 @@ def test_detail_lists_every_error_with_its_field() -> None:
     errors = exc.value.detail["errors"]
     assert isinstance(errors, list)
     assert {e["field"] for e in errors} == {"metric", "op", "bogus"}
+
+
+def test_a_rule_without_channels_is_left_to_the_routing_tree() -> None:
+    spec = parse_rule({k: v for k, v in anomaly().items() if k != "channels"})
+    assert spec.channels == []
