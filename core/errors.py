@@ -56,6 +56,12 @@ class Unauthorized(CloudFnError):
     code = "unauthorized"
 
 
+class Forbidden(CloudFnError):
+    """The key is valid but its role does not allow the operation (HTTP 403)."""
+
+    code = "forbidden"
+
+
 class Overloaded(CloudFnError):
     """A bounded queue is full (HTTP 429 with Retry-After)."""
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from core.access import operation_of, require
 from core.errors import BundleTooLarge, InvalidInput
 from serve_app import errors
 from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
@@ -41,8 +42,11 @@ async def platform_of(request: Request) -> Platform:
 
 
 async def caller_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    """Authenticate the request's bearer key."""
-    return await (await platform_of(request)).authenticate(authorization)
+    """Authenticate the request's bearer key and check its role against the route's operation (core.access)."""
+    caller = await (await platform_of(request)).authenticate(authorization)
+    route = request.scope.get("route")
+    require(caller, operation_of(request.method, getattr(route, "path", "")))
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(caller_of)]
@@ -156,9 +160,10 @@ def create_app() -> FastAPI:
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: TaskId) -> str:
         return await p.tasks.logs(c.namespace, task_id)
 
-    from serve_app import execution_routes, monitoring_routes, silence_routes
+    from serve_app import access_routes, execution_routes, monitoring_routes, silence_routes
 
     monitoring_routes.register(app)
     execution_routes.register(app)
     silence_routes.register(app)
+    access_routes.register(app)
     return app

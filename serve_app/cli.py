@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cloudfn import Client, CloudFnError, Task
 from core.settings import Settings
+from serve_app import cli_keys
 from serve_app.cli_notifications import notifications_app
 from serve_app.cli_silences import silence_app
 from serve_app.client import client_for
@@ -279,6 +280,7 @@ def redrive(task_id: str) -> None:
     emit(call(client().redrive, task_id).raw)
 
 
+cli_keys.register(app)  # cloudfn tenants ..., cloudfn keys ...
 pipeline_app = typer.Typer(help="Pipelines: chains of functions.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 

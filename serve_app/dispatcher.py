@@ -87,7 +87,8 @@ class Dispatcher:
                  on_result: Callable[[Pending, TaskResult], None] | None = None) -> None:
         self.writer = writer
         self.on_result = on_result
-        self.on_dispatch: Callable[[str, int], None] | None = None  # (function, invocations in the Ray task)
+        # (tenant, function, invocations in the Ray task)
+        self.on_dispatch: Callable[[str, str, int], None] | None = None
         # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
         self.runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote
         self._queues: dict[tuple[str, str], FnQueue] = {}
@@ -169,7 +170,7 @@ class Dispatcher:
                 batch.append(q.waiting.popleft())
             q.running += len(batch)
             if self.on_dispatch is not None:
-                self.on_dispatch(first.rt.name, len(batch))
+                self.on_dispatch(first.rt.namespace, first.rt.name, len(batch))
             t = asyncio.get_running_loop().create_task(self._run(q, batch))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)

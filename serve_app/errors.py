@@ -17,6 +17,7 @@ from core.errors import (
     CloudFnError,
     Conflict,
     DatabaseUnavailable,
+    Forbidden,
     HandlerCheckFailed,
     InvalidInput,
     NotFound,
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[CloudFnError], int]] = [
     (BundleTooLarge, 413), (HandlerCheckFailed, 422), (NotFound, 404), (Conflict, 409),
-    (Unauthorized, 401), (Overloaded, 429), (SandboxUnavailableError, 503), (DatabaseUnavailable, 503),
-    (CloudFnError, 400),
+    (Unauthorized, 401), (Forbidden, 403), (Overloaded, 429), (SandboxUnavailableError, 503),
+    (DatabaseUnavailable, 503), (CloudFnError, 400),
 ]
 
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from core.access import operation_of, require
 from core.errors import CloudFnError
 from core.models import INT32_MAX
 from serve_app.errors import domain_error, error_body, mapped
@@ -25,6 +26,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
                     Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 PATH = re.compile(r"^/v1/functions/([^/]+)/invocations$")
 MAX_WAIT_S = 900.0
+INVOKE = operation_of("POST", "/v1/functions/{name}/invocations")
 
 
 def _fast_params(query: bytes) -> dict[str, Any] | None:
@@ -68,6 +70,7 @@ class FastInvoke:
         try:
             platform = await self.platform_of(scope)
             caller = await platform.authenticate(header_text(headers.get(b"authorization")))
+            require(caller, INVOKE)
             body = await read_body(receive)
             record, finished = await platform.invoke(
                 caller, unquote(match.group(1)), body, version=params["version"], wait_s=params["wait"],

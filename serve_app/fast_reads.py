@@ -13,8 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from core.access import operation_of, require
 from serve_app.fast_invoke import ASGIApp, header_text, read_body, respond, respond_error
 from serve_app.task_reads import TASK_ID_RE, ids_of_json, ids_of_query, parse_wait
+
+READ_TASKS = operation_of("GET", "/v1/tasks/{task_id}")  # the same role as the FastAPI routes these serve
 
 ONE_TASK = re.compile(r"^/v1/tasks/([^/]+)$")
 
@@ -43,6 +46,7 @@ class FastReads:
             platform = await self.platform_of(scope)
             auth = next((v for k, v in scope["headers"] if k == b"authorization"), None)
             caller = await platform.authenticate(header_text(auth))
+            require(caller, READ_TASKS)
             if kind == "one":
                 task_id, wait = arg
                 ns = caller.namespace

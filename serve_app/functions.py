@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from core.db.audit import Change, record
 from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
 from core.models import DEFAULT_HANDLERS, NAME_PATTERN, NAME_RE, PYTHON_RUNTIME, FunctionConfig, check_handler
@@ -95,8 +96,9 @@ class FunctionStore:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
-                          config: dict[str, Any], size_bytes: int) -> dict[str, Any]:
-        """Create the function if new, add the next version and make it active; one transaction."""
+                          config: dict[str, Any], size_bytes: int, change: Change | None = None) -> dict[str, Any]:
+        """Create the function if new, add the next version and make it active; one transaction (with the
+        audit entry of the change, if given)."""
         async with self.engine.begin() as conn:
             fn = (await conn.execute(select(Function).where(
                 Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)
@@ -115,6 +117,9 @@ class FunctionStore:
                 config=config, size_bytes=size_bytes, created_at=now))
             await conn.execute(update(Function).where(Function.id == fid).values(
                 active_version=next_v, updated_at=now))
+            if change is not None:
+                await record(conn, Change(change.caller, change.operation, change.target, namespace,
+                                          {**change.detail, "version": next_v, "sha256": sha256}))
         return await self.get(namespace, name)
 
     async def _row(self, conn: Any, namespace: str, name: str) -> Any:
@@ -153,20 +158,24 @@ class FunctionStore:
                                        .order_by(FunctionVersion.version.desc()))).scalars().all()
         return [version_view(v) for v in rows]
 
-    async def set_state(self, namespace: str, name: str, state: str) -> dict[str, Any]:
+    async def set_state(self, namespace: str, name: str, state: str, change: Change | None = None) -> dict[str, Any]:
         """Activate or deactivate."""
         async with self.engine.begin() as conn:
             fn = await self._row(conn, namespace, name)
             await conn.execute(update(Function).where(Function.id == fn.id).values(
                 state=state, updated_at=datetime.now(UTC)))
+            if change is not None:
+                await record(conn, change)
         return await self.get(namespace, name)
 
-    async def set_env(self, namespace: str, name: str, sealed: str | None) -> None:
+    async def set_env(self, namespace: str, name: str, sealed: str | None, change: Change | None = None) -> None:
         """Replace a function's own (encrypted) env."""
         async with self.engine.begin() as conn:
             fn = await self._row(conn, namespace, name)
             await conn.execute(update(Function).where(Function.id == fn.id).values(
                 env_encrypted=sealed, updated_at=datetime.now(UTC)))
+            if change is not None:
+                await record(conn, change)
 
     async def env_names(self, namespace: str, name: str, opener: Any) -> list[str]:
         """Names of a function's own env variables."""
@@ -174,7 +183,8 @@ class FunctionStore:
             fn = await self._row(conn, namespace, name)
         return sorted(opener(fn.env_encrypted))
 
-    async def set_active_version(self, namespace: str, name: str, version: int | None) -> dict[str, Any]:
+    async def set_active_version(self, namespace: str, name: str, version: int | None,
+                                 change: Change | None = None) -> dict[str, Any]:
         """Roll back (or forward) to a version: the one given, else the one before the active one."""
         async with self.engine.begin() as conn:
             fn = await self._row(conn, namespace, name)
@@ -190,14 +200,19 @@ class FunctionStore:
                 raise NotFound(f"function {name!r} has no version {version}")
             await conn.execute(update(Function).where(Function.id == fn.id).values(
                 active_version=version, updated_at=datetime.now(UTC)))
+            if change is not None:
+                await record(conn, Change(change.caller, change.operation, change.target, namespace,
+                                          {"from_version": fn.active_version, "version": version}))
         return await self.get(namespace, name)
 
-    async def delete(self, namespace: str, name: str) -> list[str]:
+    async def delete(self, namespace: str, name: str, change: Change | None = None) -> list[str]:
         """Soft-delete (tasks and metrics stay readable); return the bundle hashes nothing else uses."""
         async with self.engine.begin() as conn:
             fn = await self._row(conn, namespace, name)
             await conn.execute(update(Function).where(Function.id == fn.id).values(
                 deleted_at=datetime.now(UTC), state="deleted"))
+            if change is not None:
+                await record(conn, change)
             shas = (await conn.execute(select(FunctionVersion.sha256).where(
                 FunctionVersion.function_id == fn.id).distinct())).scalars().all()
             still = (await conn.execute(select(FunctionVersion.sha256).join(

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from actors.handles import shard_of
 from analytics.aggregates import function_metrics, parse_window, timeseries
 from analytics.alerting import parse_rule
+from core.db.audit import Change, record
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
 from core.errors import InvalidInput, NotFound
@@ -80,7 +81,9 @@ def register(app: FastAPI) -> None:
     async def prometheus(p: PlatformDep, c: CallerDep) -> Response:
         if p.monitoring is None:
             return Response(b"", media_type="text/plain")
-        return Response(p.monitoring.prom.render(), media_type=p.monitoring.prom.content_type)
+        # the operator sees every series; any other key only its own tenant's
+        body = p.monitoring.prom.render(None if c.is_operator else c.namespace)
+        return Response(body, media_type=p.monitoring.prom.content_type)
 
     @app.get("/v1/anomalies")
     async def anomalies(p: PlatformDep, c: CallerDep, function: str | None = None, since: str | None = None,
@@ -109,6 +112,7 @@ def register(app: FastAPI) -> None:
                 AnomalyRow.id == anomaly_id, AnomalyRow.namespace == c.namespace).values(feedback=verdict))
             if res.rowcount == 0:
                 raise NotFound(f"no anomaly with id {anomaly_id}")
+            await record(conn, Change(c, "anomalies.feedback", f"anomaly/{anomaly_id}", detail={"verdict": verdict}))
         async with p.tasks.sessions() as s:
             fn = (await s.execute(select(AnomalyRow.function).where(AnomalyRow.id == anomaly_id))).scalar_one()
         if p.detectors:
@@ -130,6 +134,8 @@ def register(app: FastAPI) -> None:
             rid = (await conn.execute(insert(AlertRule).values(
                 namespace=c.namespace, name=spec.name, function=spec.function,
                 spec=spec.model_dump(mode="json", exclude_none=True), state={}).returning(AlertRule.id))).scalar_one()
+            await record(conn, Change(c, "rules.create", f"alert-rule/{rid}", detail={"name": spec.name,
+                                                                                    "function": spec.function}))
         async with p.tasks.sessions() as s:
             row = (await s.execute(select(AlertRule).where(AlertRule.id == rid))).scalar_one()
         return rule_view(row)
@@ -147,8 +153,9 @@ def register(app: FastAPI) -> None:
             res = await conn.execute(update(AlertRule).where(
                 AlertRule.id == rule_id, AlertRule.namespace == c.namespace, AlertRule.deleted_at.is_(None)
             ).values(deleted_at=datetime.now(UTC)))
-        if res.rowcount == 0:
-            raise NotFound(f"no alert rule with id {rule_id}")
+            if res.rowcount == 0:
+                raise NotFound(f"no alert rule with id {rule_id}")
+            await record(conn, Change(c, "rules.delete", f"alert-rule/{rule_id}"))
         return Response(status_code=204)
 
     @app.get("/v1/alerts")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from core.db.audit import Change, record
 from core.db.tables import Pipeline, Task
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import NAME_PATTERN, NAME_RE
@@ -88,6 +89,7 @@ class Pipelines:
                                           set_={"steps": stmt.excluded.steps, "updated_at": datetime.now(UTC)})
         async with self.p.engine.begin() as conn:
             await conn.execute(stmt)
+            await record(conn, Change(caller, "pipelines.create", f"pipeline/{name}", detail={"steps": steps}))
         return await self.get(caller, name)
 
     async def get(self, caller: Caller, name: str) -> dict[str, Any]:
@@ -194,6 +196,7 @@ class Pipelines:
         async with self.p.engine.begin() as conn:
             await conn.execute(text("UPDATE tasks SET status = 'running', error = NULL, finished_at = NULL,"
                                     " attempt = attempt + 1 WHERE id = :id"), {"id": run_id})
+            await record(conn, Change(caller, "tasks.resume", f"task/{run_id}", detail={"from_step": k}))
         self.runs[run_id] = run
         child = await self._submit_step(run_id, run, k, rt, json.dumps(failed.input).encode())
         return {"task_id": run_id, "status": "running", "resumed_from_step": k, "step_task_id": child}

@@ -8,7 +8,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,11 +23,13 @@ from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
 from cluster.sandbox.mode import label as sandbox_label
-from core.auth import hash_key
+from core.access import Caller, Role
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
+from core.db.audit import Change, record, record_alone
 from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
-from core.db.tables import ApiKey, Task
+from core.db.keys import KeyRow, KeyStore, hash_key
+from core.db.tables import Task
 from core.errors import (
     Conflict,
     HandlerCheckFailed,
@@ -57,14 +58,7 @@ from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: the namespace their key belongs to."""
-
-    namespace: str
-    is_admin: bool
+KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
 
 
 class Platform:
@@ -93,7 +87,8 @@ class Platform:
         self._last_pending: dict[str, Pending] = {}
         self._remotes: dict[tuple[str, float], TaskRunner] = {}  # each version's tasks in its own runtime_env
         self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
-        self._keys: dict[str, tuple[Caller | None, float]] = {}
+        self.keys = KeyStore(self.engine)
+        self._keys: dict[str, tuple[KeyRow | None, float]] = {}  # digest -> (live key or None, cached until)
         self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
         self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None
@@ -141,7 +136,8 @@ class Platform:
 
     # ---- auth -------------------------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Caller:
-        """Resolve a bearer key to its caller (cached for 5 s); Unauthorized otherwise."""
+        """Resolve a bearer key to its caller; Unauthorized for a missing, wrong, revoked or expired key.
+        Lookups are cached for KEY_CACHE_S, so a key revoked on another replica is refused there within it."""
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' (the admin key is in "
                                "$CLOUDFN_HOME/admin.key)")
@@ -149,14 +145,24 @@ class Platform:
         now = time.monotonic()
         hit = self._keys.get(digest)
         if hit is None or hit[1] < now:
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(select(ApiKey.namespace, ApiKey.is_admin).where(
-                    ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))).first()
-            hit = (Caller(row[0], row[1]) if row else None, now + 5.0)
+            hit = (await self.keys.lookup(digest), now + KEY_CACHE_S)
+            if len(self._keys) > 10_000:
+                self._keys.clear()
             self._keys[digest] = hit
-        if hit[0] is None:
-            raise Unauthorized("wrong API key")
-        return hit[0]
+        key = hit[0]
+        if key is None:
+            raise Unauthorized("wrong or revoked API key")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise Unauthorized(f"API key {key.name!r} expired at {key.expires_at.isoformat()}")
+        return Caller(namespace=key.namespace, role=key.role, key_id=key.id, key_name=key.name)
+
+    def forget_key(self, digest: str) -> None:
+        """Drop a revoked key from this replica's cache (other replicas drop it within KEY_CACHE_S)."""
+        self._keys.pop(digest, None)
+
+    async def audit(self, change: Change) -> None:
+        """Record a change that has no single transaction of its own to join."""
+        await record_alone(self.engine, change)
 
     # ---- deploy -----------------------------------------------------------------------------
     def _build_remote(self, sha256: str, cfg: FunctionConfig) -> TaskRunner:
@@ -196,7 +202,8 @@ class Platform:
         stored = destination_config.seal(stored, self.secrets)
         await self._start_workers(bundle.sha256, cfg, package)
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
-                                               config=stored, size_bytes=len(bundle.data))
+                                               config=stored, size_bytes=len(bundle.data),
+                                               change=Change(caller, "functions.deploy", f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
         return out
 
@@ -235,26 +242,31 @@ class Platform:
 
     async def set_state(self, caller: Caller, name: str, state: str) -> dict[str, Any]:
         """Activate or deactivate."""
-        out = await self.functions.set_state(caller.namespace, name, state)
+        op = "functions.activate" if state == "active" else "functions.deactivate"
+        out = await self.functions.set_state(caller.namespace, name, state, Change(caller, op, f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
         return out
 
     async def set_env(self, caller: Caller, name: str, env: object) -> dict[str, Any]:
         """Replace a function's own env variables/secrets (encrypted at rest); answer with the names only."""
         checked = check_env(env)
-        await self.functions.set_env(caller.namespace, name, self.secrets.seal(checked))
+        await self.functions.set_env(caller.namespace, name, self.secrets.seal(checked),
+                                     Change(caller, "functions.env", f"function/{name}",
+                                            detail={"names": sorted(checked)}))
         self.registry.invalidate(caller.namespace, name)
         return {"function": name, "env": sorted(checked)}
 
     async def rollback(self, caller: Caller, name: str, version: int | None) -> dict[str, Any]:
         """Make an earlier version active again."""
-        out = await self.functions.set_active_version(caller.namespace, name, version)
+        out = await self.functions.set_active_version(caller.namespace, name, version,
+                                                      Change(caller, "functions.rollback", f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
         return out
 
     async def delete(self, caller: Caller, name: str) -> None:
         """Delete a function; free bundles nothing references any more."""
-        orphans = await self.functions.delete(caller.namespace, name)
+        orphans = await self.functions.delete(caller.namespace, name, Change(caller, "functions.delete",
+                                                                            f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
         for sha in orphans:
             await asyncio.to_thread(self.bundles.delete, sha)
@@ -420,6 +432,7 @@ class Platform:
                     {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})}
                 )).scalars().all()
             self.completions.publish(ended)  # committed outside the writer: wake long-polls here
+        await self.audit(Change(caller, "tasks.cancel", f"task/{task_id}"))
         return await self.tasks.get(caller.namespace, task_id)
 
     async def dead_letters(self, caller: Caller, function: str | None, limit: int) -> list[dict[str, Any]]:
@@ -443,6 +456,7 @@ class Platform:
                 " SELECT attempt FROM prev"), {"id": task_id})).scalar()
             if moved is None:
                 raise Conflict(f"task {task_id} changed while being redriven")
+            await record(conn, Change(caller, "tasks.redrive", f"task/{task_id}", detail={"attempt": int(moved)}))
             await conn.execute(text(
                 "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
                 " VALUES (:id, :a, :st, CAST(:e AS jsonb), :s, :f)"),
@@ -469,7 +483,7 @@ class Platform:
 
     async def _invoke_for_destination(self, namespace: str, name: str, event_json: bytes, key: str) -> str:
         """Start a destination function's task (the ended task's record as its event); its id."""
-        record, _ = await self.invoke(Caller(namespace, False), name, event_json, idempotency_key=key)
+        record, _ = await self.invoke(Caller(namespace, Role.invoker, key_name="completion destination"), name, event_json, idempotency_key=key)
         return str(record["task_id"])
 
     def _committed(self, results: list[TaskResult]) -> None:

@@ -11,6 +11,7 @@ from fastapi import Body, FastAPI, Path, Query
 
 from analytics.alerting.labels import channel_label
 from analytics.alerting.silences import Silence, matchers_from_json, parse_silence
+from core.db.audit import Change
 from core.db.outbox import list_notifications
 from core.db.silences import create_silence, expire_silence, list_silences
 from core.errors import NotFound
@@ -51,7 +52,9 @@ def register(app: FastAPI) -> None:
         sid = str(uuid.uuid4())
         await create_silence(p.engine, silence_id=sid, namespace=c.namespace,
                              matchers=[m.model_dump() for m in posted.matchers], starts_at=posted.startsAt,
-                             ends_at=posted.endsAt, created_by=posted.createdBy, comment=posted.comment)
+                             ends_at=posted.endsAt, created_by=posted.createdBy, comment=posted.comment,
+                             change=Change(c, "silences.create", f"silence/{sid}",
+                                           detail={"comment": posted.comment, "ends_at": posted.endsAt.isoformat()}))
         return {"silenceID": sid}
 
     @app.get("/v1/silences")
@@ -67,6 +70,7 @@ def register(app: FastAPI) -> None:
 
     @app.delete("/v1/silences/{silence_id}")
     async def delete_silence(p: PlatformDep, c: CallerDep, silence_id: SilenceId) -> dict[str, str]:
-        if not await expire_silence(p.engine, c.namespace, silence_id.lower(), datetime.now(UTC)):
+        if not await expire_silence(p.engine, c.namespace, silence_id.lower(), datetime.now(UTC),
+                                    Change(c, "silences.expire", f"silence/{silence_id.lower()}")):
             raise NotFound(f"no silence with id {silence_id}")
         return {"silenceID": silence_id.lower(), "status": "expired"}

@@ -39,9 +39,38 @@ class ApiKey(Base):
     namespace: Mapped[str] = mapped_column(String(63), index=True)
     name: Mapped[str] = mapped_column(String(100))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # kept equal to role == "admin"
+    role: Mapped[str] = mapped_column(String(16), server_default="developer")
+    prefix: Mapped[str | None] = mapped_column(String(16))  # the key's first characters, to recognise it
+    created_by: Mapped[int | None] = mapped_column(Integer)  # the key id that created it
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(TS)
     revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class Tenant(Base):
+    """A tenant (team): the namespace of its keys, functions, tasks, pipelines, anomalies and rules."""
+
+    __tablename__ = "tenants"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    created_by: Mapped[int | None] = mapped_column(Integer)
+
+
+class AuditEntry(Base):
+    """One change: who (key and its tenant), what (operation and target), when, in which tenant."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    namespace: Mapped[str] = mapped_column(String(63))  # the tenant the target belongs to
+    actor_key_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(100))
+    actor_tenant: Mapped[str] = mapped_column(String(63))
+    operation: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(300))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    __table_args__ = (Index("ix_audit_ns_at", "namespace", "at"),)
 
 
 class Function(Base):

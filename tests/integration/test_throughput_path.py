@@ -24,7 +24,7 @@ def dispatch_counters(api: httpx.Client, function: str) -> tuple[float, float]:
     found = {"ray_tasks": 0.0, "invocations": 0.0}
     for line in api.get("/metrics").text.splitlines():
         for kind in found:
-            if line.startswith(f'cloudfn_dispatch_{kind}_total{{function="{function}"}}'):
+            if line.startswith(f'cloudfn_dispatch_{kind}_total{{function="{function}",tenant="default"}}'):
                 found[kind] = float(line.rsplit(" ", 1)[1])
     return found["ray_tasks"], found["invocations"]
 

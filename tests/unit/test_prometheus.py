@@ -42,6 +42,8 @@ def samples(reg: PromRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], f
 
 
 def key(name: str, **labels: Any) -> tuple[str, frozenset[tuple[str, str]]]:
+    if "function" in labels:
+        labels.setdefault("tenant", "default")
     return name, frozenset((k, str(v)) for k, v in labels.items())
 
 
@@ -94,11 +96,31 @@ def test_registries_are_independent(reg: PromRegistry) -> None:
 
 
 def test_forget(reg: PromRegistry) -> None:
-    reg.observe_dispatch("hello", 3)
-    reg.forget("hello")
-    reg.forget("never-seen")
+    reg.observe_dispatch("default", "hello", 3)
+    reg.forget("default", "hello")
+    reg.forget("default", "never-seen")
     names = {dict(k[1]).get("function") for k in samples(reg)} - {None}  # None: the writer's counters
     assert names == {"slow"}
+
+
+def test_render_for_one_tenant_shows_only_its_series(reg: PromRegistry) -> None:
+    """Two tenants' functions of the same name keep separate series; a tenant's view holds only its own, and
+    none of the platform-wide (tenant-less) ones."""
+    reg.observe(MetricRecord(**{**rec("hello", "succeeded", 5.0).__dict__, "namespace": "team-b"}))
+    reg.observe_dispatch("team-b", "hello", 1)
+    reg.observe_flush(4)
+    everything = samples(reg)
+    assert everything[key("cloudfn_invocations_total", function="hello", status="succeeded")] == 2
+    assert everything[key("cloudfn_invocations_total", function="hello", status="succeeded", tenant="team-b")] == 1
+    b_view = {}
+    for family in text_string_to_metric_families(reg.render("team-b").decode()):
+        for s in family.samples:
+            b_view[(s.name, frozenset(s.labels.items()))] = s.value
+    assert b_view[key("cloudfn_invocations_total", function="hello", status="succeeded", tenant="team-b")] == 1
+    assert b_view[key("cloudfn_dispatch_invocations_total", function="hello", tenant="team-b")] == 1
+    assert {dict(k[1]).get("tenant") for k in b_view} == {"team-b"}
+    assert not [k for k in b_view if k[0].startswith("cloudfn_writer")]
+    assert reg.render("nobody") == b""
 
 
 def test_content_type(reg: PromRegistry) -> None:
