@@ -483,7 +483,8 @@ class Platform:
 
     async def _invoke_for_destination(self, namespace: str, name: str, event_json: bytes, key: str) -> str:
         """Start a destination function's task (the ended task's record as its event); its id."""
-        record, _ = await self.invoke(Caller(namespace, Role.invoker, key_name="completion destination"), name, event_json, idempotency_key=key)
+        caller = Caller(namespace, Role.invoker, key_name="completion destination")
+        record, _ = await self.invoke(caller, name, event_json, idempotency_key=key)
         return str(record["task_id"])
 
     def _committed(self, results: list[TaskResult]) -> None:
