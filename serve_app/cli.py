@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar, cast
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 from cloudfn import Client, CloudFnError, Task
 from core.settings import Settings
 from serve_app import cli_keys
+from serve_app.cli_common import fail
 from serve_app.cli_notifications import notifications_app
 from serve_app.cli_silences import silence_app
 from serve_app.client import client_for
@@ -26,11 +27,6 @@ out = Console()
 P = ParamSpec("P")
 R = TypeVar("R")
 
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr, non-zero exit."""
-    print(f"cloudfn: {message}", file=sys.stderr)
-    raise typer.Exit(code)
 
 
 def client() -> Client:

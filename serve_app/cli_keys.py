@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloudfn import CloudFnError
 from core.access import ROLE_NAMES
-from serve_app.client import api_json
+from serve_app.cli_common import api
 
 tenants_app = typer.Typer(help="Tenants (teams): the operator's key creates them.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys with roles (admin, developer, invoker, viewer).", no_args_is_help=True)
@@ -26,17 +25,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"cloudfn: {message}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
-def _api(method: str, path: str, **kw: Any) -> Any:
-    """Call the API with the configured key; one-line failure on error."""
-    try:
-        return api_json(method, path, **kw)
-    except CloudFnError as exc:
-        _fail(str(exc))
 
 
 def _emit(data: Any) -> None:
@@ -46,14 +34,14 @@ def _emit(data: Any) -> None:
 @tenants_app.command("create")
 def tenants_create(name: str, as_json: JsonFlag = False) -> None:
     """Create a tenant (needs the operator's key: an admin of the default tenant)."""
-    t = _api("POST", "/v1/tenants", json={"name": name})
+    t = api("POST", "/v1/tenants", json={"name": name})
     _emit(t) if as_json else _out.print(f"tenant [bold]{t['name']}[/bold] created")
 
 
 @tenants_app.command("list")
 def tenants_list(as_json: JsonFlag = False) -> None:
     """Tenants this key may manage (every tenant for the operator)."""
-    rows = _api("GET", "/v1/tenants")["tenants"]
+    rows = api("GET", "/v1/tenants")["tenants"]
     if as_json:
         _emit(rows)
         return
@@ -86,7 +74,7 @@ def keys_create(role: Annotated[str, typer.Option(help="/".join(ROLE_NAMES))],
         body["tenant"] = tenant
     if expires_at is not None:
         body["expires_at"] = expires_at
-    _print_new_key(_api("POST", "/v1/keys", json=body), as_json)
+    _print_new_key(api("POST", "/v1/keys", json=body), as_json)
 
 
 @keys_app.command("list")
@@ -97,7 +85,7 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant 
     params: dict[str, Any] = {"include_revoked": include_revoked}
     if tenant is not None:
         params["tenant"] = tenant
-    rows = _api("GET", "/v1/keys", params=params)["keys"]
+    rows = api("GET", "/v1/keys", params=params)["keys"]
     if as_json:
         _emit(rows)
         return
@@ -111,11 +99,11 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant 
 @keys_app.command("revoke")
 def keys_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     """Revoke a key (refused on every replica within 5 s)."""
-    k = _api("DELETE", f"/v1/keys/{key_id}")
+    k = api("DELETE", f"/v1/keys/{key_id}")
     _emit(k) if as_json else _out.print(f"key {k['id']} ({k['name']!r} of {k['tenant']}) revoked")
 
 
 @keys_app.command("rotate")
 def keys_rotate(key_id: int, as_json: JsonFlag = False) -> None:
     """Replace a key by a new one (same tenant, role, name, expiry); prints the new key, the old one stops."""
-    _print_new_key(_api("POST", f"/v1/keys/{key_id}/rotate"), as_json)
+    _print_new_key(api("POST", f"/v1/keys/{key_id}/rotate"), as_json)

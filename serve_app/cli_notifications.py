@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from cloudfn import CloudFnError
-from serve_app.client import api_json
+from serve_app.cli_common import api
 
 notifications_app = typer.Typer(help="Alert notifications: what was sent to which receiver, and whether it arrived.",
                                 no_args_is_help=True)
@@ -23,12 +21,7 @@ def notifications_list(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List the newest notifications (pending ones are still being retried)."""
-    try:
-        rows: list[dict[str, Any]] = api_json(
-            "GET", "/v1/alert-notifications", params={"limit": limit})["notifications"]
-    except CloudFnError as exc:
-        print(f"cloudfn: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+    rows: list[dict[str, Any]] = api("GET", "/v1/alert-notifications", params={"limit": limit})["notifications"]
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import getpass
 import json
-import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,24 +13,13 @@ from rich.table import Table
 
 from analytics.alerting.durations import parse_duration
 from analytics.alerting.matchers import Matcher, parse_matchers
-from cloudfn import CloudFnError
-from serve_app.client import api_json
+from serve_app.cli_common import api, fail
 
 silence_app = typer.Typer(help="Silences: mute matching alerts of your tenant for a while (amtool's syntax).",
                           no_args_is_help=True)
 _out = Console()
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"cloudfn: {message}", file=sys.stderr)
-    raise typer.Exit(1)
-
-
-def _api(method: str, path: str, **kw: Any) -> Any:
-    try:
-        return api_json(method, path, **kw)
-    except CloudFnError as exc:
-        _fail(str(exc))
 
 
 def silence_body(matchers: list[str], *, duration: str, comment: str, author: str,
@@ -60,8 +48,8 @@ def silence_add(
     try:
         body = silence_body(matchers, duration=duration, comment=comment, author=author or getpass.getuser())
     except ValueError as exc:
-        _fail(str(exc))
-    print(_api("POST", "/v1/silences", json=body)["silenceID"])
+        fail(str(exc))
+    print(api("POST", "/v1/silences", json=body)["silenceID"])
 
 
 def _matchers_text(raw: list[dict[str, Any]]) -> str:
@@ -76,7 +64,7 @@ def silence_list(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="ids only")] = False,
 ) -> None:
     """List your tenant's silences (active and pending unless --all)."""
-    rows = [s for s in _api("GET", "/v1/silences") if all_ or s["status"]["state"] != "expired"]
+    rows = [s for s in api("GET", "/v1/silences") if all_ or s["status"]["state"] != "expired"]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -95,5 +83,5 @@ def silence_list(
 def silence_expire(ids: Annotated[list[str], typer.Argument(help="silence ids")]) -> None:
     """Expire silences now (their alerts notify again)."""
     for sid in ids:
-        _api("DELETE", f"/v1/silences/{sid}")
+        api("DELETE", f"/v1/silences/{sid}")
         print(f"silence {sid}: expired")
