@@ -140,11 +140,12 @@ def records(c: httpx.Client, ids: list[str], timeout_s: float = 180) -> list[dic
     deadline = time.monotonic() + timeout_s
     recs: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline and len(recs) < len(ids):
-        for i in ids:
-            if i not in recs:
-                rec = c.get(f"/v1/tasks/{i}").json()
-                if rec["status"] in TERMINAL:
-                    recs[i] = rec
+        try:  # the API replica may have run on a lost node: while Serve starts it again, reads fail or get 503
+            r = c.post("/v1/tasks/lookup", json={"ids": [i for i in ids if i not in recs]})
+        except httpx.HTTPError:
+            r = None
+        if r is not None and r.status_code == 200:
+            recs.update({t["task_id"]: t for t in r.json()["tasks"] if t["status"] in TERMINAL})
         time.sleep(0.5)
     return [recs.get(i) or c.get(f"/v1/tasks/{i}").json() for i in ids]
 

@@ -156,7 +156,8 @@ while True:
            expect_error="MemoryLimitExceeded"),
     Attack("cpu-spin", _src('''
 while True:
-    pass'''), config={"cpu_s": 1, "timeout_s": 10}, expect_status="failed", expect_error="CpuLimitExceeded"),
+    pass'''), config={"cpu_s": 1, "timeout_s": 60},  # a second of CPU arrives late on a crowded host
+           expect_status="failed", expect_error="CpuLimitExceeded"),
     Attack("sleep-forever", _src('''
 time.sleep(3600)'''), config={"timeout_s": 2}, expect_status="timed_out", expect_error="TimeoutError"),
     Attack("log-flood", _src('''

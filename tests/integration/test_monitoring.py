@@ -256,12 +256,13 @@ def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> No
     assert deploy(api, "fbfn", files={"main.py": SPIN}).status_code == 201
     for _ in range(80):
         run(api, "fbfn", {"ms": 5})
-    first = run(api, "fbfn", {"ms": 60})
+    # slower by waiting (a CPU-bound slowdown is stretched by a crowded host, and may look new the second time)
+    first = run(api, "fbfn", {"ms": 5, "sleep_ms": 60})
     found = wait_for(lambda: anomalies(api, "fbfn", first["task_id"]), 20)
     assert found
     r = api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "false_positive"})
     assert r.status_code == 200
-    second = run(api, "fbfn", {"ms": 60})
+    second = run(api, "fbfn", {"ms": 5, "sleep_ms": 60})
     time.sleep(3)
     assert anomalies(api, "fbfn", second["task_id"]) == []
     assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
