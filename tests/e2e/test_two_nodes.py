@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 RAY = Path(sys.executable).with_name("ray")
 SLEEPER = ("import time\n"
            "def handler(event, context):\n"
-           "    time.sleep(event.get('ms', 10) / 1000)\n"
+           "    time.sleep(float(event.get('ms', 10)) / 1000)\n"
            "    return {'ok': True}\n")
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
@@ -173,10 +173,10 @@ def test_monitoring_actors_work_from_the_second_node(platform: PlatformProcess, 
             assert c.post("/v1/alert-rules", json=rule).status_code == 201
             for _ in range(100):
                 assert c.post("/v1/functions/jumpy2n/invocations", params={"wait": 60},
-                              json={"ms": 10}).status_code == 200
-            for _ in range(5):
-                c.post("/v1/functions/jumpy2n/invocations", params={"wait": 60}, json={"ms": 500})
-            found = wait_for(lambda: c.get("/v1/anomalies", params={"function": "jumpy2n"}).json()["anomalies"], 60)
+                              json={"ms": "0010"}).status_code == 200
+            for _ in range(5):  # 10 ms → 1.5 s, inputs of the same size (only the duration moves)
+                c.post("/v1/functions/jumpy2n/invocations", params={"wait": 60}, json={"ms": "1500"})
+            found = wait_for(lambda: c.get("/v1/anomalies", params={"function": "jumpy2n"}).json()["anomalies"], 90)
             assert found, "the detector on the second node raised nothing after a 50x slowdown"
         delivered = wait_for(lambda: [q for q in hook.requests if q["status"] == 200], 60)
         assert delivered and signature_ok(delivered[0], SECRET)

@@ -21,13 +21,21 @@ from tests.conftest import deploy, free_port, own_workers_started
 
 SPIN = ("import time\n"
         "def handler(event, context):\n"
-        "    time.sleep(event.get('sleep_ms', 0) / 1000)\n"
+        "    time.sleep(float(event.get('sleep_ms', 0)) / 1000)\n"
         "    t = time.perf_counter()\n"
         "    while time.perf_counter() - t < event.get('ms', 10) / 1000:\n"
         "        pass\n"
         "    if event.get('fail'):\n"
         "        raise ValueError('asked to fail')\n"
         "    return {'ok': True}\n")
+
+
+def waits(sleep_ms: int, ms: int = 10) -> dict[str, Any]:
+    """An event of SPIN that also sleeps; always the same size, so that only the duration moves (a new input
+    size is itself something the detector may rightly report)."""
+    return {"ms": ms, "sleep_ms": f"{sleep_ms:05d}"}
+
+
 SECRET = "whsec_" + base64.b64encode(b"integration-secret").decode()
 
 
@@ -153,12 +161,12 @@ def test_duration_jump_raises_an_anomaly_and_a_signed_webhook(api: httpx.Client,
         r = api.post("/v1/alert-rules", json=rule)
         assert r.status_code == 201, r.text
         rule_id = r.json()["id"]
-        normal = [run(api, "jumpy", {"ms": 10})["metrics"] for _ in range(100)]
+        normal = [run(api, "jumpy", waits(0))["metrics"] for _ in range(100)]
         early = anomalies(api, "jumpy")
         assert early == [], json.dumps({"anomalies": early, "runs": normal})
         # slower by waiting, not by computing: duration alone jumps (a CPU-bound slowdown moves CPU time as
         # much, and either may then stand out)
-        slow = [run(api, "jumpy", {"ms": 10, "sleep_ms": 490}) for _ in range(5)]
+        slow = [run(api, "jumpy", waits(490)) for _ in range(5)]
         found = wait_for(lambda: anomalies(api, "jumpy"), 30)
         assert found, "no anomaly after a 50x slowdown"
         slow_ids = {s["task_id"] for s in slow}
@@ -255,14 +263,14 @@ def test_a_crashed_detector_actor_is_recreated_with_its_models_and_anomalies(api
 def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> None:
     assert deploy(api, "fbfn", files={"main.py": SPIN}).status_code == 201
     for _ in range(80):
-        run(api, "fbfn", {"ms": 5})
+        run(api, "fbfn", waits(0, ms=5))
     # slower by waiting (a CPU-bound slowdown is stretched by a crowded host, and may look new the second time)
-    first = run(api, "fbfn", {"ms": 5, "sleep_ms": 60})
+    first = run(api, "fbfn", waits(60, ms=5))
     found = wait_for(lambda: anomalies(api, "fbfn", first["task_id"]), 20)
     assert found
     r = api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "false_positive"})
     assert r.status_code == 200
-    second = run(api, "fbfn", {"ms": 5, "sleep_ms": 60})
+    second = run(api, "fbfn", waits(60, ms=5))
     time.sleep(3)
     assert anomalies(api, "fbfn", second["task_id"]) == []
     assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
