@@ -260,17 +260,18 @@ def test_a_crashed_detector_actor_is_recreated_with_its_models_and_anomalies(api
     assert before[0]["id"] in ids  # nothing stored before the crash was lost
 
 
-def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client) -> None:
+def test_feedback_false_positive_stops_the_same_pattern(api: httpx.Client, api_server: Any) -> None:
     assert deploy(api, "fbfn", files={"main.py": SPIN}).status_code == 201
+    own_workers_started(api_server)  # the calls below run as they will stay (not through the deploy's bridge)
     for _ in range(80):
         run(api, "fbfn", waits(0, ms=5))
     # slower by waiting (a CPU-bound slowdown is stretched by a crowded host, and may look new the second time)
-    first = run(api, "fbfn", waits(60, ms=5))
-    found = wait_for(lambda: anomalies(api, "fbfn", first["task_id"]), 20)
-    assert found
+    first = run(api, "fbfn", waits(300, ms=5))
+    found = wait_for(lambda: anomalies(api, "fbfn", first["task_id"]), 40)
+    assert found, anomalies(api, "fbfn")
     r = api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "false_positive"})
     assert r.status_code == 200
-    second = run(api, "fbfn", waits(60, ms=5))
+    second = run(api, "fbfn", waits(300, ms=5))
     time.sleep(3)
     assert anomalies(api, "fbfn", second["task_id"]) == []
     assert api.post(f"/v1/anomalies/{found[0]['id']}/feedback", json={"verdict": "maybe"}).status_code == 400
