@@ -83,6 +83,7 @@ def cluster() -> Iterator[dict[str, Any]]:
     address = f"127.0.0.1:{port}"
     where = {"address": address, "tmp": tmp}
     head = RayNode(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                    '--resources={"head": 1}',
                     f"--temp-dir={tmp / 'r'}", "--include-dashboard=false"], tmp, tmp / "head.log")
     nodes = [head]
     try:
@@ -114,6 +115,9 @@ def platform(cluster: dict[str, Any]) -> Iterator[PlatformProcess]:
     """`cloudfn up` joined to the two-node cluster; one Serve proxy (two on one host would share a port)."""
     serve = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
     serve["proxy_location"] = "HeadOnly"
+    # the API replica on the head: losing the second node is the loss of a worker node, not of the replica
+    # (a SIGKILLed replica has tests of its own)
+    serve["applications"][0]["deployments"][0]["ray_actor_options"]["resources"] = {"head": 0.001}
     cfg = cluster["tmp"] / "serve.yaml"
     cfg.write_text(yaml.safe_dump(serve))
     with PlatformProcess(extra_env={"CLOUDFN_RAY_ADDRESS": cluster["address"], "CLOUDFN_SERVE_CONFIG": str(cfg),
