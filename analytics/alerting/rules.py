@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +40,12 @@ def check_http_url(url: str) -> str:
         raise ValueError(f"{url!r} is not an absolute http:// or https:// URL")
     if any(c.isspace() for c in url):
         raise ValueError(f"{url!r} contains whitespace")
+    try:
+        literal = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        literal = None
+    if literal is not None and literal.is_link_local:  # cloud metadata services live there (169.254.169.254)
+        raise ValueError(f"{url!r} points at a link-local address (where cloud metadata services answer)")
     return url
 
 

@@ -141,3 +141,13 @@ def test_detail_lists_every_error_with_its_field() -> None:
 def test_a_rule_without_channels_is_left_to_the_routing_tree() -> None:
     spec = parse_rule({k: v for k, v in anomaly().items() if k != "channels"})
     assert spec.channels == []
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "https://[fe80::1]/hook",
+                                 "http://169.254.0.1:8080/x"])
+def test_a_link_local_address_is_refused_as_a_webhook(url: str) -> None:
+    from analytics.alerting.rules import check_http_url
+
+    with pytest.raises(ValueError, match="link-local"):
+        check_http_url(url)
+    assert check_http_url("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"
