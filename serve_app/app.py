@@ -16,6 +16,7 @@ from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
 from serve_app.fast_reads import FastReads
 from serve_app.params import TaskId, VersionQuery
 from serve_app.platform import Caller, Platform
+from serve_app.replica_header import ReplicaHeader
 from serve_app.task_reads import ids_of_json, ids_of_query, parse_wait
 
 _current: list[Platform] = []
@@ -58,7 +59,8 @@ def create_app() -> FastAPI:
     app = FastAPI(title="CloudFunctions", version="0.1.0")
     errors.install(app)
     app.add_middleware(FastReads, platform_of=platform_of_scope)
-    app.add_middleware(FastInvoke, platform_of=platform_of_scope)  # added last: the outermost, seen first
+    app.add_middleware(FastInvoke, platform_of=platform_of_scope)  # the hot path, seen first of the three
+    app.add_middleware(ReplicaHeader)  # added last: the outermost, so every answer carries it
 
     # first: Serve matches each request against the routes in order (for its metrics), and this is the hot one
     @app.post("/v1/functions/{name}/invocations")
