@@ -84,13 +84,14 @@ class Dispatcher:
     """Admits, queues, dispatches, retries, cancels and completes invocations."""
 
     def __init__(self, writer: GroupCommitWriter,
-                 on_result: Callable[[Pending, TaskResult], None] | None = None) -> None:
+                 on_result: Callable[[Pending, TaskResult], None] | None = None, *,
+                 runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote,
+                 on_dispatch: Callable[[str, str, int], None] | None = None) -> None:
         self.writer = writer
         self.on_result = on_result
-        # (tenant, function, invocations in the Ray task)
-        self.on_dispatch: Callable[[str, str, int], None] | None = None
         # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
-        self.runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote
+        self.runner_for = runner_for
+        self.on_dispatch = on_dispatch  # (tenant, function, invocations in the Ray task)
         self._queues: dict[tuple[str, str], FnQueue] = {}
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()

@@ -20,10 +20,10 @@ DETECT_EVERY_S = 0.2  # batch detector calls: one actor call per shard per tick,
 class MonitoringFeed:
     """Fans committed results out to Prometheus, the lake and the detectors."""
 
-    def __init__(self, lake: Lake, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
+    def __init__(self, lake: Lake, prom: PromRegistry, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
                  shard_of: Any = None) -> None:
         self.lake = lake
-        self.prom = PromRegistry()
+        self.prom = prom
         self.flush_s = flush_s
         self.detectors = detectors or []
         self.shard_of = shard_of

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.config import checked_alerting_config
 from analytics.lakes import open_lake
+from analytics.prometheus import PromRegistry
 from cluster.deps import vendor_requirements
 from cluster.executor import WarmExecutor, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
@@ -74,13 +75,15 @@ class Platform:
         self.secrets = SecretBox(settings.home / "secrets.key")
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
         self.completions = Completions()
-        self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions)
+        self.prom = PromRegistry()  # the replica's Prometheus figures, fed from the dispatcher, writer and feed
+        self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions,
+                                        on_flush=self.prom.observe_flush)
         self.reads = TaskReads(self.tasks, self.completions)
-        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended)
+        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended, runner_for=self._runner_for,
+                                     on_dispatch=self.prom.observe_dispatch)
         self.pipelines = Pipelines(self.engine, self.registry, self.tasks, self.writer, self.dispatcher)
         self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
                                          self._invoke_for_destination)
-        self.dispatcher.runner_for = self._runner_for
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
@@ -89,7 +92,6 @@ class Platform:
         self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
         self.keys = KeyStore(self.engine)
         self._keys: dict[str, tuple[KeyRow | None, float]] = {}  # digest -> (live key or None, cached until)
-        self.result_listeners: list[Callable[[list[TaskResult]], None]] = []
         self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None
         self.detectors: list[Any] = []
@@ -115,11 +117,8 @@ class Platform:
         # an actor left by an earlier run keeps its old settings
         await self.alerts.configure.remote(self.channels, self.alerting)
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
-        self.monitoring = MonitoringFeed(self.lake, flush_s=self.settings.lake_flush_s, detectors=self.detectors,
-                                         shard_of=handles.shard_of)
-        self.result_listeners.append(self.monitoring.on_results)
-        self.dispatcher.on_dispatch = self.monitoring.prom.observe_dispatch
-        self.writer.on_flush = self.monitoring.prom.observe_flush
+        self.monitoring = MonitoringFeed(self.lake, self.prom, flush_s=self.settings.lake_flush_s,
+                                         detectors=self.detectors, shard_of=handles.shard_of)
         self.writer.start()
         await self.recover()
         self._background(self.destinations.recover(), "redelivering completion destinations")
@@ -488,11 +487,13 @@ class Platform:
         return str(record["task_id"])
 
     def _committed(self, results: list[TaskResult]) -> None:
-        for listener in self.result_listeners:
-            try:
-                listener(results)
-            except Exception:
-                log.exception("result listener failed")
+        """Feed committed results to monitoring (once started): never fails the writer's flush."""
+        if self.monitoring is None:
+            return
+        try:
+            self.monitoring.on_results(results)
+        except Exception:
+            log.exception("feeding results to monitoring failed")
 
     async def recover(self) -> None:
         """Tasks a previous run left open: running ones are retried if allowed, else failed (ExecutorLost);

@@ -129,10 +129,10 @@ class GroupCommitWriter:
 
     def __init__(self, database_url: str, *, max_batch: int = 500,
                  on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None,
-                 completions: Completions | None = None) -> None:
+                 completions: Completions | None = None, on_flush: Callable[[int], None] | None = None) -> None:
         self.dsn = libpq_url(database_url)
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.on_flush: Callable[[int], None] | None = None  # rows written by one committed flush
+        self.on_flush = on_flush  # rows written by one committed flush
         self.max_batch = max_batch
         self.on_committed = on_committed
         self.completions = completions  # woken with the ids of terminal results once they are committed
