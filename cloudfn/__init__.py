@@ -3,7 +3,7 @@ models and its errors as one exception hierarchy.
 
 It owns nothing on the server side and talks to the platform only over HTTP: it must not import the server
 packages (`core`, `cluster`, `actors`, `analytics`, `serve_app`, `panel_dashboard`) nor `ray`, so that it installs
-and runs wherever a user's script does. The CLI (`serve_app.cli`) is built on it.
+and runs wherever a user's script does. The CLI (`serve_app.cli.main`) is built on it.
 """
 
 from cloudfn.aio import AsyncClient

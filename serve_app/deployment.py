@@ -11,8 +11,8 @@ from typing import Any
 from ray import serve
 
 from core.settings import Settings
-from serve_app.app import create_app
-from serve_app.errors import unavailable_value
+from serve_app.http.app import create_app
+from serve_app.http.errors import unavailable_value
 from serve_app.platform import Platform
 
 log = logging.getLogger(__name__)

@@ -42,21 +42,21 @@ from core.errors import (
 from core.models import PYTHON_RUNTIME, FunctionConfig
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
-from serve_app import destination_config
-from serve_app.completions import Completions
-from serve_app.destination_config import executor_config
-from serve_app.destinations import Destinations
-from serve_app.dispatcher import Dispatcher, Pending
-from serve_app.functions import FunctionStore, parse_config, parse_handler, parse_name
-from serve_app.lanes import Lanes
-from serve_app.monitoring import MonitoringFeed
-from serve_app.pipelines import Pipelines, parse_steps
-from serve_app.registry import FunctionRuntime, Registry
-from serve_app.runners import Runner, TaskRunner, when_answered
-from serve_app.sandbox_gate import SandboxGate
-from serve_app.task_reads import TaskReads
+from serve_app.accept.sandbox_gate import SandboxGate
+from serve_app.catalog import destination_config
+from serve_app.catalog.destination_config import executor_config
+from serve_app.catalog.registry import FunctionRuntime, Registry
+from serve_app.control.functions import FunctionStore, parse_config, parse_handler, parse_name
+from serve_app.control.pipelines import Pipelines, parse_steps
+from serve_app.dispatch.dispatcher import Dispatcher, Pending
+from serve_app.dispatch.lanes import Lanes
+from serve_app.dispatch.runners import Runner, TaskRunner, when_answered
+from serve_app.feed.destinations import Destinations
+from serve_app.feed.monitoring import MonitoringFeed
+from serve_app.results.completions import Completions
+from serve_app.results.task_reads import TaskReads
 from serve_app.tasks import METRIC_KEYS, TaskStore
-from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
+from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this

@@ -114,7 +114,7 @@ class ApiServer:
     def __init__(self, settings: Any, database_url: str) -> None:
         import uvicorn
 
-        from serve_app.app import create_app
+        from serve_app.http.app import create_app
         from serve_app.platform import Platform
 
         self.platform = Platform(settings, database_url)
@@ -125,7 +125,7 @@ class ApiServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> None:
-        from serve_app.launcher import wait_healthy
+        from serve_app.cli.launcher import wait_healthy
 
         self.thread.start()
         wait_healthy(self.url, timeout_s=30)

@@ -123,7 +123,7 @@ def test_silence_api_mutes_and_expiring_it_unmutes(api: httpx.Client) -> None:
 def test_cli_silence_add_list_expire(api_server: Any, admin_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from typer.testing import CliRunner
 
-    from serve_app.cli import app
+    from serve_app.cli.main import app
 
     monkeypatch.setenv("CLOUDFN_API_URL", api_server.url)
     monkeypatch.setenv("CLOUDFN_API_KEY", admin_key)

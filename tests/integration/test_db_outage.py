@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, text
 
 from core.db.engine import libpq_url
 from core.errors import DatabaseUnavailable
-from serve_app.errors import domain_error, mapped
-from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
+from serve_app.http.errors import domain_error, mapped
+from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 from tests.conftest import free_port
 
 

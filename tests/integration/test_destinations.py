@@ -149,8 +149,8 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
     the task (no delivery row) and sends it again, with the same webhook-id."""
     from core.db.deliveries import DeliveryLog
     from core.db.engine import make_async_engine
-    from serve_app.destinations import Destinations
-    from serve_app.registry import Registry
+    from serve_app.catalog.registry import Registry
+    from serve_app.feed.destinations import Destinations
     from serve_app.tasks import TaskStore
 
     cfg = {"on_failure": {"type": "webhook", "url": receiver.url, "secret": SECRET}}

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from cluster.executor import WarmExecutor
-from serve_app import lanes as lanes_mod
-from serve_app.lanes import Lanes
+from serve_app.dispatch import lanes as lanes_mod
+from serve_app.dispatch.lanes import Lanes
 
 
 async def until(pred: Any, timeout: float = 60.0) -> Any:

@@ -347,7 +347,7 @@ def test_cli_tenants_and_keys(api_server: ApiServer, admin_key: str) -> None:
     """`cloudfn tenants create|list` and `cloudfn keys create|list|revoke|rotate` against the running API."""
     from typer.testing import CliRunner
 
-    from serve_app.cli import app
+    from serve_app.cli.main import app
 
     runner = CliRunner()
     env = {"CLOUDFN_API_URL": api_server.url, "CLOUDFN_API_KEY": admin_key}

@@ -166,7 +166,7 @@ def test_short_function_called_one_at_a_time_uses_its_express_lane_and_survives_
     import ray
 
     from core.models import FunctionConfig
-    from serve_app.lanes import PROBE_AFTER_S
+    from serve_app.dispatch.lanes import PROBE_AFTER_S
 
     src = f"def handler(event, context):\n    return {{'lane': {time.time_ns()}, 'i': event['i']}}\n"
     r = deploy(api, "express", files={"main.py": src})

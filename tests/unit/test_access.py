@@ -15,7 +15,7 @@ OPEN_ROUTES = {("GET", "/healthz")}
 
 
 def app_routes() -> set[tuple[str, str]]:
-    from serve_app.app import create_app
+    from serve_app.http.app import create_app
 
     no_platform = cast(Any, None)  # listing routes never reaches the platform
     return {(m, r.path) for r in create_app(no_platform).routes if isinstance(r, APIRoute) for m in r.methods}

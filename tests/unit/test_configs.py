@@ -13,7 +13,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from core.settings import Settings
-from serve_app.serve_config import (
+from serve_app.cli.serve_config import (
     ServeConfigError,
     load_serve_options,
     options_from_schema,

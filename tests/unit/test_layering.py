@@ -54,7 +54,9 @@ def module_graph(package: str) -> dict[str, set[str]]:
         deps: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                # `from pkg import mod` uses the submodule; `from mod import name` uses the module
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                           for a in node.names]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -96,3 +98,32 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_no_import_cycles_between_modules(package: str) -> None:
     cycle = cycle_in(module_graph(package))
     assert not cycle, f"import cycle in {package}: {' -> '.join(cycle)}"
+
+
+# serve_app's parts and the parts each may import: the invocation's path (http → accept → dispatch → write →
+# feed) with reads (results), the function catalogue and the control plane beside it; `platform` composes them
+SERVE_APP_PARTS: dict[str, set[str]] = {
+    "tasks": set(),
+    "catalog": set(),
+    "accept": set(),
+    "results": {"tasks"},
+    "write": {"results"},
+    "dispatch": {"write", "catalog"},
+    "control": {"dispatch", "write", "catalog", "tasks"},
+    "feed": {"dispatch", "write", "tasks"},
+    "platform": {"accept", "catalog", "control", "dispatch", "feed", "results", "tasks", "write"},
+    "http": {"platform", "results", "accept", "catalog", "control"},
+    "deployment": {"http", "platform"},
+    "cli": {"deployment"},
+}
+
+
+def test_serve_app_parts_import_only_downstream() -> None:
+    def part(module: str) -> str:
+        return module.split(".")[1] if "." in module else "__init__"
+
+    graph = module_graph("serve_app")
+    assert {part(m) for m in graph} - {"__init__"} == set(SERVE_APP_PARTS), "a new part needs its row here"
+    bad = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                 if part(d) != part(m) and part(d) not in SERVE_APP_PARTS.get(part(m), set()))
+    assert not bad, f"imports against serve_app's direction: {bad}"

@@ -8,7 +8,7 @@ import pytest
 from core.bundles import BundleLimits, validate_and_repack
 from core.errors import InvalidBundle, InvalidInput
 from core.models import FunctionConfig, node_handler_path
-from serve_app.functions import parse_config, parse_handler
+from serve_app.control.functions import parse_config, parse_handler
 from tests.unit.zip_hazards import zip_of
 
 LIMITS = BundleLimits()
@@ -82,7 +82,7 @@ async def test_gate_refuses_node_functions_only_when_node_is_missing(monkeypatch
     import time
 
     from core.errors import SandboxUnavailableError
-    from serve_app.sandbox_gate import SandboxGate
+    from serve_app.accept.sandbox_gate import SandboxGate
 
     gate = SandboxGate()
     gate.node_problem = "Node.js is not installed"

@@ -1,0 +1,103 @@
+"""The replica's cache of active function versions, each with its Ray task options built once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.db.tables import Function, FunctionVersion
+from core.errors import Conflict, NotFound
+from core.models import FunctionConfig
+from core.secrets import SecretBox
+from serve_app.catalog.destination_config import executor_config, unseal
+
+SEALED_KEYS = ("env_sealed", "env_names")
+
+
+def _env_id(env: dict[str, str]) -> str:
+    """A short digest of an env (so that a changed secret starts a fresh sandbox)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:12] if env else "noenv"
+
+
+@dataclass
+class FunctionRuntime:
+    """What the hot path needs to invoke one function version."""
+
+    namespace: str
+    name: str
+    function_id: int
+    state: str
+    version: int
+    sha256: str
+    handler: str
+    config: FunctionConfig
+    config_dict: dict[str, Any]
+    remote: Any = field(default=None, repr=False)  # a TaskRunner: Ray tasks in this version's runtime_env
+    env_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identity of the version (and its env) for warm-sandbox reuse: never shared across versions,
+        functions, or env changes."""
+        return f"{self.namespace}/{self.name}/{self.version}/{self.sha256}/{self.env_id}"
+
+
+class Registry:
+    """Resolves (namespace, name[, version]) to a FunctionRuntime; invalidated on every change."""
+
+    def __init__(self, engine: AsyncEngine, build_remote: Any, secrets: SecretBox) -> None:
+        self.engine = engine
+        self.secrets = secrets
+        self.build_remote = build_remote  # (sha256, FunctionConfig) -> TaskRunner of the version
+        self._active: dict[tuple[str, str], FunctionRuntime] = {}
+        self._versions: dict[tuple[str, str, int], FunctionRuntime] = {}
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        """Forget a function (after deploy, (de)activate, delete, rollback, env change)."""
+        self._active.pop((namespace, name), None)
+        for k in [k for k in self._versions if k[:2] == (namespace, name)]:
+            self._versions.pop(k, None)
+
+    async def resolve(self, namespace: str, name: str, version: int | None = None,
+                      *, require_active: bool = True) -> FunctionRuntime:
+        """The runtime for the active (or a given) version; NotFound / Conflict otherwise."""
+        rt = self._active.get((namespace, name))
+        if rt is None:
+            rt = await self._load(namespace, name, None)
+            self._active[(namespace, name)] = rt
+        if require_active and rt.state != "active":
+            raise Conflict(f"function {name!r} is inactive; activate it first (cloudfn activate {name})")
+        if version is None or version == rt.version:
+            return rt
+        vkey = (namespace, name, version)
+        vrt = self._versions.get(vkey)
+        if vrt is None:
+            vrt = self._versions[vkey] = await self._load(namespace, name, version)
+        return vrt
+
+    async def _load(self, namespace: str, name: str, version: int | None) -> FunctionRuntime:
+        async with self.engine.connect() as conn:
+            fn = (await conn.execute(select(Function).where(
+                Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)))).first()
+            if fn is None:
+                raise NotFound(f"no function named {name!r}")
+            want = version if version is not None else fn.active_version
+            if want is None:
+                raise Conflict(f"function {name!r} has no active version")
+            ver = (await conn.execute(select(FunctionVersion).where(
+                FunctionVersion.function_id == fn.id, FunctionVersion.version == want))).first()
+            if ver is None:
+                raise NotFound(f"function {name!r} has no version {want}")
+        stored = unseal({k: v for k, v in ver.config.items() if k not in SEALED_KEYS}, self.secrets)
+        env = {**self.secrets.open(ver.config.get("env_sealed")), **self.secrets.open(fn.env_encrypted)}
+        cfg = FunctionConfig.model_validate({**stored, "env": env})
+        rt = FunctionRuntime(namespace, name, fn.id, fn.state, ver.version, ver.sha256, ver.handler, cfg,
+                             executor_config(cfg), env_id=_env_id(env))
+        rt.remote = self.build_remote(ver.sha256, cfg)
+        return rt

@@ -1,0 +1,298 @@
+"""Per-function queues with concurrency limits, submission to Ray, retries, cancellation, and results.
+
+Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
+queue never delays another's invocations; each queue is served in order of arrival. Queued invocations of
+a version whose executions are short go to Ray in batches (one task runs several, one after another, each
+in the warm sandbox with its own metrics and limits): a Ray task costs far more than a short handler.
+Results are awaited as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
+A failed attempt is retried (same task id, next attempt number, exponential backoff) when the function's
+config allows it; the attempt is recorded. Ray itself never retries (`max_retries=0`), so an execution
+the platform does not know about cannot happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import ray
+
+from core.errors import Overloaded
+from core.models import TaskStatus
+from serve_app.catalog.registry import FunctionRuntime
+from serve_app.dispatch.runners import Runner
+from serve_app.write.writer import GroupCommitWriter, TaskResult
+
+log = logging.getLogger(__name__)
+BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox enforces)
+BATCH_BUDGET_MS = 20.0  # a batch's expected run time at most
+BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average below this
+BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
+SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
+SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
+LIMIT_ERRORS = {"TimeoutError", "MemoryLimitExceeded", "CpuLimitExceeded", "FileSizeLimitExceeded",
+                "OutputLimitExceeded"}
+
+
+@dataclass
+class Pending:
+    """An accepted invocation waiting for (or in) execution."""
+
+    task_id: str
+    rt: FunctionRuntime
+    event_json: bytes
+    created_at: float
+    attempt: int = 1
+    parent_id: str | None = None
+    step_index: int | None = None
+    done: asyncio.Future[TaskResult] | None = None
+    ref: Any = None
+    cancelled: bool = False
+    batched: bool = False  # its call is not killed for it: a batch with other invocations, or an express lane
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class FnQueue:
+    """One function's queue and running count."""
+
+    waiting: deque[Pending] = field(default_factory=deque)
+    running: int = 0
+    reserved: int = 0  # admitted, being persisted, not yet queued
+    pump_scheduled: bool = False
+
+
+def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
+    """Whether a failed attempt should run again under the function's retry policy."""
+    if attempt > rt.config.max_retries or result.status not in ("failed", "timed_out"):
+        return False
+    etype = (result.error or {}).get("type")
+    if etype == "Cancelled":
+        return False
+    if result.status == "timed_out" or etype in LIMIT_ERRORS:
+        return rt.config.retry_on_timeout
+    return True
+
+
+class Dispatcher:
+    """Admits, queues, dispatches, retries, cancels and completes invocations."""
+
+    def __init__(self, writer: GroupCommitWriter,
+                 on_result: Callable[[Pending, TaskResult], None] | None = None, *,
+                 runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote,
+                 on_dispatch: Callable[[str, str, int], None] | None = None) -> None:
+        self.writer = writer
+        self.on_result = on_result
+        # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
+        self.runner_for = runner_for
+        self.on_dispatch = on_dispatch  # (tenant, function, invocations in the Ray task)
+        self._queues: dict[tuple[str, str], FnQueue] = {}
+        self._inflight: dict[str, Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._speed: dict[str, tuple[int, float]] = {}  # version key -> (executions seen, mean duration ms)
+
+    def admit(self, rt: FunctionRuntime) -> None:
+        """Reserve a place in this function's queue, or raise Overloaded (call before persisting; `submit`
+        with `reserved=True` or `release` gives the place back)."""
+        q = self._queues.setdefault((rt.namespace, rt.name), FnQueue())
+        if q.running + len(q.waiting) + q.reserved >= rt.config.max_concurrency + rt.config.max_queue:
+            raise Overloaded(f"function {rt.name!r} has {len(q.waiting) + q.reserved} invocations queued (max_queue "
+                             f"{rt.config.max_queue}); retry later", retry_after_s=1)
+        q.reserved += 1
+
+    def release(self, rt: FunctionRuntime) -> None:
+        """Give back a place reserved by `admit` (the invocation was not accepted after all)."""
+        q = self._queues.get((rt.namespace, rt.name))
+        if q is not None and q.reserved > 0:
+            q.reserved -= 1
+
+    def submit(self, p: Pending, *, reserved: bool = False) -> asyncio.Future[TaskResult]:
+        """Queue an accepted (already persisted) invocation; the future resolves with its final result."""
+        if p.done is None:
+            p.done = asyncio.get_running_loop().create_future()
+        self._inflight[p.task_id] = p
+        q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
+        if reserved and q.reserved > 0:
+            q.reserved -= 1
+        q.waiting.append(p)
+        self._pump_soon(q, p.rt.config.max_concurrency)
+        return p.done
+
+    def inflight(self, task_id: str) -> Pending | None:
+        """The in-flight invocation with this id, if this replica holds it."""
+        return self._inflight.get(task_id)
+
+    def queue_depth(self, namespace: str, name: str) -> tuple[int, int]:
+        """(running, waiting) of a function."""
+        q = self._queues.get((namespace, name))
+        return (q.running, len(q.waiting)) if q else (0, 0)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Stop a queued, backing-off or running invocation held here; False if this replica does not hold it."""
+        p = self._inflight.get(task_id)
+        if p is None:
+            return False
+        p.cancelled = True
+        q = self._queues.get((p.rt.namespace, p.rt.name))
+        if q is not None and p in q.waiting:
+            q.waiting.remove(p)
+            await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled while queued",
+                                               TaskStatus.CANCELLED))
+        elif p.timer is not None:
+            p.timer.cancel()
+            await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled before its retry",
+                                               TaskStatus.CANCELLED))
+        elif p.ref is not None and not p.batched:
+            ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
+        # a batched invocation is left to finish: it is short (see _batch_size), and killing its worker would
+        # kill the other invocations of the batch (or an express lane); its record then shows how it really ended
+        return True
+
+    def _pump_soon(self, q: FnQueue, limit: int) -> None:
+        """Dispatch on the next turn of the event loop, so that invocations accepted together (one group
+        commit resolves many) can share a batch."""
+        if not q.pump_scheduled:
+            q.pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump, q, limit)
+
+    def _pump(self, q: FnQueue, limit: int) -> None:
+        q.pump_scheduled = False
+        while q.waiting and q.running < limit:
+            first = q.waiting.popleft()
+            batch = [first]
+            size = min(self._batch_size(first.rt, limit), limit - q.running)
+            while len(batch) < size and q.waiting and q.waiting[0].rt.key == first.rt.key:
+                batch.append(q.waiting.popleft())
+            q.running += len(batch)
+            if self.on_dispatch is not None:
+                self.on_dispatch(first.rt.namespace, first.rt.name, len(batch))
+            t = asyncio.get_running_loop().create_task(self._run(q, batch))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    def _short(self, rt: FunctionRuntime) -> bool:
+        """True when this version's recent executions were short and it accepts batching (max_batch > 1)."""
+        samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
+        return rt.config.max_batch != 1 and samples >= BATCH_MIN_SAMPLES and mean_ms <= BATCH_SHORT_MS
+
+    def _batch_size(self, rt: FunctionRuntime, limit: int) -> int:
+        """How many queued invocations of this version one Ray task may run: 1 unless its recent executions
+        were short (then a batch is expected to end within BATCH_BUDGET_MS)."""
+        if not self._short(rt):
+            return 1
+        _, mean_ms = self._speed[rt.key]
+        per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
+        return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
+
+    def _observe_speed(self, key: str, results: list[TaskResult]) -> None:
+        samples, mean_ms = self._speed.get(key, (0, 0.0))
+        for r in results:
+            if r.metrics is not None:
+                d = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
+                mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
+                samples += 1
+        self._speed[key] = (samples, mean_ms)
+
+    async def _run(self, q: FnQueue, batch: list[Pending]) -> None:
+        rt = batch[0].rt
+        dispatched = time.time()
+        common = {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
+                  "handler": rt.handler, "config": rt.config_dict}
+        ref = None
+        runner = self.runner_for(rt, self._short(rt))
+        try:
+            ref = runner.submit(common, [(p.task_id, p.event_json) for p in batch])
+            for p in batch:
+                p.ref, p.batched = ref, len(batch) > 1 or not runner.cancel_kills_call
+                self.writer.mark_running(p.task_id, dispatched)
+            outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
+            results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
+        except TimeoutError:
+            if ref is not None:
+                runner.abort(ref)
+            results = [self._lost(p, dispatched, "TimeoutError", "the executor did not answer in time; killed",
+                                  TaskStatus.TIMED_OUT) for p in batch]
+        except Exception as exc:  # worker died, cancelled, runtime_env failed, ...
+            runner.failed()
+            if not any(p.cancelled and not p.batched for p in batch):
+                log.warning("tasks %s lost their executor: %r", [p.task_id for p in batch], exc)
+            results = [self._lost(p, dispatched, "Cancelled", "cancelled while running; its process was killed",
+                                  TaskStatus.CANCELLED) if p.cancelled and not p.batched else
+                       self._lost(p, dispatched, "ExecutorLost", f"the executor was lost: {type(exc).__name__}")
+                       for p in batch]
+        finally:
+            runner.release()
+            for p in batch:
+                p.ref = None
+            q.running -= len(batch)
+            self._pump(q, rt.config.max_concurrency)
+        self._observe_speed(rt.key, results)
+        await asyncio.gather(*(self._settle(p, r) for p, r in zip(batch, results, strict=True)))
+
+    async def _settle(self, p: Pending, result: TaskResult) -> None:
+        """Record one attempt's result: complete the task, or schedule its retry."""
+        rt = p.rt
+        if p.cancelled and not p.batched and result.status != TaskStatus.CANCELLED.value:
+            result = replace(result, status=TaskStatus.CANCELLED.value, output_json=None, error={
+                "type": "Cancelled", "message": "cancelled while running; its process was killed", "stack": []})
+        if not p.cancelled and retryable(result, rt, p.attempt):
+            delay = rt.config.retry_backoff_s * (2 ** (p.attempt - 1))
+            await self.writer.finish(replace(result, retry_delay_s=delay))
+            p.attempt += 1
+            p.timer = asyncio.get_running_loop().call_later(delay, self._retry, p)
+            return
+        await self._complete(p, result)
+
+    def _retry(self, p: Pending) -> None:
+        p.timer = None
+        q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
+        q.waiting.appendleft(p)  # a retry keeps its place at the head of its function's queue
+        self._pump_soon(q, p.rt.config.max_concurrency)
+
+    async def _complete(self, p: Pending, result: TaskResult) -> None:
+        await self.writer.finish(result)
+        self._inflight.pop(p.task_id, None)
+        if self.on_result is not None:
+            try:
+                self.on_result(p, result)
+            except Exception:
+                log.exception("result callback failed for %s", p.task_id)
+        if p.done is not None and not p.done.done():
+            p.done.set_result(result)
+
+    def _result_from_outcome(self, p: Pending, out: dict[str, Any]) -> TaskResult:
+        rt = p.rt
+        queue_ms = max(0.0, (out["started_at"] - p.created_at) * 1000.0)
+        error_type = (out["error"] or {}).get("type") if out["error"] else None
+        metrics = {"task_id": p.task_id, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
+                   "attempt": p.attempt, "status": out["status"], "started_at": out["started_at"],
+                   "finished_at": out["finished_at"], "duration_ms": out["duration_ms"], "cpu_ms": out["cpu_ms"],
+                   "cpu_wait_ms": out["cpu_wait_ms"],
+                   "peak_memory_mb": out["peak_memory_mb"], "queue_ms": queue_ms,
+                   "cold_start": bool(out["cold_start"]), "error_type": error_type,
+                   "input_bytes": out["input_bytes"], "output_bytes": out["output_bytes"], "node": out.get("node")}
+        return TaskResult(id=p.task_id, status=out["status"], output_json=out["output_json"], error=out["error"],
+                          logs=out["logs"], started_at=out["started_at"], finished_at=out["finished_at"],
+                          attempt=p.attempt, metrics=metrics, handler_ms=out.get("handler_ms"))
+
+    def _lost(self, p: Pending, dispatched: float, etype: str, message: str,
+              status: TaskStatus = TaskStatus.FAILED) -> TaskResult:
+        return TaskResult(id=p.task_id, status=status.value, output_json=None,
+                          error={"type": etype, "message": message, "stack": []}, logs=None,
+                          started_at=dispatched, finished_at=time.time(), attempt=p.attempt, metrics=None)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait (bounded) for in-flight work to finish."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+
+def dumps_event(event: Any) -> bytes:
+    """Canonical JSON bytes of an event."""
+    return json.dumps(event, separators=(",", ":")).encode()
