@@ -132,3 +132,75 @@ def notifications_frame(notifications: list[Record]) -> pd.DataFrame:
              "channel": n.get("channel", ""), "delivery": n.get("state", ""), "attempts": str(n.get("attempts", ""))}
             for n in notifications]
     return pd.DataFrame(rows, columns=NOTIFICATION_COLUMNS)
+
+
+SERIES_COLUMNS = ["time", "count", "errors", "error_rate", "duration_ms_p50", "duration_ms_p95", "cpu_ms_avg",
+                  "peak_memory_mb_max"]
+MARK_COLUMNS = ["time", "value", "metric", "observed", "expected", "detector", "score", "kind", "id"]
+ANOMALY_COLUMNS = ["id", "detected", "kind", "metric", "observed", "expected", "detector", "score", "version",
+                   "task_id", "feedback"]
+VERSION_COLUMNS = ["version", "state", "handler", "created", "sha256"]
+# chart -> (the series column it draws, the anomaly metrics marked on it)
+CHARTS = {"duration (ms)": ("duration_ms_p95", ("duration_ms",)), "CPU (ms)": ("cpu_ms_avg", ("cpu_ms",)),
+          "peak memory (MB)": ("peak_memory_mb_max", ("peak_memory_mb",)),
+          "error rate": ("error_rate", ("error_rate",))}
+
+
+def series_frame(points: list[Record]) -> pd.DataFrame:
+    """The lake's per-bucket figures as rows with a naive-UTC time and the error rate (NaN for empty buckets)."""
+    rows = []
+    for p in points:
+        count = int(p.get("count") or 0)
+        rows.append({"time": pd.Timestamp(float(p["start"]), unit="s"), "count": count,
+                     "errors": int(p.get("errors") or 0),
+                     "error_rate": (int(p.get("errors") or 0) / count) if count else None,
+                     **{c: _num(p.get(c)) for c in SERIES_COLUMNS[4:]}})
+    return pd.DataFrame(rows, columns=SERIES_COLUMNS).astype({c: float for c in SERIES_COLUMNS[3:]})
+
+
+def expected_text(a: Record) -> str:
+    """An anomaly's expected range as text ("1.2 – 3.4", "≤ 3.4")."""
+    lo, hi = _num(a.get("expected_low")), _num(a.get("expected_high"))
+    if lo is None and hi is None:
+        return DASH
+    if lo is None:
+        return f"≤ {hi:.4g}"
+    if hi is None:
+        return f"≥ {lo:.4g}"
+    return f"{lo:.4g} – {hi:.4g}"
+
+
+def marks_frame(anomalies: list[Record] | None, metrics: tuple[str, ...], start: pd.Timestamp | None) -> pd.DataFrame:
+    """The anomalies of METRICS detected since START, as points (time, observed) with their explanation."""
+    rows = []
+    for a in anomalies or []:
+        if a.get("metric") not in metrics or not a.get("detected_at") or _num(a.get("observed")) is None:
+            continue
+        when = _naive_utc(a["detected_at"])
+        if start is not None and when < start:
+            continue
+        rows.append({"time": when, "value": _num(a.get("observed")), "metric": str(a.get("metric")),
+                     "observed": _fmt(a.get("observed"), ".4g"), "expected": expected_text(a),
+                     "detector": str(a.get("detector") or ""), "score": _fmt(a.get("score"), ".3f"),
+                     "kind": str(a.get("kind") or ""), "id": str(a.get("id", ""))})
+    return pd.DataFrame(rows, columns=MARK_COLUMNS)
+
+
+def anomalies_frame(anomalies: list[Record] | None) -> pd.DataFrame:
+    """Every anomaly of a function, of every kind, newest first, with its explanation and feedback."""
+    rows = [{"id": int(a["id"]), "detected": str(a.get("detected_at", ""))[:19].replace("T", " "),
+             "kind": str(a.get("kind") or ""), "metric": str(a.get("metric") or ""),
+             "observed": _fmt(a.get("observed"), ".4g"), "expected": expected_text(a),
+             "detector": str(a.get("detector") or ""), "score": _fmt(a.get("score"), ".3f"),
+             "version": DASH if a.get("version") is None else str(a["version"]),
+             "task_id": str(a.get("task_id") or DASH), "feedback": str(a.get("feedback") or DASH)}
+            for a in anomalies or [] if a.get("id") is not None]
+    return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+
+
+def versions_frame(versions: list[Record]) -> pd.DataFrame:
+    """A function's versions, newest first."""
+    rows = [{"version": int(v["version"]), "state": str(v.get("state", "")), "handler": str(v.get("handler", "")),
+             "created": str(v.get("created_at", ""))[:19].replace("T", " "), "sha256": str(v.get("sha256", ""))[:12]}
+            for v in versions if v.get("version") is not None]
+    return pd.DataFrame(rows, columns=VERSION_COLUMNS).sort_values("version", ascending=False).reset_index(drop=True)

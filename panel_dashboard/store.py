@@ -1,10 +1,10 @@
-"""DataStore: the one poller per process and the cache every browser session reads.
+"""DataStore: one logged-in tenant's poller and the cache every browser session of that tenant reads.
 
-`start()` schedules `poll` (every second) and `poll_metrics` (every 5 s, as DuckDB aggregates cost
-more) with `pn.state.schedule_task`, idempotent by name, so one poller per process however many
-sessions open. Each poll replaces `snapshot` with a new frozen Snapshot;
-sessions never call the API, they read `snapshot`. Per-function chart data is fetched only for
-functions some session has asked for with `watch()` in the last WATCH_TTL_S seconds.
+`start()` runs `poll` (every second) and `poll_metrics` (every 5 s, as DuckDB aggregates cost more) as one
+asyncio task on the server's loop, `stop()` cancels it; `pollers.Pollers` keeps one store per tenant and role.
+Each poll replaces `snapshot` with a new frozen Snapshot; sessions never poll the API, they read `snapshot`.
+Per-function chart data is fetched only for functions some session has asked for with `watch()` in the last
+WATCH_TTL_S seconds, and a window's time series (DuckDB over the lake) only while a session `watch_series()` it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from panel_dashboard.client import ApiClient, ApiUnavailable, RouteMissing
 
@@ -31,6 +30,12 @@ EXECUTIONS_LIMIT = 50
 CHART_LIMIT = 200
 NOTIFICATIONS_LIMIT = 20
 MAX_CONCURRENT = 4
+WINDOWS = {"15m": "10s", "1h": "30s", "6h": "3m", "24h": "10m", "7d": "1h"}  # window -> bucket (≤ 170 points)
+
+
+def bucket_for(window: str) -> str:
+    """The bucket width the console uses for WINDOW."""
+    return WINDOWS.get(window, "1m")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Snapshot:
     notifications: list[Record] | None = None
     function_tasks: dict[str, list[Record]] = field(default_factory=dict)
     anomalies: dict[str, list[Record] | None] = field(default_factory=dict)
+    series: dict[tuple[str, str], list[Record]] = field(default_factory=dict)
     last_ok: datetime | None = None
     error: str | None = None
     version: int = 0
@@ -62,6 +68,9 @@ class DataStore:
         self._metrics_busy = False
         self._metrics_task: asyncio.Task[None] | None = None
         self._sem = asyncio.Semaphore(MAX_CONCURRENT)
+        self._series_watched: dict[tuple[str, str], float] = {}
+        self._series: dict[tuple[str, str], list[Record]] = {}
+        self._runner: asyncio.Task[None] | None = None
 
     @property
     def api_url(self) -> str:
@@ -69,14 +78,60 @@ class DataStore:
         return self.client.config.url
 
     def start(self) -> None:
-        """Schedule the global poller on the server's event loop (once per process)."""
-        import panel as pn
+        """Start polling on the running event loop (the server's); idempotent."""
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run())
 
-        # Panel runs coroutine callbacks on its event loop; its stub only admits sync ones.
-        cb = cast(Callable[[], None], self.poll)
-        pn.state.schedule_task("cloudfn-dashboard-poll", cb, period=f"{POLL_PERIOD_S:g}s")
-        metrics_cb = cast(Callable[[], None], self.poll_metrics)
-        pn.state.schedule_task("cloudfn-dashboard-metrics", metrics_cb, period=f"{METRICS_EVERY_S:g}s")
+    def stop(self) -> None:
+        """Stop polling and close the connection pool (the last session of this tenant and role ended)."""
+        if self._runner is not None:
+            self._runner.cancel()
+            self._runner = None
+        asyncio.get_running_loop().create_task(self.client.aclose())
+
+    def retire(self, old: ApiClient) -> None:
+        """Close a client this store no longer uses (its key's session logged out)."""
+        asyncio.get_running_loop().create_task(old.aclose())
+
+    @property
+    def running(self) -> bool:
+        """Whether the poller is running."""
+        return self._runner is not None and not self._runner.done()
+
+    async def _run(self) -> None:
+        """Poll every POLL_PERIOD_S and refresh metrics and series every METRICS_EVERY_S, until cancelled."""
+        last_metrics = -METRICS_EVERY_S
+        while True:
+            started = time.monotonic()
+            await self.poll()
+            if started - last_metrics >= METRICS_EVERY_S:
+                last_metrics = started
+                asyncio.ensure_future(self.poll_metrics())
+            await asyncio.sleep(max(0.05, POLL_PERIOD_S - (time.monotonic() - started)))
+
+    def watch_series(self, function: str, window: str) -> None:
+        """Ask for FUNCTION's time series over WINDOW (e.g. "1h"); the first ask fetches it at once."""
+        key = (function, window)
+        first = key not in self._series_watched
+        self._series_watched[key] = time.monotonic()
+        if first:
+            asyncio.ensure_future(self._fetch_series([key]))
+
+    async def _fetch_series(self, keys: list[tuple[str, str]]) -> None:
+        """Fetch the time series of KEYS (function, window) into the cache; failures keep the last one."""
+        got = await asyncio.gather(*(self._series_of(f, w) for f, w in keys), return_exceptions=True)
+        for key, pts in zip(keys, got, strict=True):
+            if isinstance(pts, list):
+                self._series[key] = pts
+            else:
+                log.info("time series of %s over %s: %s", key[0], key[1], pts)
+
+    async def _series_of(self, function: str, window: str) -> list[Record]:
+        """The points of one function's series over WINDOW, with about SERIES_POINTS buckets."""
+        async with self._sem:
+            body = await self.client.get(f"/v1/functions/{function}/timeseries",
+                                         {"window": window, "bucket": bucket_for(window)})
+        return list(body.get("points", []))
 
     def watch(self, function: str) -> None:
         """Ask the poller to fetch chart data for FUNCTION (a session showing it calls this each refresh)."""
@@ -121,7 +176,7 @@ class DataStore:
             silences=silences, notifications=notifications,
             function_tasks={f: t for f, (t, _) in zip(watched, charts, strict=True)},
             anomalies={f: a for f, (_, a) in zip(watched, charts, strict=True)},
-            last_ok=datetime.now(UTC), error=None, version=prev.version + 1)
+            series=dict(self._series), last_ok=datetime.now(UTC), error=None, version=prev.version + 1)
 
     async def poll_metrics(self, names: list[str] | None = None) -> None:
         """Refresh the last-hour figures of NAMES (default: every known function); a task of its own."""
@@ -131,6 +186,10 @@ class DataStore:
         try:
             if names is None:
                 names = [f["name"] for f in self.snapshot.functions]
+                now = time.monotonic()
+                self._series_watched = {k: t for k, t in self._series_watched.items() if now - t < WATCH_TTL_S}
+                self._series = {k: v for k, v in self._series.items() if k in self._series_watched}
+                await self._fetch_series(list(self._series_watched))
             got = await asyncio.gather(*(self._metrics_of(n) for n in names), return_exceptions=True)
             self._metrics = {n: (m if isinstance(m, dict) else None) for n, m in zip(names, got, strict=True)}
         finally:
