@@ -43,6 +43,10 @@ class Actions:
         """Delete NAME (its past tasks stay readable)."""
         await self.client.call("DELETE", f"/v1/functions/{name}")
 
+    async def function(self, name: str) -> Record:
+        """NAME with its state and active version."""
+        return dict(await self.client.call("GET", f"/v1/functions/{name}"))
+
     async def versions(self, name: str) -> list[Record]:
         """NAME's versions, as the API lists them."""
         return list((await self.client.call("GET", f"/v1/functions/{name}/versions") or {}).get("versions", []))

@@ -8,10 +8,10 @@ closes, or at logout). Bokeh asks `ConsoleAuth.get_user` on every page and webso
 from __future__ import annotations
 
 import html
-from urllib.parse import quote
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from bokeh.server.auth_provider import AuthProvider

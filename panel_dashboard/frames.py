@@ -14,7 +14,6 @@ FUNCTION_COLUMNS = ["function", "state", "version", "runs (1h)", "error rate", "
 ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery"]
 SILENCE_COLUMNS = ["silence", "matchers", "state", "ends", "by", "comment"]
 NOTIFICATION_COLUMNS = ["time", "alert", "functions", "status", "channel", "delivery", "attempts"]
-CHART_COLUMNS = ["time", "duration_ms", "peak_memory_mb", "task_id", "status"]
 
 
 def _num(v: Any) -> float | None:
@@ -70,31 +69,6 @@ def executions_frame(tasks: list[Record]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
 
 
-def chart_frame(tasks: list[Record]) -> pd.DataFrame:
-    """Finished tasks of one function with a duration, oldest first, for the time-series chart."""
-    rows = []
-    for t in tasks:
-        m = t.get("metrics") or {}
-        when = t.get("finished_at") or t.get("created_at")
-        if when and _num(m.get("duration_ms")) is not None:
-            rows.append({"time": _naive_utc(when), "duration_ms": _num(m.get("duration_ms")),
-                         "peak_memory_mb": _num(m.get("peak_memory_mb")), "task_id": t["task_id"],
-                         "status": t.get("status", "")})
-    df = pd.DataFrame(rows, columns=CHART_COLUMNS)
-    return df.sort_values("time").reset_index(drop=True)
-
-
-def anomaly_frame(chart: pd.DataFrame, anomalies: list[Record] | None) -> pd.DataFrame:
-    """The chart's rows whose task has an anomaly, with the anomaly's metric and score."""
-    if not anomalies or chart.empty:
-        return chart.iloc[0:0].assign(metric=pd.Series(dtype=str), score=pd.Series(dtype=float))
-    by_task = {a.get("task_id"): a for a in anomalies if a.get("task_id")}
-    hit = chart[chart["task_id"].isin(by_task)].copy()
-    hit["metric"] = [str(by_task[t].get("metric", "")) for t in hit["task_id"]]
-    hit["score"] = [_num(by_task[t].get("score")) for t in hit["task_id"]]
-    return hit
-
-
 def alerts_frame(alerts: list[Record]) -> pd.DataFrame:
     """One row per firing alert with its latest delivery's status."""
     rows = []
@@ -139,7 +113,7 @@ SERIES_COLUMNS = ["time", "count", "errors", "error_rate", "duration_ms_p50", "d
 MARK_COLUMNS = ["time", "value", "metric", "observed", "expected", "detector", "score", "kind", "id"]
 ANOMALY_COLUMNS = ["id", "detected", "kind", "metric", "observed", "expected", "detector", "score", "version",
                    "task_id", "feedback"]
-VERSION_COLUMNS = ["version", "state", "handler", "created", "sha256"]
+VERSION_COLUMNS = ["version", "active", "handler", "created", "size", "sha256"]
 # chart -> (the series column it draws, the anomaly metrics marked on it)
 CHARTS = {"duration (ms)": ("duration_ms_p95", ("duration_ms",)), "CPU (ms)": ("cpu_ms_avg", ("cpu_ms",)),
           "peak memory (MB)": ("peak_memory_mb_max", ("peak_memory_mb",)),
@@ -198,9 +172,10 @@ def anomalies_frame(anomalies: list[Record] | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
 
 
-def versions_frame(versions: list[Record]) -> pd.DataFrame:
-    """A function's versions, newest first."""
-    rows = [{"version": int(v["version"]), "state": str(v.get("state", "")), "handler": str(v.get("handler", "")),
-             "created": str(v.get("created_at", ""))[:19].replace("T", " "), "sha256": str(v.get("sha256", ""))[:12]}
+def versions_frame(versions: list[Record], active: Any = None) -> pd.DataFrame:
+    """A function's versions, newest first, the ACTIVE one marked."""
+    rows = [{"version": int(v["version"]), "active": "✓" if v["version"] == active else "",
+             "handler": str(v.get("handler", "")), "created": str(v.get("created_at", ""))[:19].replace("T", " "),
+             "size": _fmt(v.get("size_bytes"), ",.0f"), "sha256": str(v.get("sha256", ""))[:12]}
             for v in versions if v.get("version") is not None]
     return pd.DataFrame(rows, columns=VERSION_COLUMNS).sort_values("version", ascending=False).reset_index(drop=True)

@@ -64,7 +64,8 @@ class ManageView:
     async def load(self) -> None:
         """Fetch the versions (at page load and after each change)."""
         try:
-            df = versions_frame(await self.actions.versions(self.name))
+            fn = await self.actions.function(self.name)
+            df = versions_frame(await self.actions.versions(self.name), fn.get("active_version"))
         except Exception as exc:
             self.outcome.refused(exc)
             return
@@ -266,12 +267,12 @@ class FunctionPage:
         self.charts = ChartsView(name, store)
         self.anomalies = AnomaliesView(name, actions, may_manage(login))
         self.executions = FunctionExecutionsView(name, store)
-        parts: list[Any] = [self.summary]
+        parts: list[Any] = [self.summary, self.charts.panel, self.anomalies.panel]
         if self.manage:
             parts.append(self.manage.panel)
         if self.invoke:
             parts.append(self.invoke.panel)
-        parts += [self.charts.panel, self.anomalies.panel, self.executions.panel]
+        parts.append(self.executions.panel)
         self.panel = pn.Column(*parts, sizing_mode="stretch_width")
 
     async def load(self) -> None:

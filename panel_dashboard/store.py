@@ -158,9 +158,9 @@ class DataStore:
         now = time.monotonic()
         self._watched = {f: t for f, t in self._watched.items() if now - t < WATCH_TTL_S}
         watched = sorted(self._watched)
-        fns_body, tasks_body, alerts, silences, notifications, charts = await asyncio.gather(
+        fns_body, tasks, alerts, silences, notifications, charts = await asyncio.gather(
             self.client.get("/v1/functions"),
-            self.client.get("/v1/tasks", {"limit": EXECUTIONS_LIMIT}),
+            self._optional_list("/v1/tasks", "tasks", {"limit": EXECUTIONS_LIMIT}),  # a viewer may not read tasks
             self._optional_list("/v1/alerts", "alerts", {"state": "firing"}),
             self._optional_list("/v1/silences", "items", {}),
             self._optional_list("/v1/alert-notifications", "notifications", {"limit": NOTIFICATIONS_LIMIT}),
@@ -172,7 +172,7 @@ class DataStore:
             self._metrics_task = asyncio.ensure_future(self.poll_metrics([f["name"] for f in functions]))
         metrics = {f["name"]: self._metrics.get(f["name"]) for f in functions}
         return Snapshot(
-            functions=functions, metrics=metrics, tasks=list(tasks_body.get("tasks", [])), alerts=alerts,
+            functions=functions, metrics=metrics, tasks=tasks or [], alerts=alerts,
             silences=silences, notifications=notifications,
             function_tasks={f: t for f, (t, _) in zip(watched, charts, strict=True)},
             anomalies={f: a for f, (_, a) in zip(watched, charts, strict=True)},
@@ -197,10 +197,9 @@ class DataStore:
 
     async def _chart(self, function: str) -> tuple[list[Record], list[Record] | None]:
         """A function's newest tasks and its anomalies (None if that route is missing)."""
-        async with self._sem:
-            body = await self.client.get("/v1/tasks", {"function": function, "limit": CHART_LIMIT})
+        tasks = await self._optional_list("/v1/tasks", "tasks", {"function": function, "limit": CHART_LIMIT})
         anomalies = await self._optional_list("/v1/anomalies", "anomalies", {"function": function})
-        return list(body.get("tasks", [])), anomalies
+        return tasks or [], anomalies
 
     async def _metrics_of(self, function: str) -> Record | None:
         """Last-hour aggregates for FUNCTION, or None if the route is missing or failing."""
