@@ -9,6 +9,7 @@ import holoviews as hv
 import hvplot.pandas  # noqa: F401  (registers DataFrame.hvplot)
 import pandas as pd
 import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter
 
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import Login
@@ -238,9 +239,11 @@ class FunctionExecutionsView:
     def __init__(self, name: str, store: DataStore) -> None:
         self.name = name
         self.store = store
+        fmt = NumberFormatter(format="0.0")
         self.table = pn.widgets.Tabulator(executions_frame([]), show_index=False, disabled=True, height=300,
                                           sizing_mode="stretch_width", layout="fit_data_stretch",
                                           css_classes=["function-executions"],
+                                          formatters={"duration_ms": fmt, "memory_mb": fmt},
                                           configuration={"placeholder": "No executions yet"})
         self.panel = pn.Column("### Newest executions", self.table, sizing_mode="stretch_width")
 
@@ -297,9 +300,11 @@ class FunctionPage:
 
 
 def _chart(df: pd.DataFrame, marks: pd.DataFrame, col: str, title: str) -> hv.Overlay:
-    """One figure per bucket as a line, with the anomalies of its metric as red points explained on hover."""
-    line = df.hvplot.line(x="time", y=col, ylabel=title, xlabel="time (UTC)", color="#0969da", title=title,
-                          hover_cols=["count", "errors"])
+    """One figure per bucket as a line with dots (a lone bucket still shows), the anomalies of its metric as red
+    points explained on hover (metric, observed, expected range, detector, score)."""
+    line = df.hvplot.line(x="time", y=col, ylabel=title, xlabel="time (UTC)", color="#0969da", title=title)
+    dots = df.hvplot.scatter(x="time", y=col, color="#0969da", size=12, hover_cols=["count", "errors"])
     red = marks.hvplot.scatter(x="time", y="value", color="red", size=80, label="anomaly",
                                hover_cols=["metric", "observed", "expected", "detector", "score", "kind", "id"])
-    return (line * red).opts(responsive=True, height=210, legend_position="top_left", show_legend=not marks.empty)
+    return (line * dots * red).opts(responsive=True, height=210, legend_position="top_left",
+                                    show_legend=not marks.empty)

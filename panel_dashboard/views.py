@@ -68,13 +68,15 @@ class FunctionsView(View):
                                           sizing_mode="stretch_width", height=320, layout="fit_data_stretch",
                                           formatters={"function": FUNCTION_LINK}, css_classes=["functions-table"],
                                           configuration={"placeholder": "No functions deployed"})
-        self.panel = pn.Column("### Functions", self.table, sizing_mode="stretch_width")
+        self.count = pn.pane.Markdown("", css_classes=["functions-count"], margin=(0, 10))
+        self.panel = pn.Column("### Functions", self.count, self.table, sizing_mode="stretch_width")
 
     def update(self, snap: Snapshot) -> None:
         """Replace the rows when anything changed."""
         df = functions_frame(snap.functions, snap.metrics)
         if not df.equals(self.table.value):
             self.table.value = df
+        self.count.object = f"{len(df):,} functions" if snap.last_ok else "Loading…"
 
 
 class ExecutionsView(View):
