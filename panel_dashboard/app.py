@@ -22,7 +22,7 @@ from panel_dashboard.views import (
     View,
 )
 
-REFRESH_MS = 1000
+REFRESH_MS = 250  # a session only compares a version number unless the poller has news
 
 pn.extension("tabulator", sizing_mode="stretch_width")
 

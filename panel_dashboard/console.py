@@ -37,12 +37,12 @@ class DeployView:
 
     def __init__(self, actions: Actions) -> None:
         self.actions = actions
-        self.name = pn.widgets.TextInput(name="Function name", placeholder="my-function", width=240,
+        self.name = pn.widgets.TextInput(label="Function name", placeholder="my-function", width=240,
                                          css_classes=["deploy-name"])
         self.archive = pn.widgets.FileInput(accept=".zip", multiple=False, css_classes=["deploy-archive"])
-        self.config = pn.widgets.TextAreaInput(name="Config (JSON)", value=EXAMPLE_CONFIG, height=80,
+        self.config = pn.widgets.TextAreaInput(label="Config (JSON)", value=EXAMPLE_CONFIG, height=80,
                                                css_classes=["deploy-config"], sizing_mode="stretch_width")
-        self.button = pn.widgets.Button(name="Deploy", button_type="primary", width=120, css_classes=["deploy-button"])
+        self.button = pn.widgets.Button(label="Deploy", color="primary", width=120, css_classes=["deploy-button"])
         self.outcome = Outcome("deploy-outcome")
         self.button.on_click(self._deploy)
         self.panel = pn.Column("### Deploy", pn.Row(self.name, pn.Column("ZIP archive", self.archive)),
@@ -69,11 +69,11 @@ class SilenceView:
         self.actions = actions
         self.login = login
         self.alerts: dict[str, dict[str, Any]] = {}
-        self.pick = pn.widgets.Select(name="Alert", options=[], width=320, css_classes=["silence-alert"])
-        self.hours = pn.widgets.FloatInput(name="Hours", value=2.0, start=0.05, end=24 * 30, width=90)
-        self.comment = pn.widgets.TextInput(name="Comment", placeholder="why", width=260,
+        self.pick = pn.widgets.Select(label="Alert", options=[], width=320, css_classes=["silence-alert"])
+        self.hours = pn.widgets.FloatInput(label="Hours", value=2.0, start=0.05, end=24 * 30, width=90)
+        self.comment = pn.widgets.TextInput(label="Comment", placeholder="why", width=260,
                                             css_classes=["silence-comment"])
-        self.button = pn.widgets.Button(name="Silence", button_type="warning", width=110,
+        self.button = pn.widgets.Button(label="Silence", color="warning", width=110,
                                         css_classes=["silence-button"])
         self.outcome = Outcome("silence-outcome")
         self.button.on_click(self._silence)

@@ -36,17 +36,17 @@ class ManageView:
         self.actions = actions
         self.versions = pn.widgets.Tabulator(versions_frame([]), show_index=False, disabled=True, height=160,
                                              sizing_mode="stretch_width", layout="fit_data_stretch")
-        self.activate = pn.widgets.Button(name="Activate", button_type="success", width=110,
+        self.activate = pn.widgets.Button(label="Activate", color="success", width=110,
                                           css_classes=["activate-button"])
-        self.deactivate = pn.widgets.Button(name="Deactivate", button_type="warning", width=110,
+        self.deactivate = pn.widgets.Button(label="Deactivate", color="warning", width=110,
                                             css_classes=["deactivate-button"])
-        self.version = pn.widgets.Select(name="Version", options=[], width=110, css_classes=["rollback-version"])
-        self.rollback = pn.widgets.Button(name="Roll back to this version", width=200,
+        self.version = pn.widgets.Select(label="Version", options=[], width=110, css_classes=["rollback-version"])
+        self.rollback = pn.widgets.Button(label="Roll back to this version", width=200,
                                           css_classes=["rollback-button"])
-        self.delete = pn.widgets.Button(name="Delete…", button_type="danger", width=110, css_classes=["delete-button"])
-        self.confirm = pn.widgets.Button(name=f"Yes, delete {name}", button_type="danger", width=200,
+        self.delete = pn.widgets.Button(label="Delete…", color="danger", width=110, css_classes=["delete-button"])
+        self.confirm = pn.widgets.Button(label=f"Yes, delete {name}", color="danger", width=200,
                                          css_classes=["confirm-delete"])
-        self.cancel = pn.widgets.Button(name="Cancel", width=100, css_classes=["cancel-delete"])
+        self.cancel = pn.widgets.Button(label="Cancel", width=100, css_classes=["cancel-delete"])
         self.confirm_row = pn.Row(pn.pane.Markdown(f"Delete **{name}**? New invocations will get 404; past tasks stay "
                                                    "readable."), self.confirm, self.cancel, visible=False)
         self.outcome = Outcome("manage-outcome")
@@ -113,9 +113,9 @@ class InvokeView:
     def __init__(self, name: str, actions: Actions) -> None:
         self.name = name
         self.actions = actions
-        self.input = pn.widgets.TextAreaInput(name="Input (JSON)", value="{}", height=90, sizing_mode="stretch_width",
+        self.input = pn.widgets.TextAreaInput(label="Input (JSON)", value="{}", height=90, sizing_mode="stretch_width",
                                               css_classes=["invoke-input"])
-        self.button = pn.widgets.Button(name="Invoke", button_type="primary", width=120, css_classes=["invoke-button"])
+        self.button = pn.widgets.Button(label="Invoke", color="primary", width=120, css_classes=["invoke-button"])
         self.outcome = Outcome("invoke-outcome")
         self.result = pn.pane.JSON({}, depth=2, name="Result", css_classes=["invoke-result"], visible=False)
         self.logs = pn.pane.Markdown("", css_classes=["invoke-logs"], visible=False)
@@ -149,7 +149,7 @@ class ChartsView:
     def __init__(self, name: str, store: DataStore) -> None:
         self.name = name
         self.store = store
-        self.window = pn.widgets.RadioButtonGroup(name="Window", options=list(WINDOWS), value=DEFAULT_WINDOW,
+        self.window = pn.widgets.RadioButtonGroup(label="Window", options=list(WINDOWS), value=DEFAULT_WINDOW,
                                                   css_classes=["window-pick"])
         self.note = pn.pane.Markdown("", css_classes=["charts-note"])
         self.charts = {title: pn.pane.HoloViews(None, sizing_mode="stretch_width", height=210) for title in CHARTS}
@@ -198,9 +198,9 @@ class AnomaliesView:
                                           sizing_mode="stretch_width", layout="fit_data_stretch",
                                           css_classes=["anomalies-table"],
                                           configuration={"placeholder": "No anomalies detected"})
-        self.pick = pn.widgets.Select(name="Anomaly", options=[], width=140, css_classes=["feedback-anomaly"])
-        self.false_positive = pn.widgets.Button(name="False positive", width=140, css_classes=["feedback-fp"])
-        self.confirmed = pn.widgets.Button(name="Confirmed", button_type="primary", width=120,
+        self.pick = pn.widgets.Select(label="Anomaly", options=[], width=140, css_classes=["feedback-anomaly"])
+        self.false_positive = pn.widgets.Button(label="False positive", width=140, css_classes=["feedback-fp"])
+        self.confirmed = pn.widgets.Button(label="Confirmed", color="primary", width=120,
                                            css_classes=["feedback-confirmed"])
         self.outcome = Outcome("feedback-outcome")
         self.false_positive.on_click(self._false_positive)
