@@ -10,6 +10,7 @@ WATCH_TTL_S seconds, and a window's time series (DuckDB over the lake) only whil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -115,10 +116,9 @@ class DataStore:
         first = key not in self._series_watched
         self._series_watched[key] = time.monotonic()
         if first:
-            try:
+            # without a running loop (a test drawing a page) the next metrics round fetches it
+            with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(self._fetch_series([key]))
-            except RuntimeError:  # no loop (a test drawing a page): the next metrics round fetches it
-                pass
 
     async def _fetch_series(self, keys: list[tuple[str, str]]) -> None:
         """Fetch the time series of KEYS (function, window) into the cache; failures keep the last one."""
