@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import panel as pn
@@ -47,7 +48,8 @@ class Refresher:
 
 def who(login: Login) -> pn.pane.Markdown:
     """The logged-in line: tenant, role, key name and the logout link."""
-    return pn.pane.Markdown(f"tenant **{login.tenant}** · role **{login.role.name}** · key `{login.key_name}` · "
+    name = html.escape(login.key_name).replace("`", "'")  # a key's name is free text
+    return pn.pane.Markdown(f"tenant **{login.tenant}** · role **{login.role.name}** · key `{name}` · "
                             f"[log out]({LOGOUT_URL.lstrip('/')})", css_classes=["who"], margin=(0, 10))
 
 

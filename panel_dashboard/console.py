@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import panel as pn
@@ -29,7 +30,8 @@ class Outcome:
     def refused(self, exc: Exception) -> None:
         """Say why not (an ApiRefused's message, or the unexpected error's)."""
         text = str(exc) if isinstance(exc, ApiRefused) else f"unexpected error: {exc!r}"
-        self.pane.alert_type, self.pane.object, self.pane.visible = "danger", text, True
+        # the API's message may quote what the user typed: shown as text, never as markup
+        self.pane.alert_type, self.pane.object, self.pane.visible = "danger", html.escape(text), True
 
 
 class DeployView:

@@ -3,6 +3,7 @@ window with anomalies marked and explained, every anomaly with feedback, and its
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import holoviews as hv
@@ -118,7 +119,7 @@ class InvokeView:
         self.button = pn.widgets.Button(label="Invoke", color="primary", width=120, css_classes=["invoke-button"])
         self.outcome = Outcome("invoke-outcome")
         self.result = pn.pane.JSON({}, depth=2, name="Result", css_classes=["invoke-result"], visible=False)
-        self.logs = pn.pane.Markdown("", css_classes=["invoke-logs"], visible=False)
+        self.logs = pn.pane.HTML("", css_classes=["invoke-logs"], visible=False, sizing_mode="stretch_width")
         self.metrics = pn.pane.JSON({}, depth=2, css_classes=["invoke-metrics"], visible=False)
         self.button.on_click(self._invoke)
         shown = pn.Row(pn.Column("**Result**", self.result), pn.Column("**Figures (1h)**", self.metrics))
@@ -134,7 +135,7 @@ class InvokeView:
             self.outcome.ok(f"task `{task.get('task_id')}` **{status}**")
             if status not in (None, "queued", "running"):
                 text = await self.actions.logs(str(task["task_id"]))
-                self.logs.object = f"**Logs**\n\n```\n{text.strip() or '(nothing printed)'}\n```"
+                self.logs.object = logs_html(text)
                 self.logs.visible = True
             self.metrics.object, self.metrics.visible = await self.actions.metrics(self.name), True
         except Exception as exc:
@@ -297,6 +298,12 @@ class FunctionPage:
         self.charts.update(snap)
         self.anomalies.update(snap)
         self.executions.update(snap)
+
+
+def logs_html(text: str) -> str:
+    """What a task printed, escaped, as a preformatted block (a log may hold anything, markup included)."""
+    body = html.escape(text.strip()) or "(nothing printed)"
+    return f"<b>Logs</b><pre style='background:#f6f8fa;padding:8px;white-space:pre-wrap'>{body}</pre>"
 
 
 def _chart(df: pd.DataFrame, marks: pd.DataFrame, col: str, title: str) -> hv.Overlay:

@@ -131,3 +131,13 @@ def test_a_viewers_function_page_has_no_management_or_invoke_controls() -> None:
     assert invoker.manage is None and invoker.invoke is not None
     viewer.update(Snapshot(functions=[{"name": "f", "state": "active", "active_version": 2}], version=1))
     assert "active version **2**" in viewer.summary.object
+
+
+def test_logs_and_refusals_are_shown_as_text_not_markup() -> None:
+    from panel_dashboard.console import Outcome
+    from panel_dashboard.function_page import logs_html
+
+    assert "<script>" not in logs_html("```\n<script>alert(1)</script>") and "&lt;script&gt;" in logs_html("<script>")
+    out = Outcome("x")
+    out.refused(ApiRefused(400, "name '<img src=x onerror=alert(1)>' is not valid"))
+    assert "<img" not in out.pane.object and out.pane.alert_type == "danger"
