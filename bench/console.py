@@ -114,6 +114,30 @@ def write_lake_rows(home: Path, namespace: str, function: str, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def record_anomalies(home: Path, namespace: str, function: str) -> None:
+    """A few anomalies of every kind over the week, as the detectors record them (synthetic: the page's marks
+    and list are part of what renders)."""
+    from sqlalchemy import create_engine, text
+
+    now = time.time()
+    rows = [("outlier", "duration_ms", 96.0, 20.0, 40.0, 0.97, "isolation_forest", 1.5),
+            ("timeseries", "cpu_ms", 31.0, 12.0, 14.0, 0.91, "seasonal", 3.2),
+            ("drift", "peak_memory_mb", 24.9, 22.0, 23.0, 0.88, "adwin", 4.6),
+            ("regression", "error_rate", 0.03, 0.0, 0.015, 0.93, "version_regression", 5.9)]
+    eng = create_engine((home / "database.url").read_text().strip())
+    try:
+        with eng.begin() as conn:
+            for kind, metric, observed, low, high, score, detector, days_ago in rows:
+                conn.execute(text(
+                    "INSERT INTO anomalies (namespace, function, version, kind, metric, observed, expected_low,"
+                    " expected_high, score, task_id, detector, details, detected_at) VALUES (:ns, :fn, 1, :kind,"
+                    " :metric, :observed, :low, :high, :score, NULL, :detector, '{}', to_timestamp(:at))"),
+                    {"ns": namespace, "fn": function, "kind": kind, "metric": metric, "observed": observed,
+                     "low": low, "high": high, "score": score, "detector": detector, "at": now - days_ago * 86400})
+    finally:
+        eng.dispose()
+
+
 def live_execution(plat: PlatformProcess, ctx: Any, api: httpx.Client, reps: int) -> None:
     """Finished through the API until the row is on the open function page."""
     name = "bench-live"
@@ -149,6 +173,7 @@ def function_page(plat: PlatformProcess, ctx: Any, api: httpx.Client, n: int) ->
     name = "bench-heavy"
     deploy(api, name)
     wrote = write_lake_rows(plat.home, "default", name, n)
+    record_anomalies(plat.home, "default", name)
     emit(bench="console", measure="lake_rows_written", rows=n, seconds=round(wrote, 1))
     api_times = []
     for _ in range(5):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from core.access import Role, parse_role
 COOKIE = "cloudfn_session"
 LOGIN_URL = "/login"
 LOGOUT_URL = "/logout"
+LOGIN_MAX_AGE_S = 12 * 3600  # a login older than this must log in again (the API re-checks the key anyway)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Login:
     tenant: str
     role: Role
     key_name: str
+    at: float = 0.0  # time.monotonic() of the login
 
     @property
     def pair(self) -> tuple[str, Role]:
@@ -68,13 +71,20 @@ class Logins:
             raise LoginRefused(f"the API answered {r.status_code} when checking the key; try again")
         who = r.json()
         login = Login(sid=secrets.token_urlsafe(24), key=key, tenant=str(who["tenant"]),
-                      role=parse_role(who["role"]), key_name=str(who.get("key_name") or who.get("key_id") or ""))
+                      role=parse_role(who["role"]), key_name=str(who.get("key_name") or who.get("key_id") or ""),
+                      at=time.monotonic())
+        self._by_sid = {sid: lg for sid, lg in self._by_sid.items() if not self._stale(lg)}
         self._by_sid[login.sid] = login
         return login
 
     def get(self, sid: str | None) -> Login | None:
-        """The login of session id SID, if it is logged in."""
-        return self._by_sid.get(sid) if sid else None
+        """The login of session id SID, if it is logged in (and not older than LOGIN_MAX_AGE_S)."""
+        login = self._by_sid.get(sid) if sid else None
+        return None if login is None or self._stale(login) else login
+
+    @staticmethod
+    def _stale(login: Login) -> bool:
+        return time.monotonic() - login.at > LOGIN_MAX_AGE_S
 
     def drop(self, sid: str | None) -> Login | None:
         """Log SID out; the login it had, if any."""

@@ -17,6 +17,7 @@ from panel_dashboard.client import ApiConfig
 from panel_dashboard.pollers import Pollers
 
 log = logging.getLogger(__name__)
+UNUSED_SESSION_MS = 3000
 
 
 class Console:
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     server = pn.serve({"/": console.overview, "/function": console.function}, port=a.port, address=a.address,
                       show=False, start=False, title="CloudFunctions", websocket_origin=origins,
                       cookie_secret=console.logins.cookie_secret, auth_provider=ConsoleAuth(console.logins),
+                      # a closed tab's session (and its redraws) ends within seconds, not Bokeh's default 15-30 s
+                      check_unused_sessions_milliseconds=UNUSED_SESSION_MS,
+                      unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
                       extra_patterns=[(LOGIN_URL, LoginHandler, {"logins": console.logins}),
                                       (LOGOUT_URL, LogoutHandler, {"logins": console.logins,
                                                                    "on_logout": console.pollers.logout})])

@@ -4,6 +4,8 @@ session cookie, actions refusing bad input before calling the API, and a viewer'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from typing import Any
 
 import pandas as pd
@@ -12,7 +14,7 @@ from tornado.web import create_signed_value
 
 from core.access import Role
 from panel_dashboard.actions import Actions
-from panel_dashboard.auth import COOKIE, Login, Logins
+from panel_dashboard.auth import COOKIE, LOGIN_MAX_AGE_S, Login, Logins
 from panel_dashboard.client import ApiClient, ApiConfig, ApiRefused
 from panel_dashboard.frames import anomalies_frame, expected_text, marks_frame, series_frame, versions_frame
 from panel_dashboard.pollers import Pollers
@@ -28,7 +30,7 @@ def anomaly(i: int, metric: str, kind: str, at: str = "2026-01-01T10:00:30+00:00
 
 
 def login(sid: str, tenant: str = "team-a", role: Role = Role.developer, key: str | None = None) -> Login:
-    return Login(sid=sid, key=key or f"cfk_{sid}", tenant=tenant, role=role, key_name=sid)
+    return Login(sid=sid, key=key or f"cfk_{sid}", tenant=tenant, role=role, key_name=sid, at=time.monotonic())
 
 
 def test_series_frame_derives_the_error_rate_and_leaves_empty_buckets_empty() -> None:
@@ -98,6 +100,9 @@ def test_the_session_cookie_names_a_live_login_only() -> None:
     tampered = signed[:-1] + ("0" if signed[-1] != "0" else "1")
     assert logins.from_cookie(tampered) is None
     assert logins.drop(kept.sid) == kept and logins.from_cookie(signed) is None
+    old = dataclasses.replace(kept, at=time.monotonic() - LOGIN_MAX_AGE_S - 1)
+    logins._by_sid[old.sid] = old
+    assert logins.from_cookie(signed) is None  # a login past its age must log in again
 
 
 def test_actions_refuse_bad_input_with_a_message_before_calling_the_api() -> None:
