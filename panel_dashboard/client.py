@@ -48,10 +48,12 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {config.key}"} if config.key else {}
         self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout_s, transport=transport)
 
-    async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def get(self, path: str, params: dict[str, Any] | None = None,
+                  timeout_s: float | None = None) -> dict[str, Any]:
         """A required route's JSON body; ApiUnavailable on a transport error or any non-2xx."""
         try:
-            r = await self._http.get(path, params=params)
+            r = await self._http.get(path, params=params,
+                                     timeout=self._http.timeout if timeout_s is None else timeout_s)
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"{self.config.url} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
         if r.status_code >= 400:

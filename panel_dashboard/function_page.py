@@ -170,7 +170,8 @@ class ChartsView:
         self.store.watch_series(self.name, window)
         points = snap.series.get((self.name, window))
         if points is None:
-            self.note.object = f"Loading {window}…"
+            failed = snap.series_errors.get((self.name, window))
+            self.note.object = f"Loading {window}…" + (f" (last try: {failed}; trying again)" if failed else "")
             return
         anomalies = snap.anomalies.get(self.name)
         key = (window, tuple((p.get("start"), p.get("count")) for p in points),

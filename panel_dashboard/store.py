@@ -31,6 +31,7 @@ EXECUTIONS_LIMIT = 50
 CHART_LIMIT = 200
 NOTIFICATIONS_LIMIT = 20
 MAX_CONCURRENT = 4
+SERIES_TIMEOUT_S = 60.0  # a week of a busy function is a DuckDB scan of the lake: seconds on a loaded host
 WINDOWS = {"15m": "10s", "1h": "30s", "6h": "3m", "24h": "10m", "7d": "1h"}  # window -> bucket (≤ 170 points)
 
 
@@ -52,6 +53,7 @@ class Snapshot:
     function_tasks: dict[str, list[Record]] = field(default_factory=dict)
     anomalies: dict[str, list[Record] | None] = field(default_factory=dict)
     series: dict[tuple[str, str], list[Record]] = field(default_factory=dict)
+    series_errors: dict[tuple[str, str], str] = field(default_factory=dict)
     last_ok: datetime | None = None
     error: str | None = None
     version: int = 0
@@ -71,6 +73,8 @@ class DataStore:
         self._sem = asyncio.Semaphore(MAX_CONCURRENT)
         self._series_watched: dict[tuple[str, str], float] = {}
         self._series: dict[tuple[str, str], list[Record]] = {}
+        self._series_fetching: set[tuple[str, str]] = set()
+        self._series_errors: dict[tuple[str, str], str] = {}
         self._runner: asyncio.Task[None] | None = None
 
     @property
@@ -113,7 +117,7 @@ class DataStore:
     def watch_series(self, function: str, window: str) -> None:
         """Ask for FUNCTION's time series over WINDOW (e.g. "1h"); the first ask fetches it at once."""
         key = (function, window)
-        first = key not in self._series_watched
+        first = key not in self._series_watched and key not in self._series_fetching
         self._series_watched[key] = time.monotonic()
         if first:
             # without a running loop (a test drawing a page) the next metrics round fetches it
@@ -121,22 +125,31 @@ class DataStore:
                 asyncio.get_running_loop().create_task(self._fetch_series([key]))
 
     async def _fetch_series(self, keys: list[tuple[str, str]]) -> None:
-        """Fetch the time series of KEYS (function, window) into the cache; failures keep the last one."""
-        got = await asyncio.gather(*(self._series_of(f, w) for f, w in keys), return_exceptions=True)
+        """Fetch the time series of KEYS (function, window) into the cache; failures keep the last one. A key
+        already being fetched (a slow week-long scan) is not asked for again meanwhile."""
+        keys = [k for k in keys if k not in self._series_fetching]
+        self._series_fetching.update(keys)
+        try:
+            got = await asyncio.gather(*(self._series_of(f, w) for f, w in keys), return_exceptions=True)
+        finally:
+            self._series_fetching.difference_update(keys)
         for key, pts in zip(keys, got, strict=True):
             if isinstance(pts, list):
                 self._series[key] = pts
+                self._series_errors.pop(key, None)
             else:
                 log.info("time series of %s over %s: %s", key[0], key[1], pts)
+                self._series_errors[key] = str(pts) or type(pts).__name__
         # sessions see the new series now rather than at the next poll
         self.snapshot = dataclasses.replace(self.snapshot, series=dict(self._series),
+                                            series_errors=dict(self._series_errors),
                                             version=self.snapshot.version + 1)
 
     async def _series_of(self, function: str, window: str) -> list[Record]:
         """The points of one function's series over WINDOW, with about SERIES_POINTS buckets."""
         async with self._sem:
             body = await self.client.get(f"/v1/functions/{function}/timeseries",
-                                         {"window": window, "bucket": bucket_for(window)})
+                                         {"window": window, "bucket": bucket_for(window)}, timeout_s=SERIES_TIMEOUT_S)
         return list(body.get("points", []))
 
     def watch(self, function: str) -> None:
@@ -182,7 +195,8 @@ class DataStore:
             silences=silences, notifications=notifications,
             function_tasks={f: t for f, (t, _) in zip(watched, charts, strict=True)},
             anomalies={f: a for f, (_, a) in zip(watched, charts, strict=True)},
-            series=dict(self._series), last_ok=datetime.now(UTC), error=None, version=prev.version + 1)
+            series=dict(self._series), series_errors=dict(self._series_errors), last_ok=datetime.now(UTC),
+            error=None, version=prev.version + 1)
 
     async def poll_metrics(self, names: list[str] | None = None) -> None:
         """Refresh the last-hour figures of NAMES (default: every known function); a task of its own."""
