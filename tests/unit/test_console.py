@@ -146,3 +146,18 @@ def test_logs_and_refusals_are_shown_as_text_not_markup() -> None:
     out = Outcome("x")
     out.refused(ApiRefused(400, "name '<img src=x onerror=alert(1)>' is not valid"))
     assert "<img" not in out.pane.object and out.pane.alert_type == "danger"
+
+
+def test_the_charts_say_when_the_lake_could_not_answer_and_draw_when_it_did() -> None:
+    from panel_dashboard.function_page import ChartsView
+
+    charts = ChartsView("f", DataStore(ApiClient(ApiConfig(NOWHERE, "cfk_v"))))
+    charts.update(Snapshot(series_errors={("f", "1h"): "GET /v1/functions/f/timeseries answered 503"}, version=1))
+    assert "answered 503" in charts.note.object and "trying again" in charts.note.object
+    points = [{"start": 0.0, "count": 3, "errors": 1, "duration_ms_p95": 9.0}, {"start": 30.0, "count": 2,
+                                                                               "errors": 0, "duration_ms_p95": 5.0}]
+    charts.update(Snapshot(series={("f", "1h"): points}, anomalies={"f": [anomaly(1, "duration_ms", "outlier",
+                                                                                  at="1970-01-01T00:00:30Z")]},
+                           version=2))
+    assert charts.note.object == "5 executions over 1h · 1 anomalies marked"
+    assert all(pane.object is not None for pane in charts.charts.values())
