@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from core.access import Role
 from panel_dashboard.auth import Login
 from panel_dashboard.client import ApiClient, ApiConfig
 from panel_dashboard.store import DataStore
 
-Pair = tuple[str, object]
+Pair = tuple[str, Role]
 
 
 class Pollers:
