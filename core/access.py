@@ -48,6 +48,7 @@ class Caller:
 
 # operation -> the least role allowed to perform it ("read results" = task records, logs and inputs)
 OPERATIONS: dict[str, Role] = {
+    "whoami.read": Role.viewer,
     "functions.read": Role.viewer,
     "metrics.read": Role.viewer,
     "anomalies.read": Role.viewer,
@@ -123,6 +124,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/keys/{key_id}"): "keys.write",
     ("POST", "/v1/keys/{key_id}/rotate"): "keys.write",
     ("GET", "/v1/audit"): "audit.read",
+    ("GET", "/v1/whoami"): "whoami.read",
 }
 UNLISTED = "unlisted"  # a route missing from ROUTES: refused to all but admins (fail closed)
 

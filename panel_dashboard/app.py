@@ -1,13 +1,20 @@
-"""App: one browser session's page, assembled from the views and refreshed from the cache every second."""
+"""The console's pages for one browser session: the tenant overview at `/` and a function's page at
+`/function?name=…`, both redrawn from the tenant's poller cache every REFRESH_MS."""
 
 from __future__ import annotations
 
+import html
+from typing import Any
+
 import panel as pn
 
-from panel_dashboard.store import DataStore
+from panel_dashboard.actions import Actions
+from panel_dashboard.auth import LOGOUT_URL, Login
+from panel_dashboard.console import DeployView, SilenceView, may_manage
+from panel_dashboard.function_page import FunctionPage
+from panel_dashboard.store import DataStore, Snapshot
 from panel_dashboard.views import (
     AlertsView,
-    ChartView,
     ExecutionsView,
     FunctionsView,
     HeaderView,
@@ -16,49 +23,69 @@ from panel_dashboard.views import (
     View,
 )
 
-REFRESH_MS = 1000
+REFRESH_MS = 250  # a session only compares a version number unless the poller has news
 
 pn.extension("tabulator", sizing_mode="stretch_width")
 
 
-class App:
-    """The views of one session; a periodic callback redraws them when the store has a new snapshot."""
+class Refresher:
+    """Redraws a page's parts when the store has a new snapshot."""
 
-    def __init__(self, store: DataStore) -> None:
+    def __init__(self, store: DataStore, parts: list[Any]) -> None:
         self.store = store
-        self.header = HeaderView(store)
-        self.functions = FunctionsView(store)
-        self.executions = ExecutionsView(store)
-        self.chart = ChartView(store)
-        self.alerts = AlertsView(store)
-        self.silences = SilencesView(store)
-        self.notifications = NotificationsView(store)
-        self.views: list[View] = [self.header, self.functions, self.executions, self.chart, self.alerts,
-                                  self.silences, self.notifications]
+        self.parts = parts
         self._seen = -1
 
     def refresh(self) -> None:
-        """Redraw every view if the cache moved on since the last refresh."""
-        snap = self.store.snapshot
+        """Redraw every part if the cache moved on since the last refresh."""
+        snap: Snapshot = self.store.snapshot
         if snap.version == self._seen:
             return
         self._seen = snap.version
-        for v in self.views:
-            v.update(snap)
-
-    def page(self) -> pn.template.FastListTemplate:
-        """The page for a new session, with its periodic refresh registered."""
-        self.refresh()
-        pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
-        return pn.template.FastListTemplate(
-            title="CloudFunctions", accent="#0969da", theme_toggle=False,
-            main=[self.header.panel,
-                  pn.Row(self.functions.panel, self.alerts.panel, sizing_mode="stretch_width"),
-                  self.executions.panel,
-                  self.chart.panel,
-                  pn.Row(self.notifications.panel, self.silences.panel, sizing_mode="stretch_width")])
+        for part in self.parts:
+            part.update(snap)
 
 
-def make_page(store: DataStore) -> pn.template.FastListTemplate:
-    """A fresh App for a new session."""
-    return App(store).page()
+def who(login: Login) -> pn.pane.Markdown:
+    """The logged-in line: tenant, role, key name and the logout link."""
+    name = html.escape(login.key_name).replace("`", "'")  # a key's name is free text
+    return pn.pane.Markdown(f"tenant **{login.tenant}** · role **{login.role.name}** · key `{name}` · "
+                            f"[log out]({LOGOUT_URL.lstrip('/')})", css_classes=["who"], margin=(0, 10))
+
+
+def template(login: Login, main: list[Any]) -> pn.template.FastListTemplate:
+    """The page frame."""
+    return pn.template.FastListTemplate(title=f"CloudFunctions · {login.tenant}", accent="#0969da",
+                                        theme_toggle=False, main=[who(login), *main])
+
+
+def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.template.FastListTemplate:
+    """The tenant's functions (live figures), deploy, alerts with silencing, notifications and silences."""
+    header, functions, executions = HeaderView(store), FunctionsView(store), ExecutionsView(store)
+    alerts, silences, notifications = AlertsView(store), SilencesView(store), NotificationsView(store)
+    parts: list[View | SilenceView] = [header, functions, executions, alerts, silences, notifications]
+    main: list[Any] = [header.panel, functions.panel]
+    alert_column: Any = alerts.panel
+    if may_manage(login):
+        silence = SilenceView(actions, login)
+        parts.append(silence)
+        main.append(DeployView(actions).panel)
+        alert_column = pn.Column(alerts.panel, silence.panel, sizing_mode="stretch_width")
+    main += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
+             executions.panel]
+    refresher = Refresher(store, parts)
+    refresher.refresh()
+    pn.state.add_periodic_callback(refresher.refresh, period=REFRESH_MS)
+    return template(login, main)
+
+
+def function_page(name: str, store: DataStore, actions: Actions, login: Login) -> pn.template.FastListTemplate:
+    """One function's page (see function_page.FunctionPage)."""
+    header = HeaderView(store)
+    page = FunctionPage(name, store, actions, login)
+    store.watch(name)
+    refresher = Refresher(store, [header, page])
+    refresher.refresh()
+    pn.state.add_periodic_callback(refresher.refresh, period=REFRESH_MS)
+    pn.state.onload(page.load)
+    return template(login, [header.panel, page.panel])

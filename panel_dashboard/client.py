@@ -1,10 +1,9 @@
-"""The REST API client the poller uses: base URL, bearer key, typed GETs."""
+"""The REST API client the pollers and the console's actions use: base URL, a login's bearer key, typed calls."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,25 +17,26 @@ class RouteMissing(Exception):
     """An optional route answered 404 or 5xx (not deployed yet, or failing)."""
 
 
+class ApiRefused(Exception):
+    """An action the API refused or could not do: the message says why (shown to the user as is)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class ApiConfig:
-    """Where the API is and the key to use."""
+    """Where the API is and the key to use (a logged-in session's; the dashboard holds none of its own)."""
 
     url: str
     key: str | None
 
-    @classmethod
-    def from_env(cls) -> ApiConfig:
-        """CLOUDFN_API_URL (else 127.0.0.1:CLOUDFN_API_PORT); CLOUDFN_API_KEY, else $CLOUDFN_HOME/admin.key."""
+    @staticmethod
+    def url_from_env() -> str:
+        """CLOUDFN_API_URL, else http://127.0.0.1:CLOUDFN_API_PORT (8000)."""
         url = os.environ.get("CLOUDFN_API_URL") or f"http://127.0.0.1:{os.environ.get('CLOUDFN_API_PORT', '8000')}"
-        key = os.environ.get("CLOUDFN_API_KEY")
-        if not key:
-            home = Path(os.environ.get("CLOUDFN_HOME") or Path.home() / ".cloudfn").expanduser()
-            try:
-                key = (home / "admin.key").read_text().strip() or None
-            except OSError:
-                key = None
-        return cls(url.rstrip("/"), key)
+        return url.rstrip("/")
 
 
 class ApiClient:
@@ -48,10 +48,12 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {config.key}"} if config.key else {}
         self._http = httpx.AsyncClient(base_url=config.url, headers=headers, timeout=timeout_s, transport=transport)
 
-    async def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def get(self, path: str, params: dict[str, Any] | None = None,
+                  timeout_s: float | None = None) -> dict[str, Any]:
         """A required route's JSON body; ApiUnavailable on a transport error or any non-2xx."""
         try:
-            r = await self._http.get(path, params=params)
+            r = await self._http.get(path, params=params,
+                                     timeout=self._http.timeout if timeout_s is None else timeout_s)
         except httpx.HTTPError as exc:
             raise ApiUnavailable(f"{self.config.url} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
         if r.status_code >= 400:
@@ -74,6 +76,24 @@ class ApiClient:
         if isinstance(body, list):
             return {"items": body}
         return body if isinstance(body, dict) else {}
+
+    async def call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+                   data: dict[str, str] | None = None, files: dict[str, tuple[str, bytes, str]] | None = None,
+                   timeout_s: float | None = None) -> Any:
+        """An action's answer: its JSON body (or text, or None for 204); ApiRefused with the API's message on any
+        non-2xx or transport error."""
+        try:
+            r = await self._http.request(method, path, params=params, json=json, data=data, files=files,
+                                         timeout=timeout_s if timeout_s is not None else self._http.timeout)
+        except httpx.HTTPError as exc:
+            raise ApiRefused(0, f"{self.config.url} unreachable: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if r.status_code >= 400:
+            raise ApiRefused(r.status_code, f"{method} {path} answered {r.status_code}: {_message(r)}")
+        if r.status_code == 204 or not r.content:
+            return None
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.json()
+        return r.text
 
     async def aclose(self) -> None:
         """Close the connection pool."""

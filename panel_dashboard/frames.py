@@ -14,7 +14,6 @@ FUNCTION_COLUMNS = ["function", "state", "version", "runs (1h)", "error rate", "
 ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery"]
 SILENCE_COLUMNS = ["silence", "matchers", "state", "ends", "by", "comment"]
 NOTIFICATION_COLUMNS = ["time", "alert", "functions", "status", "channel", "delivery", "attempts"]
-CHART_COLUMNS = ["time", "duration_ms", "peak_memory_mb", "task_id", "status"]
 
 
 def _num(v: Any) -> float | None:
@@ -70,31 +69,6 @@ def executions_frame(tasks: list[Record]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EXECUTION_COLUMNS)
 
 
-def chart_frame(tasks: list[Record]) -> pd.DataFrame:
-    """Finished tasks of one function with a duration, oldest first, for the time-series chart."""
-    rows = []
-    for t in tasks:
-        m = t.get("metrics") or {}
-        when = t.get("finished_at") or t.get("created_at")
-        if when and _num(m.get("duration_ms")) is not None:
-            rows.append({"time": _naive_utc(when), "duration_ms": _num(m.get("duration_ms")),
-                         "peak_memory_mb": _num(m.get("peak_memory_mb")), "task_id": t["task_id"],
-                         "status": t.get("status", "")})
-    df = pd.DataFrame(rows, columns=CHART_COLUMNS)
-    return df.sort_values("time").reset_index(drop=True)
-
-
-def anomaly_frame(chart: pd.DataFrame, anomalies: list[Record] | None) -> pd.DataFrame:
-    """The chart's rows whose task has an anomaly, with the anomaly's metric and score."""
-    if not anomalies or chart.empty:
-        return chart.iloc[0:0].assign(metric=pd.Series(dtype=str), score=pd.Series(dtype=float))
-    by_task = {a.get("task_id"): a for a in anomalies if a.get("task_id")}
-    hit = chart[chart["task_id"].isin(by_task)].copy()
-    hit["metric"] = [str(by_task[t].get("metric", "")) for t in hit["task_id"]]
-    hit["score"] = [_num(by_task[t].get("score")) for t in hit["task_id"]]
-    return hit
-
-
 def alerts_frame(alerts: list[Record]) -> pd.DataFrame:
     """One row per firing alert with its latest delivery's status."""
     rows = []
@@ -132,3 +106,76 @@ def notifications_frame(notifications: list[Record]) -> pd.DataFrame:
              "channel": n.get("channel", ""), "delivery": n.get("state", ""), "attempts": str(n.get("attempts", ""))}
             for n in notifications]
     return pd.DataFrame(rows, columns=NOTIFICATION_COLUMNS)
+
+
+SERIES_COLUMNS = ["time", "count", "errors", "error_rate", "duration_ms_p50", "duration_ms_p95", "cpu_ms_avg",
+                  "peak_memory_mb_max"]
+MARK_COLUMNS = ["time", "value", "metric", "observed", "expected", "detector", "score", "kind", "id"]
+ANOMALY_COLUMNS = ["id", "detected", "kind", "metric", "observed", "expected", "detector", "score", "version",
+                   "task_id", "feedback"]
+VERSION_COLUMNS = ["version", "active", "handler", "created", "size", "sha256"]
+# chart -> (the series column it draws, the anomaly metrics marked on it)
+CHARTS = {"duration (ms)": ("duration_ms_p95", ("duration_ms",)), "CPU (ms)": ("cpu_ms_avg", ("cpu_ms",)),
+          "peak memory (MB)": ("peak_memory_mb_max", ("peak_memory_mb",)),
+          "error rate": ("error_rate", ("error_rate",))}
+
+
+def series_frame(points: list[Record]) -> pd.DataFrame:
+    """The lake's per-bucket figures as rows with a naive-UTC time and the error rate (NaN for empty buckets)."""
+    rows = []
+    for p in points:
+        count = int(p.get("count") or 0)
+        rows.append({"time": pd.Timestamp(float(p["start"]), unit="s"), "count": count,
+                     "errors": int(p.get("errors") or 0),
+                     "error_rate": (int(p.get("errors") or 0) / count) if count else None,
+                     **{c: _num(p.get(c)) for c in SERIES_COLUMNS[4:]}})
+    return pd.DataFrame(rows, columns=SERIES_COLUMNS).astype({c: float for c in SERIES_COLUMNS[3:]})
+
+
+def expected_text(a: Record) -> str:
+    """An anomaly's expected range as text ("1.2 – 3.4", "≤ 3.4")."""
+    lo, hi = _num(a.get("expected_low")), _num(a.get("expected_high"))
+    if lo is None and hi is None:
+        return DASH
+    if lo is None:
+        return f"≤ {hi:.4g}"
+    if hi is None:
+        return f"≥ {lo:.4g}"
+    return f"{lo:.4g} – {hi:.4g}"
+
+
+def marks_frame(anomalies: list[Record] | None, metrics: tuple[str, ...], start: pd.Timestamp | None) -> pd.DataFrame:
+    """The anomalies of METRICS detected since START, as points (time, observed) with their explanation."""
+    rows = []
+    for a in anomalies or []:
+        if a.get("metric") not in metrics or not a.get("detected_at") or _num(a.get("observed")) is None:
+            continue
+        when = _naive_utc(a["detected_at"])
+        if start is not None and when < start:
+            continue
+        rows.append({"time": when, "value": _num(a.get("observed")), "metric": str(a.get("metric")),
+                     "observed": _fmt(a.get("observed"), ".4g"), "expected": expected_text(a),
+                     "detector": str(a.get("detector") or ""), "score": _fmt(a.get("score"), ".3f"),
+                     "kind": str(a.get("kind") or ""), "id": str(a.get("id", ""))})
+    return pd.DataFrame(rows, columns=MARK_COLUMNS)
+
+
+def anomalies_frame(anomalies: list[Record] | None) -> pd.DataFrame:
+    """Every anomaly of a function, of every kind, newest first, with its explanation and feedback."""
+    rows = [{"id": int(a["id"]), "detected": str(a.get("detected_at", ""))[:19].replace("T", " "),
+             "kind": str(a.get("kind") or ""), "metric": str(a.get("metric") or ""),
+             "observed": _fmt(a.get("observed"), ".4g"), "expected": expected_text(a),
+             "detector": str(a.get("detector") or ""), "score": _fmt(a.get("score"), ".3f"),
+             "version": DASH if a.get("version") is None else str(a["version"]),
+             "task_id": str(a.get("task_id") or DASH), "feedback": str(a.get("feedback") or DASH)}
+            for a in anomalies or [] if a.get("id") is not None]
+    return pd.DataFrame(rows, columns=ANOMALY_COLUMNS)
+
+
+def versions_frame(versions: list[Record], active: Any = None) -> pd.DataFrame:
+    """A function's versions, newest first, the ACTIVE one marked."""
+    rows = [{"version": int(v["version"]), "active": "✓" if v["version"] == active else "",
+             "handler": str(v.get("handler", "")), "created": str(v.get("created_at", ""))[:19].replace("T", " "),
+             "size": _fmt(v.get("size_bytes"), ",.0f"), "sha256": str(v.get("sha256", ""))[:12]}
+            for v in versions if v.get("version") is not None]
+    return pd.DataFrame(rows, columns=VERSION_COLUMNS).sort_values("version", ascending=False).reset_index(drop=True)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import holoviews as hv
-import hvplot.pandas  # noqa: F401  (registers DataFrame.hvplot)
 import pandas as pd
 import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter
 
 from panel_dashboard.frames import (
     alerts_frame,
-    anomaly_frame,
-    chart_frame,
     executions_frame,
     functions_frame,
     notifications_frame,
@@ -22,6 +18,7 @@ from panel_dashboard.frames import (
 from panel_dashboard.store import DataStore, Snapshot
 
 ROLLOVER = 200
+FUNCTION_LINK = {"type": "link", "urlPrefix": "function?name=", "target": "_self"}  # Tabulator's link formatter
 STATUS_COLORS = {"succeeded": "#1a7f37", "failed": "#cf222e", "timed_out": "#cf222e", "cancelled": "#6e7781",
                  "running": "#0969da", "queued": "#9a6700"}
 
@@ -62,20 +59,24 @@ class HeaderView(View):
 
 
 class FunctionsView(View):
-    """Functions with state, active version and last-hour count, error rate and p95 duration."""
+    """Functions with state, active version and last-hour count, error rate and p95 duration; each name links to
+    its function page."""
 
     def __init__(self, store: DataStore) -> None:
         super().__init__(store)
         self.table = pn.widgets.Tabulator(functions_frame([], {}), show_index=False, disabled=True,
-                                          sizing_mode="stretch_width", height=220, layout="fit_data_stretch",
+                                          sizing_mode="stretch_width", height=320, layout="fit_data_stretch",
+                                          formatters={"function": FUNCTION_LINK}, css_classes=["functions-table"],
                                           configuration={"placeholder": "No functions deployed"})
-        self.panel = pn.Column("### Functions", self.table, sizing_mode="stretch_width")
+        self.count = pn.pane.Markdown("", css_classes=["functions-count"], margin=(0, 10))
+        self.panel = pn.Column("### Functions", self.count, self.table, sizing_mode="stretch_width")
 
     def update(self, snap: Snapshot) -> None:
         """Replace the rows when anything changed."""
         df = functions_frame(snap.functions, snap.metrics)
         if not df.equals(self.table.value):
             self.table.value = df
+        self.count.object = f"{len(df):,} functions" if snap.last_ok else "Loading…"
 
 
 class ExecutionsView(View):
@@ -117,56 +118,6 @@ class ExecutionsView(View):
             self.table.patch(patch, as_index=True)
         if fresh:
             self.table.stream(new[new["task_id"].isin(fresh)], rollover=ROLLOVER, follow=False)
-
-
-class ChartView(View):
-    """Duration and peak memory over time for one function, anomalies as red points."""
-
-    def __init__(self, store: DataStore) -> None:
-        super().__init__(store)
-        self.select = pn.widgets.Select(name="Function", options=[], width=260)
-        self.duration = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=230)
-        self.memory = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=230)
-        self.note = pn.pane.Markdown("", margin=(0, 10))
-        self._drawn: tuple[Any, ...] | None = None
-        self.select.param.watch(self._on_select, "value")
-        self.panel = pn.Column("### Duration and memory over time", pn.Row(self.select, self.note),
-                               self.duration, self.memory, sizing_mode="stretch_width")
-
-    def _on_select(self, _event: Any) -> None:
-        """Register interest at once and redraw from whatever the cache holds."""
-        if self.select.value:
-            self.store.watch(self.select.value)
-        self.update(self.store.snapshot)
-
-    def update(self, snap: Snapshot) -> None:
-        """Keep the function list current and redraw the chart when its data changed."""
-        names = [f["name"] for f in snap.functions]
-        if names != self.select.options:
-            self.select.options = names
-        name = self.select.value
-        if not name:
-            self.note.object = "No functions deployed yet."
-            return
-        self.store.watch(name)
-        tasks = snap.function_tasks.get(name)
-        if tasks is None:
-            self.note.object = f"Loading `{name}`…"
-            return
-        anomalies = snap.anomalies.get(name)
-        key = (name, tuple((t["task_id"], t.get("status")) for t in tasks),
-               None if anomalies is None else tuple(a.get("id") for a in anomalies))
-        if key == self._drawn:
-            return
-        self._drawn = key
-        chart = chart_frame(tasks)
-        marks = anomaly_frame(chart, anomalies)
-        flagged = "—" if anomalies is None else str(len(anomalies))
-        self.note.object = f"`{name}`: {len(chart)} finished executions plotted · anomalies: {flagged}"
-        empty = chart.empty
-        self.duration.object = None if empty else _series(chart, marks, "duration_ms", "duration (ms)")
-        self.memory.object = None if empty else _series(chart, marks, "peak_memory_mb", "peak memory (MB)",
-                                                               "time (UTC)")
 
 
 class AlertsView(View):
@@ -251,16 +202,6 @@ class NotificationsView(TableView):
 
     def records(self, snap: Snapshot) -> list[Any] | None:
         return snap.notifications
-
-
-def _series(chart: pd.DataFrame, marks: pd.DataFrame, col: str, label: str, xlabel: str = "") -> hv.Overlay:
-    """One metric over time (line and points), with anomalous executions overlaid as red points."""
-    line = chart.hvplot.line(x="time", y=col, ylabel=label, xlabel=xlabel, color="#0969da")
-    dots = chart.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "status"], color="#0969da", size=25)
-    red = marks.hvplot.scatter(x="time", y=col, hover_cols=["task_id", "metric", "score"], color="red", size=90,
-                               label="anomaly")
-    return (line * dots * red).opts(responsive=True, height=230, legend_position="top_left", padding=0.05,
-                                    show_legend=not marks.empty)
 
 
 def _status_style(status: Any) -> str:

@@ -119,6 +119,10 @@ def register(app: FastAPI) -> None:
         p.forget_key(digest)
         return JSONResponse(view, status_code=201)
 
+    @app.get("/v1/whoami")
+    async def whoami(c: CallerDep) -> dict[str, Any]:
+        return {"tenant": c.namespace, "role": c.role.name, "key_id": c.key_id, "key_name": c.key_name}
+
     @app.get("/v1/audit")
     async def audit(p: PlatformDep, c: CallerDep, since: str | None = None, tenant: str | None = None,
                     operation: Annotated[str | None, Query(max_length=64)] = None,

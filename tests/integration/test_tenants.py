@@ -383,3 +383,14 @@ def json_of(res: Any) -> Any:
     import json
 
     return json.loads(res.stdout)
+
+
+def test_whoami_names_the_keys_tenant_and_role(api_server: ApiServer, world: World) -> None:
+    for who, tenant, role in (("a_viewer", world.a, "viewer"), ("b_developer", world.b, "developer")):
+        with world.client(api_server, who) as c:
+            r = c.get("/v1/whoami")
+            assert r.status_code == 200, r.text
+            assert r.json() == {"tenant": tenant, "role": role, "key_id": world.keys[who]["id"],
+                                "key_name": world.keys[who]["name"]}
+    with as_key(api_server, "cfk_" + "0" * 43) as bad:
+        assert bad.get("/v1/whoami").status_code == 401
