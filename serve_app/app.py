@@ -160,10 +160,11 @@ def create_app() -> FastAPI:
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: TaskId) -> str:
         return await p.tasks.logs(c.namespace, task_id)
 
-    from serve_app import access_routes, execution_routes, monitoring_routes, silence_routes
+    from serve_app import access_routes, execution_routes, monitoring_routes, quota_routes, silence_routes
 
     monitoring_routes.register(app)
     execution_routes.register(app)
     silence_routes.register(app)
     access_routes.register(app)
+    quota_routes.register(app)
     return app
