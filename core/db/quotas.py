@@ -87,11 +87,11 @@ class QuotaStore:
                    .where(Function.deleted_at.is_(None))
                    .group_by(Function.namespace, FunctionVersion.sha256).subquery())
         async with self.engine.connect() as conn:
-            counts = dict((await conn.execute(select(Function.namespace, func.count()).where(
-                Function.deleted_at.is_(None)).group_by(Function.namespace))).tuples().all())
-            sizes = dict((await conn.execute(select(bundles.c.namespace, func.sum(bundles.c.size))
-                                             .group_by(bundles.c.namespace))).tuples().all())
-        return {ns: (int(n), int(sizes.get(ns) or 0)) for ns, n in counts.items()}
+            counts = (await conn.execute(select(Function.namespace, func.count()).where(
+                Function.deleted_at.is_(None)).group_by(Function.namespace))).all()
+            sizes = {ns: size for ns, size in (await conn.execute(
+                select(bundles.c.namespace, func.sum(bundles.c.size)).group_by(bundles.c.namespace))).all()}
+        return {ns: (int(n), int(sizes.get(ns) or 0)) for ns, n in counts}
 
     async def storage(self, tenant: str) -> tuple[int, int]:
         """One tenant's (live functions, bytes of its distinct bundles)."""

@@ -76,19 +76,26 @@ def assert_quota_refusal(r: httpx.Response, tenant: str, quotas: set[str]) -> di
     return err
 
 
+# the quota that binds first in each case: the token bucket (a burst of 4, then 1 a second) or the queue (2 may
+# wait beyond the 2 running)
+BURSTS = {"invocations_per_s": {"invocations_per_s": 1, "burst": 4, "concurrency": 2, "queued_tasks": 1000},
+          "queued_tasks": {"invocations_per_s": 100_000, "burst": 100_000, "concurrency": 2, "queued_tasks": 2}}
+
+
+@pytest.mark.parametrize("binding", sorted(BURSTS))
 def test_a_bursting_tenant_is_refused_while_another_tenants_invocations_are_all_accepted(
-        api_server: ApiServer, operator: httpx.Client, database_url: str) -> None:
+        api_server: ApiServer, operator: httpx.Client, database_url: str, binding: str) -> None:
     loud, loud_keys = new_tenant(operator, "q-loud")
     calm, calm_keys = new_tenant(operator, "q-calm")
-    set_quotas(operator, loud, invocations_per_s=1, burst=4, concurrency=2, queued_tasks=2)
+    set_quotas(operator, loud, **BURSTS[binding])
     for keys in (loud_keys, calm_keys):
         with as_key(api_server, keys["developer"]["key"]) as dev:
             assert deploy(dev, "work", files={"main.py": SLEEPER}).status_code == 201
     # the loud tenant's burst on both invocation paths (the pure-ASGI fast path, and the FastAPI route that any
     # other query parameter takes), in the same moment as the calm tenant's invocations
     fast, routed = "/v1/functions/work/invocations", "/v1/functions/work/invocations?via=fastapi"
-    loud_reqs = [(fast if i % 2 else routed, {"s": 0.2, "i": i}) for i in range(40)]
-    calm_reqs = [(fast if i % 2 else routed, {"s": 0.2, "i": i}) for i in range(16)]
+    loud_reqs = [(fast if i % 2 else routed, {"s": 0.5, "i": i}) for i in range(40)]
+    calm_reqs = [(fast if i % 2 else routed, {"s": 0.5, "i": i}) for i in range(16)]
 
     async def both() -> tuple[list[httpx.Response], list[httpx.Response]]:
         a, b = await asyncio.gather(fire(api_server.url, loud_keys["developer"]["key"], loud_reqs),
@@ -96,15 +103,20 @@ def test_a_bursting_tenant_is_refused_while_another_tenants_invocations_are_all_
         return a, b
 
     loud_out, calm_out = asyncio.run(both())
-    assert [r.status_code for r in calm_out] == [202] * len(calm_reqs), [r.text for r in calm_out if r.status_code != 202]
+    assert [r.status_code for r in calm_out] == [202] * len(calm_reqs), [r.text for r in calm_out
+                                                                         if r.status_code != 202]
     refused = [(path, r) for (path, _), r in zip(loud_reqs, loud_out, strict=True) if r.status_code == 429]
     accepted = [r.json()["task_id"] for r in loud_out if r.status_code == 202]
-    assert len(refused) + len(accepted) == len(loud_reqs), [r.text for r in loud_out if r.status_code not in (202, 429)]
+    assert len(refused) + len(accepted) == len(loud_reqs), [r.text for r in loud_out
+                                                            if r.status_code not in (202, 429)]
     assert {path for path, _ in refused} == {fast, routed}, "both invocation paths refuse with the same answer"
-    errors = [assert_quota_refusal(r, loud, {"invocations_per_s", "queued_tasks"}) for _, r in refused]
-    for err in errors:
-        assert err["limit"] == (1 if err["quota"] == "invocations_per_s" else 2), err
-    assert len(accepted) >= 1
+    errors = [assert_quota_refusal(r, loud, {binding}) for _, r in refused]
+    assert {e["limit"] for e in errors} == {BURSTS[binding][binding]}
+    if binding == "queued_tasks":  # refused only with its queue full (2 running at most, so 2 waiting at least)
+        assert min(e["used"] for e in errors) >= 2, errors
+    else:  # refused only with the burst spent
+        assert {e["used"] for e in errors} == {4}, errors
+    assert len(accepted) >= 4, "the first four fit every quota"
     # every accepted invocation of either tenant completes; a refused one left nothing behind
     with as_key(api_server, calm_keys["developer"]["key"]) as c:
         assert {t["status"] for t in ended(c, [r.json()["task_id"] for r in calm_out])} == {"succeeded"}
@@ -119,10 +131,10 @@ def test_a_bursting_tenant_is_refused_while_another_tenants_invocations_are_all_
     with as_key(api_server, loud_keys["admin"]["key"]) as adm:
         metrics = {(s.name, s.labels.get("tenant"), s.labels.get("quota")): s.value
                    for fam in text_string_to_metric_families(adm.get("/metrics").text) for s in fam.samples}
-    assert metrics[("cloudfn_quota_limit", loud, "burst")] == 4
-    assert metrics[("cloudfn_quota_limit", loud, "concurrency")] == 2
-    assert sum(v for (n, t, _), v in metrics.items() if n == "cloudfn_quota_rejections_total" and t == loud) \
-        == len(refused)
+    for quota, limit in BURSTS[binding].items():
+        assert metrics[("cloudfn_quota_limit", loud, quota)] == limit
+    assert metrics[("cloudfn_quota_rejections_total", loud, binding)] == len(refused)
+    assert metrics[("cloudfn_quota_used", loud, "functions")] in (0, 1), "counted at most 5 s ago"
     assert not any(t == calm for _, t, _ in metrics), "another tenant's figures are not shown"
 
 
