@@ -267,8 +267,13 @@ class Dispatcher:
                 p.ref = None
             q.running -= len(batch)
             self.quotas.load(rt.namespace).running -= len(batch)
-            self._pump(q, rt.config.max_concurrency)
-            self._pump_held(rt.namespace)
+            held = self._held.get(rt.namespace)
+            if held:  # the tenant's queues held back by its quota go first, then this one (no queue starves)
+                if q.waiting:
+                    held.setdefault((rt.namespace, rt.name), None)
+                self._pump_held(rt.namespace)
+            else:
+                self._pump(q, rt.config.max_concurrency)
         self._observe_speed(rt.key, results)
         await asyncio.gather(*(self._settle(p, r) for p, r in zip(batch, results, strict=True)))
 

@@ -163,6 +163,27 @@ def test_a_tenants_concurrency_quota_queues_its_executions_and_is_never_exceeded
     assert usage["concurrency"] == 0 and usage["queued_tasks"] == 0 and usage["functions"] == 2, usage
 
 
+def test_a_function_held_back_by_its_tenants_quota_is_not_starved_by_a_busier_one(
+        api_server: ApiServer, operator: httpx.Client) -> None:
+    tenant, keys = new_tenant(operator, "q-fair")
+    set_quotas(operator, tenant, concurrency=1)
+    with as_key(api_server, keys["developer"]["key"]) as dev:
+        for fn in ("busy", "rare"):
+            assert deploy(dev, fn, files={"main.py": SLEEPER}).status_code == 201
+        busy = asyncio.run(fire(api_server.url, keys["developer"]["key"],
+                                [("/v1/functions/busy/invocations", {"s": 0.3, "i": i}) for i in range(8)]))
+        rare = dev.post("/v1/functions/rare/invocations", json={"s": 0})
+        assert rare.status_code == 202 and {r.status_code for r in busy} == {202}
+        busy_records = ended(dev, [r.json()["task_id"] for r in busy])
+        rare_record = ended(dev, [rare.json()["task_id"]])[0]
+    starts = sorted(datetime.fromisoformat(r["started_at"]) for r in busy_records)
+    # the held-back function takes the next free place in turn with the busy one, not after its whole backlog
+    assert datetime.fromisoformat(rare_record["started_at"]) < starts[-3], (rare_record["started_at"], starts)
+    spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+                   for r in [*busy_records, rare_record])
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:], strict=False)), "one at a time"
+
+
 def test_function_and_bundle_storage_quotas_refuse_deploys(api_server: ApiServer, operator: httpx.Client) -> None:
     tenant, keys = new_tenant(operator, "q-deploy")
     set_quotas(operator, tenant, functions=1)
