@@ -252,3 +252,32 @@ def test_only_the_operator_sets_quotas_and_another_tenants_are_hidden(api_server
     assert operator.get(f"/v1/tenants/{mine}/quotas").json()["quotas"]["concurrency"] == 7, "refused: unchanged"
     audit = operator.get("/v1/audit", params={"tenant": mine, "operation": "tenants.quotas"}).json()["entries"]
     assert len(audit) == 1 and audit[0]["detail"] == {"set": {"concurrency": 7}}, audit
+
+
+def test_cli_tenants_quota_shows_and_sets_a_tenants_quotas(api_server: ApiServer, admin_key: str,
+                                                           operator: httpx.Client) -> None:
+    """`cloudfn tenants quota NAME [--concurrency N ...] [--reset Q]` against the running API."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from serve_app.cli import app
+
+    tenant, keys = new_tenant(operator, "q-cli")
+    runner = CliRunner()
+
+    def run(*args: str, key: str = admin_key, ok: bool = True) -> Any:
+        res = runner.invoke(app, list(args), env={"CLOUDFN_API_URL": api_server.url, "CLOUDFN_API_KEY": key})
+        assert (res.exit_code == 0) == ok, (args, res.exit_code, res.output)
+        return res
+
+    out = json.loads(run("tenants", "quota", tenant, "--concurrency", "3", "--burst", "20", "--json").stdout)
+    assert out["quotas"]["concurrency"] == 3 and out["overrides"]["burst"] == 20
+    out = json.loads(run("tenants", "quota", tenant, "--reset", "burst", "--json").stdout)
+    assert out["overrides"]["burst"] is None and out["overrides"]["concurrency"] == 3
+    table = run("tenants", "quota", tenant).stdout
+    assert "concurrency" in table and "operator" in table and "default" in table
+    refused = run("tenants", "quota", tenant, "--concurrency", "9", key=keys["admin"]["key"], ok=False)
+    assert "HTTP 403" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    bad = run("tenants", "quota", tenant, "--reset", "speed", ok=False)
+    assert "unknown quotas: speed" in bad.stderr
