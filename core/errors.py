@@ -94,7 +94,7 @@ class QuotaExceeded(Overloaded):
 
     code = "quota_exceeded"
 
-    def __init__(self, message: str, *, tenant: str, quota: str, limit: int, used: int | float,
+    def __init__(self, message: str, *, tenant: str, quota: str, limit: int, used: int,
                  retry_after_s: int = 1) -> None:
         super().__init__(message, retry_after_s=retry_after_s)
         self.detail = {"tenant": tenant, "quota": quota, "limit": limit, "used": used,
