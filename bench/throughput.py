@@ -8,7 +8,8 @@ record) and asynchronously (202, then GET until ended); sequential `?wait=` late
 then status reads (bench.status_reads): single `GET /v1/tasks/{id}` on the fast path against the same request
 through the FastAPI route, batch lookups of 1,000 and 100 records, and learning N results by long-poll against
 polling; with `--baseline-tree /work/main`, the same single GETs on a platform started from that source tree
-(today's FastAPI GET), up at the same time and measured in turn with this one; then the floor: N raw Ray
+(today's FastAPI GET), up at the same time and measured in turn with this one (with `--baseline-invocations`,
+its invocation bursts too, alternating with this platform's round by round); then the floor: N raw Ray
 tasks calling the handler directly (no API, no database, no sandbox), measured in the same run on the same machine.
 """
 
@@ -211,9 +212,13 @@ def main() -> None:
     ap.add_argument("--reads-concurrency", type=int, default=64, help="connections reading task records")
     ap.add_argument("--baseline-tree", help="also measure single GETs of a platform from this source tree")
     ap.add_argument("--only-reads", action="store_true", help="skip the invocation figures and raw Ray")
+    ap.add_argument("--baseline-invocations", action="store_true",
+                    help="with --baseline-tree: also measure the baseline's invocation bursts, in turn with ours")
     a = ap.parse_args()
     emit(bench="machine", cores=2, note="shared 2-core machine: figures are noisy; compare medians and ratios")
     waits, asyncs, seqs, deploys = [], [], [], []
+    base_waits: list[dict[str, Any]] = []
+    base_asyncs: list[dict[str, Any]] = []
     with baseline_platform(a.baseline_tree) as base, PlatformProcess() as plat, plat.client(timeout=60) as c:
         warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
         # steady state: as many workers and warm sandboxes as the bursts use, caches filled
@@ -225,9 +230,25 @@ def main() -> None:
                                     capture_output=True, text=True).stdout.strip()
             emit(bench="baseline_tree", tree=a.baseline_tree, commit=commit)
         reads = [status_round(plat, base, a.n, a.reads_concurrency) for _ in range(a.rounds)]
-        if base is not None:
+        ab = base is not None and a.baseline_invocations
+        if base is not None and not ab:
             base.stop()  # the invocation figures below run on this platform alone
-        for _ in range(0 if a.only_reads else a.rounds):
+        for i in range(0 if a.only_reads else a.rounds):
+            if ab:  # both platforms up; measured one at a time, which goes first alternating by round
+                assert base is not None
+                for arm in (("baseline", "this") if i % 2 else ("this", "baseline")):
+                    if arm == "baseline":
+                        base_waits.append(burst_wait(base, a.n, a.wait_concurrency))
+                        base_asyncs.append(burst_async(base, a.n, a.concurrency))
+                        emit(bench="platform_burst", arm=arm, **base_waits[-1])
+                        emit(bench="platform_burst", arm=arm, **base_asyncs[-1])
+                        continue
+                    waits.append(burst_wait(plat, a.n, a.wait_concurrency))
+                    asyncs.append(burst_async(plat, a.n, a.concurrency))
+                    emit(bench="platform_burst", arm=arm, **waits[-1])
+                    emit(bench="platform_burst", arm=arm, **asyncs[-1])
+                time.sleep(5)
+                continue
             waits.append(burst_wait(plat, a.n, a.wait_concurrency))
             emit(bench="platform_burst", **waits[-1])
             asyncs.append(burst_async(plat, a.n, a.concurrency))
@@ -255,6 +276,15 @@ def main() -> None:
          poll_requests=med(x["poll"]["read_requests"] for x in reads),
          poll_known_after_end_p50_ms=med(x["poll"]["known_after_end_p50_ms"] for x in reads))
     if a.only_reads:
+        return
+    if base_asyncs:
+        this_w, this_a = med(x["per_s"] for x in waits), med(x["per_s"] for x in asyncs)
+        base_w, base_a = med(x["per_s"] for x in base_waits), med(x["per_s"] for x in base_asyncs)
+        emit(bench="median_invocations_vs_baseline", rounds=a.rounds, baseline_tree=a.baseline_tree,
+             wait_per_s=this_w, baseline_wait_per_s=base_w, wait_over_baseline=this_w / base_w,
+             async_per_s=this_a, baseline_async_per_s=base_a, async_over_baseline=this_a / base_a,
+             async_accept_per_s=med(x["accept_per_s"] for x in asyncs),
+             baseline_async_accept_per_s=med(x["accept_per_s"] for x in base_asyncs))
         return
     r = raw_ray(a.n)
     emit(bench="raw_ray", **r)

@@ -77,6 +77,8 @@ OPERATIONS: dict[str, Role] = {
     "keys.write": Role.admin,
     "tenants.read": Role.admin,
     "tenants.write": Role.admin,
+    "quotas.read": Role.admin,  # a tenant's admins, their own tenant's
+    "quotas.write": Role.admin,  # the operator only (the route checks it)
     "audit.read": Role.admin,
 }
 
@@ -119,6 +121,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("DELETE", "/v1/silences/{silence_id}"): "silences.write",
     ("POST", "/v1/tenants"): "tenants.write",
     ("GET", "/v1/tenants"): "tenants.read",
+    ("GET", "/v1/tenants/{name}/quotas"): "quotas.read",
+    ("PUT", "/v1/tenants/{name}/quotas"): "quotas.write",
     ("POST", "/v1/keys"): "keys.write",
     ("GET", "/v1/keys"): "keys.read",
     ("DELETE", "/v1/keys/{key_id}"): "keys.write",

@@ -86,3 +86,16 @@ class DatabaseUnavailable(CloudFnError):
     def __init__(self, message: str, *, retry_after_s: int = 2) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(Overloaded):
+    """A tenant's quota would be exceeded: nothing was accepted (HTTP 429 with Retry-After); the detail names the
+    quota, its limit and the current use."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, *, tenant: str, quota: str, limit: int, used: int,
+                 retry_after_s: int = 1) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.detail = {"tenant": tenant, "quota": quota, "limit": limit, "used": used,
+                       "retry_after_s": retry_after_s}

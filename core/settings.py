@@ -79,6 +79,15 @@ class Settings(BaseSettings):
     # a custom Ray resource: the detector shards and the alert dispatcher run only on nodes offering it
     monitor_resource: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 
+    # Per-tenant quotas (generous: a tenant without overrides is limited only by these; PUT /v1/tenants/{name}/quotas
+    # sets one tenant's own)
+    quota_concurrency: int = Field(default=1000, ge=1)  # its executions running at once; the rest wait queued
+    quota_queued_tasks: int = Field(default=100_000, ge=0)  # its invocations waiting to run; beyond: 429
+    quota_functions: int = Field(default=10_000, ge=0)  # its live functions; a deploy of one more: 429
+    quota_bundle_bytes: int = Field(default=100 * 1024**3, ge=0)  # bytes of its distinct bundles in use
+    quota_invocations_per_s: int = Field(default=100_000, ge=1)  # its token bucket's refill rate
+    quota_burst: int = Field(default=100_000, ge=1)  # the bucket's size
+
     # Metrics lake flush interval
     lake_flush_s: float = Field(default=2.0, gt=0)
 

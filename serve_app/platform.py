@@ -30,16 +30,19 @@ from core.db.audit import Change, record, record_alone
 from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
 from core.db.keys import KeyRow, KeyStore, hash_key
+from core.db.quotas import QuotaStore
 from core.db.tables import Task
 from core.errors import (
     Conflict,
     HandlerCheckFailed,
     InvalidInput,
     NotFound,
+    QuotaExceeded,
     SandboxUnavailableError,
     Unauthorized,
 )
 from core.models import PYTHON_RUNTIME, FunctionConfig
+from core.quotas import default_quotas
 from core.secrets import SecretBox, check_env
 from core.settings import Settings
 from serve_app.accept.sandbox_gate import SandboxGate
@@ -50,6 +53,7 @@ from serve_app.control.functions import FunctionStore, parse_config, parse_handl
 from serve_app.control.pipelines import Pipelines, parse_steps
 from serve_app.dispatch.dispatcher import Dispatcher, Pending
 from serve_app.dispatch.lanes import Lanes
+from serve_app.dispatch.quotas import QUOTA_REFRESH_S, QuotaCollector, QuotaGate
 from serve_app.dispatch.runners import Runner, TaskRunner, when_answered
 from serve_app.feed.destinations import Destinations
 from serve_app.feed.monitoring import MonitoringFeed
@@ -79,8 +83,11 @@ class Platform:
         self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
         self.reads = TaskReads(self.tasks, self.completions)
-        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended, runner_for=self._runner_for,
-                                     on_dispatch=self.prom.observe_dispatch)
+        self.quotas = QuotaGate(default_quotas(settings))
+        self.quota_store = QuotaStore(self.engine)
+        self.prom.registry.register(QuotaCollector(self.quotas))
+        self.dispatcher = Dispatcher(self.writer, self.quotas, on_result=self._task_ended,
+                                     runner_for=self._runner_for, on_dispatch=self.prom.observe_dispatch)
         self.pipelines = Pipelines(self.engine, self.registry, self.tasks, self.writer, self.dispatcher)
         self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
                                          self._invoke_for_destination)
@@ -101,6 +108,7 @@ class Platform:
         self.database_url = database_url
         self.sandbox = SandboxGate()
         self._startup_work: set[asyncio.Task[None]] = set()
+        self._quota_refresh: asyncio.Task[None] | None = None
         self.started = False
 
     async def start(self) -> None:
@@ -120,11 +128,15 @@ class Platform:
         self.monitoring = MonitoringFeed(self.lake, self.prom, flush_s=self.settings.lake_flush_s,
                                          detectors=self.detectors, shard_of=handles.shard_of)
         self.writer.start()
+        await self.refresh_quotas()
         await self.recover()
+        self._quota_refresh = asyncio.get_running_loop().create_task(self._refresh_quotas_loop())
         self._background(self.destinations.recover(), "redelivering completion destinations")
 
     async def close(self) -> None:
         """Drain and stop."""
+        if self._quota_refresh is not None:
+            self._quota_refresh.cancel()
         await self.dispatcher.drain()
         await self.destinations.close()
         self.lanes.close()
@@ -163,6 +175,37 @@ class Platform:
         """Record a change that has no single transaction of its own to join."""
         await record_alone(self.engine, change)
 
+    # ---- quotas -----------------------------------------------------------------------------
+    async def refresh_quotas(self) -> None:
+        """Reload every tenant's overrides and its function and bundle counts into this replica's memory."""
+        self.quotas.replace_overrides(await self.quota_store.all_overrides())
+        self.quotas.set_storage(await self.quota_store.all_storage())
+
+    async def _refresh_quotas_loop(self) -> None:
+        while True:
+            await asyncio.sleep(QUOTA_REFRESH_S)
+            try:
+                await self.refresh_quotas()
+            except Exception as exc:  # the database may be restarting: keep the last known quotas
+                log.warning("tenant quotas not reloaded: %r", exc)
+
+    async def tenant_quotas(self, tenant: str) -> dict[str, Any]:
+        """A tenant's quotas: its limits, which of them the operator set, and what it uses of each now."""
+        overrides = await self.quota_store.overrides(tenant)
+        limits = self.quotas.defaults.with_overrides(overrides)
+        usage = self.quotas.usage(tenant)
+        usage["functions"], usage["bundle_bytes"] = await self.quota_store.storage(tenant)
+        return {"tenant": tenant, "quotas": limits.as_dict(), "overrides": overrides,
+                "defaults": self.quotas.defaults.as_dict(), "usage": usage}
+
+    async def set_tenant_quotas(self, caller: Caller, tenant: str, changes: dict[str, int | None]) -> dict[str, Any]:
+        """Set some of a tenant's quotas (the operator's); they apply here at once, on other replicas within
+        QUOTA_REFRESH_S."""
+        overrides = await self.quota_store.set(caller, tenant, changes)
+        self.quotas.set_overrides(tenant, overrides)
+        self.dispatcher.quotas_changed(tenant)
+        return await self.tenant_quotas(tenant)
+
     # ---- deploy -----------------------------------------------------------------------------
     def _build_remote(self, sha256: str, cfg: FunctionConfig) -> TaskRunner:
         key = (sha256, cfg.cpus)
@@ -175,7 +218,16 @@ class Platform:
 
     async def deploy(self, caller: Caller, *, name: str, archive: bytes, handler: str | None,
                      config_json: str | None) -> dict[str, Any]:
-        """Validate, store, gate and activate a new version; nothing is written if any step fails."""
+        """Validate, store, gate and activate a new version; nothing is written if any step fails (a tenant's
+        function or storage quota exceeded: QuotaExceeded)."""
+        try:
+            return await self._deploy(caller, name=name, archive=archive, handler=handler, config_json=config_json)
+        except QuotaExceeded as exc:
+            self.quotas.refused(caller.namespace, str(exc.detail["quota"]))
+            raise
+
+    async def _deploy(self, caller: Caller, *, name: str, archive: bytes, handler: str | None,
+                      config_json: str | None) -> dict[str, Any]:
         name = parse_name(name)
         cfg = parse_config(config_json)
         handler = parse_handler(handler, cfg.runtime)
@@ -186,6 +238,9 @@ class Platform:
         if bundle.has_requirements and cfg.runtime == PYTHON_RUNTIME:
             async with self._pip:  # one pip at a time: each is CPU-heavy on a small host
                 bundle = await asyncio.to_thread(vendor_requirements, bundle, handler, self.limits)
+        quotas = self.quotas.limits(caller.namespace)
+        await self.quota_store.check_deploy(caller.namespace, name, quotas, sha256=bundle.sha256,
+                                            size_bytes=len(bundle.data))
         await asyncio.to_thread(self.bundles.put, bundle)
         package = ray.put(bundle.data)
         failure = await check_package.remote(package, bundle.sha256, handler, executor_config(cfg),
@@ -202,7 +257,8 @@ class Platform:
         await self._start_workers(bundle.sha256, cfg, package)
         out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
                                                config=stored, size_bytes=len(bundle.data),
-                                               change=Change(caller, "functions.deploy", f"function/{name}"))
+                                               change=Change(caller, "functions.deploy", f"function/{name}"),
+                                               quotas=quotas)
         self.registry.invalidate(caller.namespace, name)
         return out
 
@@ -329,7 +385,13 @@ class Platform:
                     Task.idempotency_key == idempotency_key))).scalar()
             if found:
                 return await self._existing(caller, found, wait_s)
-        run_id, done = await self.pipelines.start(caller, label, plan, event_json, idempotency_key)
+        self.quotas.admit(caller.namespace)  # a run is an invocation: the rate and queued quotas apply
+        try:
+            run_id, done = await self.pipelines.start(caller, label, plan, event_json, idempotency_key)
+        except BaseException:
+            self.quotas.unadmit(caller.namespace)
+            raise
+        self.quotas.load(caller.namespace).queued -= 1  # its first step is queued (and counted) as itself
         return await self._answer(caller, run_id, done, wait_s, accepted="running")
 
     async def _answer(self, caller: Caller, task_id: str, done: asyncio.Future[TaskResult], wait_s: float | None,

@@ -57,6 +57,21 @@ class Tenant(Base):
     created_by: Mapped[int | None] = mapped_column(Integer)
 
 
+class TenantQuota(Base):
+    """An operator's overrides of a tenant's quotas (NULL: the CLOUDFN_QUOTA_* default)."""
+
+    __tablename__ = "tenant_quotas"
+    namespace: Mapped[str] = mapped_column(ForeignKey("tenants.name", ondelete="CASCADE"), primary_key=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer)
+    queued_tasks: Mapped[int | None] = mapped_column(Integer)
+    functions: Mapped[int | None] = mapped_column(Integer)
+    bundle_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    invocations_per_s: Mapped[int | None] = mapped_column(Integer)
+    burst: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    updated_by: Mapped[int | None] = mapped_column(Integer)  # the key id that set them
+
+
 class AuditEntry(Base):
     """One change: who (key and its tenant), what (operation and target), when, in which tenant."""
 

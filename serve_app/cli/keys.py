@@ -1,4 +1,5 @@
-"""`cloudfn tenants create|list` and `cloudfn keys create|list|revoke|rotate`: tenants and API keys over the API."""
+"""`cloudfn tenants create|list|quota` and `cloudfn keys create|list|revoke|rotate`: tenants, their quotas and
+API keys over the API."""
 
 from __future__ import annotations
 
@@ -48,6 +49,38 @@ def tenants_list(as_json: JsonFlag = False) -> None:
     t = Table("tenant", "created")
     for r in rows:
         t.add_row(r["name"], r["created_at"][:19])
+    _out.print(t)
+
+
+@tenants_app.command("quota")
+def tenants_quota(name: str, concurrency: Annotated[int | None, typer.Option(
+                      min=1, help="its executions running at once (the rest wait queued)")] = None,
+                  queued_tasks: Annotated[int | None, typer.Option(
+                      min=0, help="its invocations waiting to run; beyond them, 429")] = None,
+                  functions: Annotated[int | None, typer.Option(min=0, help="its live functions")] = None,
+                  bundle_bytes: Annotated[int | None, typer.Option(
+                      min=0, help="bytes of the distinct bundles its functions use")] = None,
+                  invocations_per_s: Annotated[int | None, typer.Option(
+                      min=1, help="its token bucket's refill rate")] = None,
+                  burst: Annotated[int | None, typer.Option(min=1, help="the bucket's size")] = None,
+                  reset: Annotated[list[str] | None, typer.Option(
+                      help="a quota to set back to the platform default (repeatable)")] = None,
+                  as_json: JsonFlag = False) -> None:
+    """Show a tenant's quotas; with options, set them (needs the operator's key)."""
+    changes: dict[str, Any] = {k: v for k, v in {
+        "concurrency": concurrency, "queued_tasks": queued_tasks, "functions": functions,
+        "bundle_bytes": bundle_bytes, "invocations_per_s": invocations_per_s, "burst": burst}.items()
+        if v is not None}
+    changes.update({r: None for r in reset or []})
+    path = f"/v1/tenants/{name}/quotas"
+    q = api("PUT", path, json=changes) if changes else api("GET", path)
+    if as_json:
+        _emit(q)
+        return
+    t = Table("quota", "limit", "in use", "set by")
+    for k, limit in q["quotas"].items():
+        t.add_row(k, str(limit), str(q["usage"].get(k, "")), "operator" if q["overrides"].get(k) is not None
+                  else "default")
     _out.print(t)
 
 

@@ -11,9 +11,11 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from core.db.audit import Change, record
+from core.db.quotas import check_deploy
 from core.db.tables import Function, FunctionVersion
 from core.errors import InvalidInput, NotFound
 from core.models import DEFAULT_HANDLERS, NAME_PATTERN, NAME_RE, PYTHON_RUNTIME, FunctionConfig, check_handler
+from core.quotas import Quotas
 from core.settings import Settings, get_settings
 from serve_app.catalog.destination_config import masked
 
@@ -96,13 +98,17 @@ class FunctionStore:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
-                          config: dict[str, Any], size_bytes: int, change: Change | None = None) -> dict[str, Any]:
+                          config: dict[str, Any], size_bytes: int, change: Change | None = None,
+                          quotas: Quotas | None = None) -> dict[str, Any]:
         """Create the function if new, add the next version and make it active; one transaction (with the
-        audit entry of the change, if given)."""
+        audit entry of the change, if given, and the check of the tenant's function and storage quotas)."""
         async with self.engine.begin() as conn:
             fn = (await conn.execute(select(Function).where(
                 Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)
             ).with_for_update())).first()
+            if quotas is not None:
+                await check_deploy(conn, namespace, quotas, new_function=fn is None, sha256=sha256,
+                                   size_bytes=size_bytes)
             now = datetime.now(UTC)
             if fn is None:
                 fid = (await conn.execute(insert(Function).values(

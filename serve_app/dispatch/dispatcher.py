@@ -1,9 +1,11 @@
 """Per-function queues with concurrency limits, submission to Ray, retries, cancellation, and results.
 
 Each function has its own bounded queue and its own `max_concurrency`, so one function flooding its
-queue never delays another's invocations; each queue is served in order of arrival. Queued invocations of
-a version whose executions are short go to Ray in batches (one task runs several, one after another, each
-in the warm sandbox with its own metrics and limits): a Ray task costs far more than a short handler.
+queue never delays another's invocations; each queue is served in order of arrival. Each tenant's quotas
+(serve_app.dispatch.quotas) bound its invocations running at once (the rest wait in their queues) and queued.
+Queued invocations of a version whose executions are short go to Ray in batches (one task runs several,
+one after another, each in the warm sandbox with its own metrics and limits): a Ray task costs far more
+than a short handler.
 Results are awaited as asyncio futures on the Ray object refs: no Ray worker and no request is ever blocked waiting.
 A failed attempt is retried (same task id, next attempt number, exponential backoff) when the function's
 config allows it; the attempt is recorded. Ray itself never retries (`max_retries=0`), so an execution
@@ -26,6 +28,7 @@ import ray
 from core.errors import Overloaded
 from core.models import TaskStatus
 from serve_app.catalog.registry import FunctionRuntime
+from serve_app.dispatch.quotas import QuotaGate
 from serve_app.dispatch.runners import Runner
 from serve_app.write.writer import GroupCommitWriter, TaskResult
 
@@ -83,11 +86,12 @@ def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
 class Dispatcher:
     """Admits, queues, dispatches, retries, cancels and completes invocations."""
 
-    def __init__(self, writer: GroupCommitWriter,
+    def __init__(self, writer: GroupCommitWriter, quotas: QuotaGate,
                  on_result: Callable[[Pending, TaskResult], None] | None = None, *,
                  runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote,
                  on_dispatch: Callable[[str, str, int], None] | None = None) -> None:
         self.writer = writer
+        self.quotas = quotas
         self.on_result = on_result
         # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
         self.runner_for = runner_for
@@ -96,12 +100,17 @@ class Dispatcher:
         self._inflight: dict[str, Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._speed: dict[str, tuple[int, float]] = {}  # version key -> (executions seen, mean duration ms)
+        # tenant -> its queues with invocations held back by its concurrency quota, in the order they were held
+        self._held: dict[str, dict[tuple[str, str], None]] = {}
 
     def admit(self, rt: FunctionRuntime) -> None:
-        """Reserve a place in this function's queue, or raise Overloaded (call before persisting; `submit`
-        with `reserved=True` or `release` gives the place back)."""
+        """Reserve a place in this function's queue and in its tenant's quotas, or raise Overloaded (QuotaExceeded
+        for a tenant's quota) having reserved nothing (call before persisting; `submit` with `reserved=True` or
+        `release` gives the place back)."""
         q = self._queues.setdefault((rt.namespace, rt.name), FnQueue())
+        self.quotas.admit(rt.namespace)
         if q.running + len(q.waiting) + q.reserved >= rt.config.max_concurrency + rt.config.max_queue:
+            self.quotas.unadmit(rt.namespace)
             raise Overloaded(f"function {rt.name!r} has {len(q.waiting) + q.reserved} invocations queued (max_queue "
                              f"{rt.config.max_queue}); retry later", retry_after_s=1)
         q.reserved += 1
@@ -111,6 +120,7 @@ class Dispatcher:
         q = self._queues.get((rt.namespace, rt.name))
         if q is not None and q.reserved > 0:
             q.reserved -= 1
+            self.quotas.unadmit(rt.namespace)
 
     def submit(self, p: Pending, *, reserved: bool = False) -> asyncio.Future[TaskResult]:
         """Queue an accepted (already persisted) invocation; the future resolves with its final result."""
@@ -120,6 +130,8 @@ class Dispatcher:
         q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
         if reserved and q.reserved > 0:
             q.reserved -= 1
+        else:  # accepted without `admit` (a pipeline step, a recovered or redriven task): queued all the same
+            self.quotas.load(p.rt.namespace).queued += 1
         q.waiting.append(p)
         self._pump_soon(q, p.rt.config.max_concurrency)
         return p.done
@@ -142,6 +154,7 @@ class Dispatcher:
         q = self._queues.get((p.rt.namespace, p.rt.name))
         if q is not None and p in q.waiting:
             q.waiting.remove(p)
+            self.quotas.load(p.rt.namespace).queued -= 1
             await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled while queued",
                                                TaskStatus.CANCELLED))
         elif p.timer is not None:
@@ -164,17 +177,40 @@ class Dispatcher:
     def _pump(self, q: FnQueue, limit: int) -> None:
         q.pump_scheduled = False
         while q.waiting and q.running < limit:
-            first = q.waiting.popleft()
+            first = q.waiting[0]
+            tenant = self.quotas.load(first.rt.namespace)
+            room = tenant.limits.concurrency - tenant.running
+            if room <= 0:  # the tenant's concurrency quota: wait for one of its invocations to end
+                self._held.setdefault(first.rt.namespace, {})[(first.rt.namespace, first.rt.name)] = None
+                return
+            q.waiting.popleft()
             batch = [first]
-            size = min(self._batch_size(first.rt, limit), limit - q.running)
+            size = min(self._batch_size(first.rt, limit), limit - q.running, room)
             while len(batch) < size and q.waiting and q.waiting[0].rt.key == first.rt.key:
                 batch.append(q.waiting.popleft())
             q.running += len(batch)
+            tenant.running += len(batch)
+            tenant.queued -= len(batch)
             if self.on_dispatch is not None:
                 self.on_dispatch(first.rt.namespace, first.rt.name, len(batch))
             t = asyncio.get_running_loop().create_task(self._run(q, batch))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
+
+    def quotas_changed(self, namespace: str) -> None:
+        """A tenant's quotas changed: dispatch what a larger concurrency quota now lets run."""
+        self._pump_held(namespace)
+
+    def _pump_held(self, namespace: str) -> None:
+        """Dispatch what a tenant's concurrency quota held back, oldest-held queue first, while it has room."""
+        held = self._held.get(namespace)
+        tenant = self.quotas.load(namespace)
+        while held and tenant.running < tenant.limits.concurrency:
+            key = next(iter(held))
+            del held[key]
+            q = self._queues.get(key)
+            if q is not None and q.waiting:
+                self._pump(q, q.waiting[0].rt.config.max_concurrency)
 
     def _short(self, rt: FunctionRuntime) -> bool:
         """True when this version's recent executions were short and it accepts batching (max_batch > 1)."""
@@ -231,7 +267,14 @@ class Dispatcher:
             for p in batch:
                 p.ref = None
             q.running -= len(batch)
-            self._pump(q, rt.config.max_concurrency)
+            self.quotas.load(rt.namespace).running -= len(batch)
+            held = self._held.get(rt.namespace)
+            if held:  # the tenant's queues held back by its quota go first, then this one (no queue starves)
+                if q.waiting:
+                    held.setdefault((rt.namespace, rt.name), None)
+                self._pump_held(rt.namespace)
+            else:
+                self._pump(q, rt.config.max_concurrency)
         self._observe_speed(rt.key, results)
         await asyncio.gather(*(self._settle(p, r) for p, r in zip(batch, results, strict=True)))
 
@@ -253,6 +296,7 @@ class Dispatcher:
         p.timer = None
         q = self._queues.setdefault((p.rt.namespace, p.rt.name), FnQueue())
         q.waiting.appendleft(p)  # a retry keeps its place at the head of its function's queue
+        self.quotas.load(p.rt.namespace).queued += 1
         self._pump_soon(q, p.rt.config.max_concurrency)
 
     async def _complete(self, p: Pending, result: TaskResult) -> None:

@@ -9,7 +9,14 @@ from fastapi import FastAPI, File, Form, Header, Query, Request, Response, Uploa
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core.errors import BundleTooLarge, InvalidInput
-from serve_app.http import access_routes, errors, execution_routes, monitoring_routes, silence_routes
+from serve_app.http import (
+    access_routes,
+    errors,
+    execution_routes,
+    monitoring_routes,
+    quota_routes,
+    silence_routes,
+)
 from serve_app.http.dependencies import CallerDep, PlatformDep, platform_of_scope
 from serve_app.http.fast_invoke import MAX_WAIT_S, FastInvoke
 from serve_app.http.fast_reads import FastReads
@@ -132,4 +139,5 @@ def create_app(platform: Platform) -> FastAPI:
     execution_routes.register(app)
     silence_routes.register(app)
     access_routes.register(app)
+    quota_routes.register(app)
     return app
