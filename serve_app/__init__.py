@@ -5,8 +5,8 @@ An invocation's path, in package order: `http` (the app, dependency providers, r
 paths, the one error mapping) → `accept` (admission: the sandbox gate; the task row and idempotency are still
 `Platform.invoke`'s) → `dispatch` (per-function queues, runners, express lanes) → `write` (the group-commit
 writer) → `feed` (lake, detectors, completion destinations). `results` answers reads and waits, `catalog` knows
-the functions' versions, `control` holds the control-plane services (deploy parsing, pipelines), `tasks` is
-the task repository. `platform` is the composition root, `deployment` the Serve deployment, and `cli` (the
+the functions' versions, `control` holds the control-plane services (deploy parsing, pipelines); the task
+repository is `core.db.tasks`. `platform` is the composition root, `deployment` the Serve deployment, and `cli` (the
 command line and the launcher) talks to the app over HTTP only and is imported by none of the others.
 
 The hot path, for whoever tunes it: the dispatcher runs each batch through a runner (`dispatch.runners`: Ray

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import ray
-from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from actors import handles
@@ -26,17 +25,16 @@ from cluster.packages import runtime_env_for
 from cluster.sandbox.mode import label as sandbox_label
 from core.access import Caller, Role
 from core.bundles import BundleLimits, BundleStore, validate_and_repack
-from core.db.audit import Change, record, record_alone
+from core.db.audit import Change, record_alone
 from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
 from core.db.keys import KeyRow, KeyStore, hash_key
 from core.db.quotas import QuotaStore
-from core.db.tables import Task
+from core.db.tasks import METRIC_KEYS, TaskStore
 from core.errors import (
     Conflict,
     HandlerCheckFailed,
     InvalidInput,
-    NotFound,
     QuotaExceeded,
     SandboxUnavailableError,
     Unauthorized,
@@ -59,7 +57,6 @@ from serve_app.feed.destinations import Destinations
 from serve_app.feed.monitoring import MonitoringFeed
 from serve_app.results.completions import Completions
 from serve_app.results.task_reads import TaskReads
-from serve_app.tasks import METRIC_KEYS, TaskStore
 from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
@@ -75,7 +72,7 @@ class Platform:
         self.bundles = BundleStore(settings.home / "artifacts")
         self.limits = BundleLimits.from_settings(settings)
         self.functions = FunctionStore(self.engine)
-        self.tasks = TaskStore(self.engine)
+        self.tasks = TaskStore(self.engine, sandbox_label())
         self.secrets = SecretBox(settings.home / "secrets.key")
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
         self.completions = Completions()
@@ -379,10 +376,7 @@ class Platform:
     async def _start_run(self, caller: Caller, label: str, plan: list[dict[str, Any]], event_json: bytes,
                          wait_s: float | None, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
         if idempotency_key:
-            async with self.tasks.sessions() as s:
-                found = (await s.execute(select(Task.id).where(
-                    Task.namespace == caller.namespace, Task.function_name == label,
-                    Task.idempotency_key == idempotency_key))).scalar()
+            found = await self.tasks.keyed(caller.namespace, label, idempotency_key)
             if found:
                 return await self._existing(caller, found, wait_s)
         self.quotas.admit(caller.namespace)  # a run is an invocation: the rate and queued quotas apply
@@ -445,26 +439,9 @@ class Platform:
         return task_id, fresh
 
     async def _insert_or_find(self, rt: FunctionRuntime, event_json: bytes, key: str) -> tuple[str, bool]:
-        new_id = str(uuid.uuid4())
-        params = {"id": new_id, "namespace": rt.namespace, "function_id": rt.function_id, "function_name": rt.name,
-                  "version": rt.version, "input": event_json.decode(), "key": key}
-        async with self.engine.begin() as conn:
-            # a key older than 24 h may be reused: release it first
-            await conn.execute(text(
-                "UPDATE tasks SET idempotency_key = NULL WHERE namespace = :namespace AND function_name = "
-                ":function_name AND idempotency_key = :key AND created_at < now() - interval '24 hours'"), params)
-            got = (await conn.execute(text(
-                "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
-                " idempotency_key, created_at) VALUES (:id, :namespace, :function_id, :function_name, :version,"
-                " 'function', 'queued', CAST(:input AS json), 1, :key, now())"
-                " ON CONFLICT (namespace, function_name, idempotency_key) WHERE idempotency_key IS NOT NULL"
-                " DO NOTHING RETURNING id"), params)).scalar()
-            if got:
-                return str(got), True
-            old = (await conn.execute(text(
-                "SELECT id FROM tasks WHERE namespace = :namespace AND function_name = :function_name"
-                " AND idempotency_key = :key"), params)).scalar()
-        return str(old), False
+        return await self.tasks.insert_keyed({
+            "id": str(uuid.uuid4()), "namespace": rt.namespace, "function_id": rt.function_id,
+            "function_name": rt.name, "version": rt.version, "input": event_json.decode(), "key": key})
 
     async def cancel(self, caller: Caller, task_id: str) -> dict[str, Any]:
         """Stop a queued or running task (or pipeline run); return its record once stopped."""
@@ -486,12 +463,7 @@ class Platform:
             await asyncio.wait_for(asyncio.shield(run.done), timeout=10)
         else:
             # not held by this process (e.g. accepted before a restart and not yet recovered): end it in place
-            async with self.engine.begin() as conn:
-                ended = (await conn.execute(text(
-                    "UPDATE tasks SET status = 'cancelled', finished_at = now(), error = CAST(:e AS jsonb)"
-                    " WHERE (id = :id OR parent_id = :id) AND status IN ('queued', 'running') RETURNING id"),
-                    {"id": task_id, "e": json.dumps({"type": "Cancelled", "message": "cancelled", "stack": []})}
-                )).scalars().all()
+            ended = await self.tasks.cancel_open(task_id, {"type": "Cancelled", "message": "cancelled", "stack": []})
             self.completions.publish(ended)  # committed outside the writer: wake long-polls here
         await self.audit(Change(caller, "tasks.cancel", f"task/{task_id}"))
         return await self.tasks.get(caller.namespace, task_id)
@@ -502,27 +474,9 @@ class Platform:
 
     async def redrive(self, caller: Caller, task_id: str) -> dict[str, Any]:
         """Run a dead letter again, as its next attempt under the same task id."""
-        async with self.tasks.sessions() as s:
-            t = (await s.execute(select(Task).where(Task.id == task_id, Task.namespace == caller.namespace))).scalar()
-        if t is None:
-            raise NotFound(f"no task with id {task_id!r}")
-        if t.kind != "function" or t.status not in ("failed", "timed_out") or t.parent_id is not None:
-            raise Conflict(f"task {task_id} is not a dead letter (status {t.status}); pipeline runs are resumed "
-                           "with POST /v1/tasks/{id}/resume")
+        t = await self.tasks.dead_letter(caller.namespace, task_id)
         rt = await self.registry.resolve(caller.namespace, t.function_name, t.version)
-        async with self.engine.begin() as conn:
-            moved = (await conn.execute(text(
-                "WITH prev AS (UPDATE tasks SET status = 'queued', attempt = attempt + 1, error = NULL, output = NULL,"
-                " finished_at = NULL WHERE id = :id AND status IN ('failed', 'timed_out') RETURNING attempt)"
-                " SELECT attempt FROM prev"), {"id": task_id})).scalar()
-            if moved is None:
-                raise Conflict(f"task {task_id} changed while being redriven")
-            await record(conn, Change(caller, "tasks.redrive", f"task/{task_id}", detail={"attempt": int(moved)}))
-            await conn.execute(text(
-                "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
-                " VALUES (:id, :a, :st, CAST(:e AS jsonb), :s, :f)"),
-                {"id": task_id, "a": moved - 1, "st": t.status, "e": json.dumps(t.error), "s": t.started_at,
-                 "f": t.finished_at or datetime.now(UTC)})
+        moved = await self.tasks.requeue_dead_letter(t, Change(caller, "tasks.redrive", f"task/{task_id}"))
         self.dispatcher.submit(Pending(task_id, rt, json.dumps(t.input).encode(), time.time(), attempt=int(moved)))
         return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
 
@@ -560,33 +514,11 @@ class Platform:
     async def recover(self) -> None:
         """Tasks a previous run left open: running ones are retried if allowed, else failed (ExecutorLost);
         queued ones run; open pipeline runs continue."""
-        lost_err = json.dumps({"type": "ExecutorLost", "message": "the platform stopped while this task was "
-                               "running; its executor was lost", "stack": []})
-        async with self.engine.begin() as conn:
-            running = (await conn.execute(text(
-                "SELECT t.id, t.attempt, COALESCE((v.config->>'max_retries')::int, 0), t.started_at FROM tasks t"
-                " LEFT JOIN function_versions v ON v.function_id = t.function_id AND v.version = t.version"
-                " WHERE t.status = 'running' AND t.kind = 'function'"))).all()
-            retry = [r for r in running if r[1] <= r[2]]
-            fail = [r for r in running if r[1] > r[2]]
-            if retry:
-                await conn.execute(text(
-                    "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
-                    " VALUES (:id, :a, 'failed', CAST(:e AS jsonb), :s, now())"),
-                    [{"id": r[0], "a": r[1], "e": lost_err, "s": r[3]} for r in retry])
-                await conn.execute(text("UPDATE tasks SET status = 'queued', attempt = attempt + 1 WHERE id = :id"),
-                                   [{"id": r[0]} for r in retry])
-            if fail:
-                await conn.execute(text(
-                    "UPDATE tasks SET status = 'failed', finished_at = now(), error = CAST(:e AS jsonb)"
-                    " WHERE id = :id"), [{"id": r[0], "e": lost_err} for r in fail])
-            queued = (await conn.execute(text(
-                "SELECT id, namespace, function_name, version, input, extract(epoch from created_at), attempt,"
-                " parent_id, step_index FROM tasks WHERE status = 'queued' AND kind = 'function'"
-                " ORDER BY created_at"))).all()
-        if running:
-            log.warning("recovery: %d running tasks requeued for retry, %d failed as ExecutorLost",
-                        len(retry), len(fail))
+        retried, failed, queued = await self.tasks.recover_open({
+            "type": "ExecutorLost", "message": "the platform stopped while this task was running; its executor was "
+            "lost", "stack": []})
+        if retried or failed:
+            log.warning("recovery: %d running tasks requeued for retry, %d failed as ExecutorLost", retried, failed)
         for tid, ns, fname, ver, inp, created, attempt, parent, step in queued:
             try:
                 rt = await self.registry.resolve(ns, fname, ver, require_active=False)
@@ -601,8 +533,7 @@ class Platform:
 
     async def healthy(self) -> dict[str, Any]:
         """Database and Ray reachability."""
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await self.tasks.ping()
         sandbox = self.sandbox.mode if self.sandbox.problem is None else f"unavailable: {self.sandbox.problem}"
         return {"database": "ok", "ray": "ok" if ray.is_initialized() else "down", "sandbox": sandbox}
 

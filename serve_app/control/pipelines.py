@@ -25,11 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.access import Caller
 from core.db.audit import Change, record
 from core.db.tables import Pipeline, Task
+from core.db.tasks import TaskStore
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import NAME_PATTERN, NAME_RE
 from serve_app.catalog.registry import Registry
 from serve_app.dispatch.dispatcher import Dispatcher, Pending
-from serve_app.tasks import TaskStore
 from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)

@@ -1,2 +1,2 @@
 """After a result is committed: the Prometheus/lake/detector feed and completion destinations. Imports
-`dispatch`, `write`, `tasks`, `analytics`, `core`; never `http` or the platform."""
+`dispatch`, `write`, `analytics`, `core`; never `http` or the platform."""

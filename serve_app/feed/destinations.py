@@ -26,10 +26,10 @@ import httpx
 from analytics.alerting.signing import signature_headers
 from analytics.alerting.transports import classify_http
 from core.db.deliveries import DeliveryLog
+from core.db.tasks import TaskStore
 from core.errors import CloudFnError, InvalidInput, Overloaded
 from core.models import FunctionConfig, FunctionDestination, WebhookDestination
 from serve_app.dispatch.dispatcher import Pending
-from serve_app.tasks import TaskStore
 from serve_app.write.writer import TaskResult
 
 log = logging.getLogger(__name__)

@@ -1,2 +1,2 @@
 """Results without polling: task reads, batch lookups and long-poll waits woken by committed results.
-Imports `tasks` and `core` only."""
+Imports `core` only (the task repository is `core.db.tasks`)."""

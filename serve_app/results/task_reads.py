@@ -14,10 +14,10 @@ import math
 import re
 from typing import Any
 
+from core.db.tasks import TaskStore
 from core.errors import InvalidInput, NotFound
 from core.models import TASK_ID_PATTERN
 from serve_app.results.completions import Completions
-from serve_app.tasks import TaskStore
 
 MAX_LOOKUP_IDS = 1000  # POST /v1/tasks/lookup
 MAX_QUERY_IDS = 100  # GET /v1/tasks?ids=: a longer URL outgrows proxies' default buffers

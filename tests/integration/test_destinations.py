@@ -149,9 +149,9 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
     the task (no delivery row) and sends it again, with the same webhook-id."""
     from core.db.deliveries import DeliveryLog
     from core.db.engine import make_async_engine
+    from core.db.tasks import TaskStore
     from serve_app.catalog.registry import Registry
     from serve_app.feed.destinations import Destinations
-    from serve_app.tasks import TaskStore
 
     cfg = {"on_failure": {"type": "webhook", "url": receiver.url, "secret": SECRET}}
     assert deploy(api, "dest-restart", files={"main.py": WORKER}, config=cfg).status_code == 201
@@ -170,7 +170,7 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
         async def no_invoke(*_: Any) -> str:
             raise AssertionError("a webhook destination invokes no function")
 
-        restarted = Destinations(TaskStore(engine), DeliveryLog(engine), registry, no_invoke)
+        restarted = Destinations(TaskStore(engine, "jail"), DeliveryLog(engine), registry, no_invoke)
         await restarted.recover()
         await restarted.drain()
         await restarted.close()

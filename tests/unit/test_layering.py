@@ -103,15 +103,14 @@ def test_no_import_cycles_between_modules(package: str) -> None:
 # serve_app's parts and the parts each may import: the invocation's path (http → accept → dispatch → write →
 # feed) with reads (results), the function catalogue and the control plane beside it; `platform` composes them
 SERVE_APP_PARTS: dict[str, set[str]] = {
-    "tasks": set(),
     "catalog": set(),
     "accept": set(),
-    "results": {"tasks"},
+    "results": set(),
     "write": {"results"},
     "dispatch": {"write", "catalog"},
-    "control": {"dispatch", "write", "catalog", "tasks"},
-    "feed": {"dispatch", "write", "tasks"},
-    "platform": {"accept", "catalog", "control", "dispatch", "feed", "results", "tasks", "write"},
+    "control": {"dispatch", "write", "catalog"},
+    "feed": {"dispatch", "write"},
+    "platform": {"accept", "catalog", "control", "dispatch", "feed", "results", "write"},
     "http": {"platform", "results", "accept", "catalog", "control"},
     "deployment": {"http", "platform"},
     "cli": {"deployment"},
