@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, check_handler
+from core.settings import get_settings
 
 from . import cgroups, layout, mode
 from .child import Child, Reply
@@ -18,15 +20,29 @@ from .context import InvocationContext
 from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation
 from .outcome import death_error, err, failure, from_reply, join_logs
 from .spec import init_message
+from .warm import WarmEntry, WarmLedger, default_root, pss_kib
+
+BUDGET_TICK_S = 1.0  # how often a pool with a memory budget publishes its warm children and evicts
+PSS_REFRESH_S = 15.0  # how long a measured PSS (a child's, the worker's) is reused before it is read again
 
 
 class SandboxPool:
-    """One per Ray worker process (module-level singleton via get_pool()); warm children keyed by `key`."""
+    """One per Ray worker process (module-level singleton via get_pool()); warm children keyed by `key`.
 
-    def __init__(self, root: Path, idle_ttl_s: float = 600.0, max_warm: int = 16) -> None:
+    With `budget_mb`, the pool publishes its warm children to the host's ledger (`warm.WarmLedger`) and evicts
+    its own least recently used ones whenever the host's warm memory (children's and their workers' PSS)
+    exceeds the budget; `host_kind` names the worker in the ledger (task_worker, express_lane)."""
+
+    def __init__(self, root: Path, idle_ttl_s: float = 600.0, max_warm: int = 16, *, budget_mb: float | None = None,
+                 host_kind: str = "task_worker") -> None:
         self.root = Path(root)
         self.idle_ttl_s = idle_ttl_s
         self.max_warm = max_warm
+        self.budget_mb = budget_mb
+        self.host_kind = host_kind
+        self.ledger = WarmLedger(self.root)
+        self.evictions = 0  # children this pool evicted for the budget
+        self._pss: dict[int, tuple[int, float]] = {}  # pid (a child's, or this worker's) -> (PSS KiB, measured at)
         self._lock = threading.Lock()
         self._idle: OrderedDict[Child, None] = OrderedDict()  # least recently used first
         self._busy: set[Child] = set()
@@ -168,6 +184,14 @@ class SandboxPool:
             c.signal_kill()
         for c in idle:
             c.kill()
+        if self.budget_mb is not None:
+            self.ledger.withdraw()
+
+    def warm_pids(self, key: str) -> list[int]:
+        """Every process of the key's idle warm children (their cgroups' members, or the children alone)."""
+        with self._lock:
+            children = [c for c in self._idle if c.key == key]
+        return [p for c in children for p in (c.cg.pids() if c.cg.dirs else [c.pid])]
 
     def warm_count(self, key: str | None = None) -> int:
         """Idle warm children (for one key, or all)."""
@@ -231,6 +255,8 @@ class SandboxPool:
 
     def _reap_loop(self) -> None:
         interval = max(0.05, min(self.idle_ttl_s / 2.0, 30.0))
+        if self.budget_mb is not None:
+            interval = min(interval, BUDGET_TICK_S)
         while not self._stop.wait(interval):
             cutoff = time.monotonic() - self.idle_ttl_s
             with self._lock:
@@ -239,6 +265,54 @@ class SandboxPool:
                     del self._idle[c]
             for c in expired:
                 c.kill()
+            if self.budget_mb is not None:
+                with contextlib.suppress(OSError):  # the ledger is unreadable right now: the next tick tries again
+                    self.enforce_budget()
+
+    def enforce_budget(self) -> int:
+        """Publish this pool's warm children to the host's ledger, then evict those of its idle children the
+        host-wide plan says must go; how many it evicted."""
+        if self.budget_mb is None:
+            return 0
+        self._ensure_root()
+        self.ledger.ensure()
+        with self._lock:
+            idle, busy = list(self._idle), list(self._busy)
+        entries = [self._entry(c, busy=False) for c in idle] + [self._entry(c, busy=True) for c in busy]
+        self.ledger.publish(self.host_kind, entries, self._measured(os.getpid(), [os.getpid()]))
+        evict = self.ledger.read().plan(int(self.budget_mb * 1024))
+        with self._lock:
+            victims = [c for c in self._idle if c.pid in evict]
+            for c in victims:
+                del self._idle[c]
+        for c in victims:
+            c.kill()
+            self._pss.pop(c.pid, None)
+        if victims:
+            self.evictions += len(victims)
+            self.ledger.count_evictions(len(victims))
+            with self._lock:
+                idle, busy = list(self._idle), list(self._busy)
+            self.ledger.publish(self.host_kind, [self._entry(c, busy=False) for c in idle] +
+                                [self._entry(c, busy=True) for c in busy], self._measured(os.getpid(), [os.getpid()]))
+        live = {c.pid for c in idle} | {c.pid for c in busy} | {os.getpid()}
+        for pid in [p for p in self._pss if p not in live]:
+            del self._pss[pid]
+        return len(victims)
+
+    def _entry(self, child: Child, *, busy: bool) -> WarmEntry:
+        """A child as the ledger holds it (its PSS: every process of its cgroup, or the child alone)."""
+        used = time.time() if busy else time.time() - (time.monotonic() - child.last_used)
+        pss = self._measured(child.pid, child.cg.pids() if child.cg.dirs else [child.pid])
+        return WarmEntry(child.pid, child.key, os.getpid(), pss, round(used, 3), busy)
+
+    def _measured(self, pid: int, pids: list[int]) -> int:
+        """The PSS (KiB) of `pids`, remembered under `pid` for PSS_REFRESH_S."""
+        now = time.monotonic()
+        hit = self._pss.get(pid)
+        if hit is None or now - hit[1] > PSS_REFRESH_S:
+            hit = self._pss[pid] = (sum(pss_kib(p) for p in pids), now)
+        return hit[0]
 
     def _finish(self, child: Child, reply: Reply, nin: int, log_parts: list[bytes], *,
                 checkin: bool = True) -> ExecutionOutcome:
@@ -342,12 +416,13 @@ _pool: SandboxPool | None = None
 _pool_lock = threading.Lock()
 
 
-def get_pool() -> SandboxPool:
-    """Process-wide pool; root from env CLOUDFN_SANDBOX_ROOT or /tmp/cloudfn-sandbox-<uid>."""
+def get_pool(host_kind: str = "task_worker") -> SandboxPool:
+    """Process-wide pool (the first call names the worker's kind), under the host's memory budget."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            root = os.environ.get("CLOUDFN_SANDBOX_ROOT") or f"/tmp/cloudfn-sandbox-{os.getuid()}"
-            _pool = SandboxPool(Path(root))
+            settings = get_settings()
+            _pool = SandboxPool(default_root(), idle_ttl_s=float(max(settings.keep_warm_s, 1)),
+                                budget_mb=settings.warm_memory_mb, host_kind=host_kind)
             atexit.register(_pool.close)
         return _pool
