@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # Ray kills a worker idle this long (one left by a burst, or whose warm children were evicted); at most
     # keep_warm_s. Express lanes and shared warm hosts are actors: Ray never reaps those.
     idle_worker_s: int = Field(default=60, ge=1)
+    # shared warm hosts per API replica (actors holding many versions' warm children); unset: one per CPU;
+    # 0: none (each version's calls run in Ray workers of its own runtime_env, as before)
+    warm_hosts: int | None = Field(default=None, ge=0, le=64)
     # a custom Ray resource: the detector shards and the alert dispatcher run only on nodes offering it
     monitor_resource: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 

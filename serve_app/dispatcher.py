@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import ray
-
 from core.errors import Overloaded
 from core.models import TaskStatus
 from serve_app.registry import FunctionRuntime
@@ -53,6 +51,7 @@ class Pending:
     step_index: int | None = None
     done: asyncio.Future[TaskResult] | None = None
     ref: Any = None
+    runner: Any = None  # the Runner its call went to, while it runs
     cancelled: bool = False
     batched: bool = False  # its call is not killed for it: a batch with other invocations, or an express lane
     timer: asyncio.TimerHandle | None = None
@@ -147,8 +146,8 @@ class Dispatcher:
             p.timer.cancel()
             await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled before its retry",
                                                TaskStatus.CANCELLED))
-        elif p.ref is not None and not p.batched:
-            ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
+        elif p.ref is not None and not p.batched and p.runner is not None:
+            p.runner.cancel(p.ref, p.task_id)  # kills its sandboxed child (a task's whole worker, PDEATHSIG)
         # a batched invocation is left to finish: it is short (see _batch_size), and killing its worker would
         # kill the other invocations of the batch (or an express lane); its record then shows how it really ended
         return True
@@ -208,7 +207,7 @@ class Dispatcher:
         try:
             ref = runner.submit(common, [(p.task_id, p.event_json) for p in batch])
             for p in batch:
-                p.ref, p.batched = ref, len(batch) > 1 or not runner.cancel_kills_call
+                p.ref, p.runner, p.batched = ref, runner, len(batch) > 1 or not runner.cancel_kills_call
                 self.writer.mark_running(p.task_id, dispatched)
             outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
             results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
@@ -228,7 +227,7 @@ class Dispatcher:
         finally:
             runner.release()
             for p in batch:
-                p.ref = None
+                p.ref = p.runner = None
             q.running -= len(batch)
             self._pump(q, rt.config.max_concurrency)
         self._observe_speed(rt.key, results)

@@ -96,6 +96,7 @@ class Child:
         self.cap = config.max_output_kb * 1024
         self.last_used = time.monotonic()
         self.cancelled = False
+        self.running: set[str] = set()  # request ids of the invocations it runs now (for `SandboxPool.cancel`)
         self.dead = False
         self.exit: Exit | None = None
         self.isolation: dict[str, Any] = {}

@@ -47,6 +47,7 @@ class SandboxPool:
         self._idle: OrderedDict[Child, None] = OrderedDict()  # least recently used first
         self._busy: set[Child] = set()
         self._dirs: dict[str, layout.KeyDirs] = {}
+        self._dirs_lock = threading.Lock()
         self._root_ready = False
         self._closed = False
         self._stop = threading.Event()
@@ -67,6 +68,7 @@ class SandboxPool:
             if isinstance(started_child, ExecutionOutcome):
                 return started_child
             child, init_ms, init_logs = started_child
+        child.running = {context.aws_request_id}
         started = time.time()
         try:
             reply = child.call(context.to_wire(), event_json, time.monotonic() + config.timeout_s)
@@ -97,6 +99,7 @@ class SandboxPool:
             return [first, *self.invoke_many(key=key, code_dir=code_dir, handler=handler, config=config,
                                              calls=calls[1:])]
         outs: list[ExecutionOutcome] = []
+        child.running = {c.aws_request_id for _, c in calls}
         started = time.time()
         try:
             child.send_batch([c.to_wire() for _, c in calls], [e for e, _ in calls], config.timeout_s)
@@ -173,6 +176,16 @@ class SandboxPool:
         for c in idle:
             c.kill()
 
+    def cancel(self, request_id: str) -> bool:
+        """Kill the child running that invocation (it returns `cancelled`); False if none runs it here."""
+        with self._lock:
+            found = [c for c in self._busy if request_id in c.running]
+            for c in found:
+                c.cancelled = True
+        for c in found:
+            c.signal_kill()
+        return bool(found)
+
     def close(self) -> None:
         """Kill every child and stop the reaper."""
         self._stop.set()
@@ -208,12 +221,13 @@ class SandboxPool:
             self._root_ready = True
 
     def _key_dirs(self, key: str, code_dir: Path) -> layout.KeyDirs:
-        dirs = self._dirs.get(key)
-        if dirs is None:
-            self._ensure_root()
-            dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key))
-            self._dirs[key] = dirs
-        return dirs
+        with self._dirs_lock:  # a shared warm host starts children of many keys from many threads
+            dirs = self._dirs.get(key)
+            if dirs is None:
+                self._ensure_root()
+                dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key))
+                self._dirs[key] = dirs
+            return dirs
 
     def _checkout(self, key: str, config: FunctionConfig) -> Child | None:
         stale: list[Child] = []
@@ -346,6 +360,7 @@ class SandboxPool:
         except OSError as exc:
             return failure(TaskStatus.FAILED, err("SandboxSetupFailed", f"could not start the sandbox: {exc}"),
                            started, time.time(), "", nin)
+        child.running = {context.aws_request_id}
         with self._lock:
             self._busy.add(child)
         try:
