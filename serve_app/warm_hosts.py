@@ -72,8 +72,9 @@ class HostRunner:
         self.host.kill()
 
     def failed(self) -> None:
-        """The call raised: the host died; a new one replaces it."""
+        """The call raised (the host died, or is not trusted again): it goes; a new one replaces it."""
         self.hosts.lost(self.host)
+        self.host.kill()
 
     def release(self) -> None:
         """The call ended."""
@@ -150,6 +151,7 @@ class WarmHosts:
             host.pinging = False
             log.warning("warm host is gone: %r", exc)
             self.lost(host)
+            host.kill()
 
         when_answered(host.actor.ping.remote(), alive, gone)
 
