@@ -22,6 +22,7 @@ from .outcome import death_error, err, failure, from_reply, join_logs
 from .spec import init_message
 from .warm import WarmEntry, WarmLedger, default_root, pss_kib
 
+HOST_MAX_WARM = 2048  # idle children a shared warm host keeps at most (the memory budget is what binds first)
 BUDGET_TICK_S = 1.0  # how often a pool with a memory budget publishes its warm children and evicts
 PSS_REFRESH_S = 15.0  # how long a measured PSS (a child's, the worker's) is reused before it is read again
 
@@ -438,6 +439,7 @@ def get_pool(host_kind: str = "task_worker") -> SandboxPool:
         if _pool is None:
             settings = get_settings()
             _pool = SandboxPool(default_root(), idle_ttl_s=float(max(settings.keep_warm_s, 1)),
+                                max_warm=HOST_MAX_WARM if host_kind == "warm_host" else 16,
                                 budget_mb=settings.warm_memory_mb, host_kind=host_kind)
             atexit.register(_pool.close)
         return _pool
