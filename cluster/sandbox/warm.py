@@ -79,9 +79,11 @@ class WarmState:
         total = 0
         counted: set[int] = set()
         evict: set[int] = set()
+        full = False  # strictly least recently used: once one child does not fit, no older one stays
         for i, c in enumerate(sorted(self.children, key=lambda c: c.used, reverse=True)):
             cost = c.pss_kib + (self.hosts.get(c.host, ("", 0))[1] if c.host not in counted else 0)
-            if i > 0 and not c.busy and total + cost > budget_kib:
+            full = full or (i > 0 and total + cost > budget_kib)
+            if full and not c.busy:
                 evict.add(c.pid)
                 continue
             total += cost

@@ -142,6 +142,8 @@ def test_ledger_plan_orders_by_last_use_and_counts_each_worker_once(tmp_path: Pa
     assert state.plan(0) == {1000, 1001, 1002, 1003}  # never the most recently used
     with_busy = [*kids[1:3], WarmEntry(1099, "kb", me, 100, 0.0, busy=True)]
     assert WarmState(with_busy, {me: ("task_worker", 1000)}, 0).plan(0) == {1001}  # a busy child is never evicted
+    sizes = [WarmEntry(1, "new", me, 100, 3.0), WarmEntry(2, "big", me, 500, 2.0), WarmEntry(3, "old", me, 10, 1.0)]
+    assert WarmState(sizes, {}, 0).plan(150) == {2, 3}  # strictly by age: the small old one does not jump ahead
     ledger = WarmLedger(tmp_path)
     ledger.ensure()
     ledger.publish("task_worker", [WarmEntry(os.getpid(), "self", me, 10, 1.0)], 5)
