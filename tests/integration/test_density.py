@@ -5,6 +5,7 @@ shared warm hosts, bursts still parallel up to the cores, a host's death survive
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -120,3 +121,66 @@ def test_a_dead_host_is_replaced_and_its_versions_answer(api: httpx.Client, api_
         rows = conn.execute(text("SELECT count(*), count(DISTINCT task_id) FROM execution_metrics"
                                  " WHERE function = 'densdie'")).one()
     assert rows[0] == rows[1]  # one execution row per invocation
+
+
+def test_a_host_under_a_tiny_budget_keeps_the_most_recent_and_evicted_versions_answer_cold(
+        ray_cluster: Any) -> None:
+    import hashlib
+    import shutil
+    import uuid
+
+    import ray
+
+    from cluster.executor import WarmHost
+    from cluster.sandbox.warm import WarmLedger
+    from core.models import FunctionConfig
+    from tests.conftest import zip_files
+
+    root = f"/tmp/cloudfn-sandbox-evict-{uuid.uuid4().hex[:8]}"  # its own ledger: only this host's children
+    host = WarmHost.options(runtime_env={"env_vars": {  # type: ignore[attr-defined]
+        "CLOUDFN_WARM_MEMORY_MB": "16", "CLOUDFN_SANDBOX_ROOT": root}}).remote()
+    ledger = WarmLedger(Path(root))
+    versions = {}
+    for name in ("eva", "evb", "evc"):
+        data = zip_files({"main.py": TOKEN.format(name=name)})
+        versions[name] = (hashlib.sha256(data).hexdigest(), [ray.put(data)])
+
+    def run(name: str, i: int) -> dict[str, Any]:
+        sha, box = versions[name]
+        common = {"key": f"t/{name}/{sha}", "namespace": "t", "function": name, "version": 1,
+                  "handler": "main.handler", "config": FunctionConfig(timeout_s=30).model_dump(mode="json")}
+        out = ray.get(host.run.remote(sha, box, common, [(f"task-{name}-{i}", b'{"i": %d}' % i)]), timeout=120)
+        assert out[0]["status"] == "succeeded", out
+        return dict(out[0])
+
+    def warm_keys(expected: set[str]) -> set[str]:
+        """The versions warm on the host once its budget ticks settled on `expected` (or after 30 s)."""
+        deadline = time.monotonic() + 30
+        keys: set[str] = set()
+        while time.monotonic() < deadline:
+            keys = {c.key.split("/")[1] for c in ledger.read().children}
+            if keys == expected:
+                break
+            time.sleep(0.2)
+        return keys
+
+    try:
+        first = {n: run(n, 1) for n in ("eva", "evb", "evc")}
+        assert warm_keys({"evc"}) == {"evc"}  # 16 MiB: room for the most recently used child only
+        assert ledger.read().evictions >= 2
+        again = run("eva", 2)  # evicted: a cold start, its own code, a new child
+        assert again["cold_start"] and json_output(again)["fn"] == "eva"
+        assert json_output(again)["child"] != json_output(first["eva"])["child"]
+        assert warm_keys({"eva"}) == {"eva"}
+        warm = run("eva", 3)
+        assert not warm["cold_start"] and json_output(warm)["child"] == json_output(again)["child"]
+    finally:
+        ray.kill(host)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def json_output(out: dict[str, Any]) -> dict[str, Any]:
+    """The handler's output of an executor outcome."""
+    import json
+
+    return dict(json.loads(out["output_json"]))
