@@ -74,13 +74,22 @@ class WarmState:
         return sum(k for h, (knd, k) in self.hosts.items() if kind is None or knd == kind)
 
     def plan(self, budget_kib: int) -> set[int]:
-        """The pids of the children to evict: the least recently used beyond the budget (never a busy one,
-        never the most recently used)."""
+        """The pids of the children to evict beyond the budget (never a busy one, never the most recently
+        used): first a version's extra children (a burst's, beyond its most recently used one), then whole
+        versions, least recently used first."""
         total = 0
         counted: set[int] = set()
         evict: set[int] = set()
-        full = False  # strictly least recently used: once one child does not fit, no older one stays
-        for i, c in enumerate(sorted(self.children, key=lambda c: c.used, reverse=True)):
+        newest = sorted(self.children, key=lambda c: c.used, reverse=True)
+        seen: set[str] = set()
+        extra: set[int] = set()
+        for c in newest:
+            if c.key in seen:
+                extra.add(c.pid)
+            seen.add(c.key)
+        ranked = [c for c in newest if c.pid not in extra] + [c for c in newest if c.pid in extra]
+        full = False  # strictly in that order: once one child does not fit, no later one stays
+        for i, c in enumerate(ranked):
             cost = c.pss_kib + (self.hosts.get(c.host, ("", 0))[1] if c.host not in counted else 0)
             full = full or (i > 0 and total + cost > budget_kib)
             if full and not c.busy:

@@ -144,6 +144,8 @@ def test_ledger_plan_orders_by_last_use_and_counts_each_worker_once(tmp_path: Pa
     assert WarmState(with_busy, {me: ("task_worker", 1000)}, 0).plan(0) == {1001}  # a busy child is never evicted
     sizes = [WarmEntry(1, "new", me, 100, 3.0), WarmEntry(2, "big", me, 500, 2.0), WarmEntry(3, "old", me, 10, 1.0)]
     assert WarmState(sizes, {}, 0).plan(150) == {2, 3}  # strictly by age: the small old one does not jump ahead
+    burst = [WarmEntry(1, "a", me, 100, 5.0), WarmEntry(2, "a", me, 100, 4.0), WarmEntry(3, "b", me, 100, 3.0)]
+    assert WarmState(burst, {}, 0).plan(250) == {2}  # a burst's extra child goes before another version's last
     ledger = WarmLedger(tmp_path)
     ledger.ensure()
     ledger.publish("task_worker", [WarmEntry(os.getpid(), "self", me, 10, 1.0)], 5)
