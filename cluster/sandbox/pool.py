@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .warm import WarmEntry, WarmLedger, default_root, pss_kib
 
 HOST_MAX_WARM = 2048  # idle children a shared warm host keeps at most (the memory budget is what binds first)
 BUDGET_TICK_S = 1.0  # how often a pool with a memory budget publishes its warm children and evicts
+PLAN_RELAXED_S = 5.0  # how often it reads the host's ledger while the host is under 80 % of the budget
 PSS_REFRESH_S = 15.0  # how long a measured PSS (a child's, the worker's) is reused before it is read again
 
 
@@ -43,6 +45,7 @@ class SandboxPool:
         self.host_kind = host_kind
         self.ledger = WarmLedger(self.root)
         self.evictions = 0  # children this pool evicted for the budget
+        self._plan_at = 0.0  # when the host's ledger is read next (monotonic)
         self._pss: dict[int, tuple[int, float]] = {}  # pid (a child's, or this worker's) -> (PSS KiB, measured at)
         self._lock = threading.Lock()
         self._idle: OrderedDict[Child, None] = OrderedDict()  # least recently used first
@@ -284,49 +287,57 @@ class SandboxPool:
                 with contextlib.suppress(OSError):  # the ledger is unreadable right now: the next tick tries again
                     self.enforce_budget()
 
-    def enforce_budget(self) -> int:
-        """Publish this pool's warm children to the host's ledger, then evict those of its idle children the
-        host-wide plan says must go; how many it evicted."""
+    def enforce_budget(self, *, now: bool = False) -> int:
+        """Publish this pool's warm children to the host's ledger, then (each tick near the budget, every
+        PLAN_RELAXED_S far under it, or `now`) evict those of its idle children the host-wide plan says must
+        go; how many it evicted."""
         if self.budget_mb is None:
             return 0
         self._ensure_root()
         self.ledger.ensure()
-        with self._lock:
-            idle, busy = list(self._idle), list(self._busy)
-        entries = [self._entry(c, busy=False) for c in idle] + [self._entry(c, busy=True) for c in busy]
-        self.ledger.publish(self.host_kind, entries, self._measured(os.getpid(), [os.getpid()]))
-        evict = self.ledger.read().plan(int(self.budget_mb * 1024))
+        live = self._publish()
+        tick = time.monotonic()
+        if tick < self._plan_at and not now:
+            return 0
+        state = self.ledger.read()
+        budget_kib = int(self.budget_mb * 1024)
+        # far under the budget, the host's ledger (one file per warm child) is read only every PLAN_RELAXED_S
+        self._plan_at = tick + (BUDGET_TICK_S if state.total_kib() > 0.8 * budget_kib else PLAN_RELAXED_S)
+        evict = state.plan(budget_kib)
         with self._lock:
             victims = [c for c in self._idle if c.pid in evict]
             for c in victims:
                 del self._idle[c]
         for c in victims:
             c.kill()
-            self._pss.pop(c.pid, None)
         if victims:
             self.evictions += len(victims)
             self.ledger.count_evictions(len(victims))
-            with self._lock:
-                idle, busy = list(self._idle), list(self._busy)
-            self.ledger.publish(self.host_kind, [self._entry(c, busy=False) for c in idle] +
-                                [self._entry(c, busy=True) for c in busy], self._measured(os.getpid(), [os.getpid()]))
-        live = {c.pid for c in idle} | {c.pid for c in busy} | {os.getpid()}
+            live = self._publish()
         for pid in [p for p in self._pss if p not in live]:
             del self._pss[pid]
         return len(victims)
 
+    def _publish(self) -> set[int]:
+        """Write this pool's warm children (and its own PSS) to the ledger; the pids it published."""
+        with self._lock:
+            idle, busy = list(self._idle), list(self._busy)
+        entries = [self._entry(c, busy=False) for c in idle] + [self._entry(c, busy=True) for c in busy]
+        self.ledger.publish(self.host_kind, entries, self._measured(os.getpid(), lambda: [os.getpid()]))
+        return {e.pid for e in entries} | {os.getpid()}
+
     def _entry(self, child: Child, *, busy: bool) -> WarmEntry:
         """A child as the ledger holds it (its PSS: every process of its cgroup, or the child alone)."""
-        used = time.time() if busy else time.time() - (time.monotonic() - child.last_used)
-        pss = self._measured(child.pid, child.cg.pids() if child.cg.dirs else [child.pid])
+        used = time.time() if busy else child.used_at
+        pss = self._measured(child.pid, lambda: child.cg.pids() if child.cg.dirs else [child.pid])
         return WarmEntry(child.pid, child.key, os.getpid(), pss, round(used, 3), busy)
 
-    def _measured(self, pid: int, pids: list[int]) -> int:
-        """The PSS (KiB) of `pids`, remembered under `pid` for PSS_REFRESH_S."""
+    def _measured(self, pid: int, pids: Callable[[], list[int]]) -> int:
+        """The PSS (KiB) of the processes `pids()` lists, remembered under `pid` for PSS_REFRESH_S."""
         now = time.monotonic()
         hit = self._pss.get(pid)
         if hit is None or now - hit[1] > PSS_REFRESH_S:
-            hit = self._pss[pid] = (sum(pss_kib(p) for p in pids), now)
+            hit = self._pss[pid] = (sum(pss_kib(p) for p in pids()), now)
         return hit[0]
 
     def _finish(self, child: Child, reply: Reply, nin: int, log_parts: list[bytes], *,

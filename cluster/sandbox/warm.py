@@ -73,6 +73,10 @@ class WarmState:
         """PSS of the workers holding warm children (of one kind, or all)."""
         return sum(k for h, (knd, k) in self.hosts.items() if kind is None or knd == kind)
 
+    def total_kib(self) -> int:
+        """The host's warm memory: the children and the workers holding them."""
+        return self.children_kib + self.hosts_kib()
+
     def plan(self, budget_kib: int) -> set[int]:
         """The pids of the children to evict beyond the budget (never a busy one, never the most recently
         used): first a version's extra children (a burst's, beyond its most recently used one), then whole

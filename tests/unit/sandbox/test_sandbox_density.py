@@ -53,7 +53,7 @@ def test_budget_keeps_most_recently_used_and_evicts_the_rest(budget_pool: Sandbo
         assert invoke(budget_pool, codes[k], {}, key=k).status == TaskStatus.SUCCEEDED
     again = invoke(budget_pool, codes[keys[0]], {}, key=keys[0])  # keys[0] is now the most recently used
     assert again.status == TaskStatus.SUCCEEDED and not again.cold_start
-    assert budget_pool.enforce_budget() == 0  # far under the budget: nothing goes
+    assert budget_pool.enforce_budget(now=True) == 0  # far under the budget: nothing goes
     state = budget_pool.ledger.read()
     assert state.functions == 4 and len(state.children) == 4
     assert all(c.pss_kib > 0 for c in state.children) and state.hosts_kib() > 0
@@ -61,7 +61,7 @@ def test_budget_keeps_most_recently_used_and_evicts_the_rest(budget_pool: Sandbo
     # room for this worker and the two most recently used children (keys[0], keys[3]), not for a third
     room = state.hosts_kib() + by_key[keys[0]] + by_key[keys[3]] + min(by_key[keys[1]], by_key[keys[2]]) // 2
     budget_pool.budget_mb = room / 1024
-    assert budget_pool.enforce_budget() == 2
+    assert budget_pool.enforce_budget(now=True) == 2
     assert [budget_pool.warm_count(k) for k in keys] == [1, 0, 0, 1]
     after = budget_pool.ledger.read()
     assert after.evictions == 2 and after.functions == 2 and {c.key for c in after.children} == {keys[0], keys[3]}
@@ -76,12 +76,12 @@ def test_evicted_function_answers_cold_and_correctly(budget_pool: SandboxPool, t
     first = invoke(budget_pool, code_a, {}, key=a)
     assert invoke(budget_pool, code_b, {}, key=b).status == TaskStatus.SUCCEEDED
     budget_pool.budget_mb = 1 / 1024  # 1 KiB: only the most recently used child may stay
-    assert budget_pool.enforce_budget() == 1
+    assert budget_pool.enforce_budget(now=True) == 1
     assert budget_pool.warm_count(a) == 0 and budget_pool.warm_count(b) == 1
     back = invoke(budget_pool, code_a, {}, key=a)
     assert back.status == TaskStatus.SUCCEEDED and back.cold_start
     assert back.output["mark"] == "fnA" and back.output["pid_token"] != first.output["pid_token"]
-    assert budget_pool.enforce_budget() == 1  # now b is the least recently used
+    assert budget_pool.enforce_budget(now=True) == 1  # now b is the least recently used
     assert budget_pool.warm_count(a) == 1 and budget_pool.warm_count(b) == 0
 
 
