@@ -34,7 +34,7 @@ from analytics.alerting.inhibition import inhibited
 from analytics.alerting.labels import alert_labels, direct_receiver
 from analytics.alerting.payloads import fingerprint
 from analytics.alerting.silences import Silence, matchers_from_json
-from analytics.lake import open_lake
+from analytics.lakes import open_lake
 from core.db.engine import make_engine
 from core.db.outbox import active_silences, enqueue, last_notices
 from core.db.tables import Alert, AlertRule, Function

@@ -17,7 +17,7 @@ that gap and is not worth it at this scale. The aggregates deduplicate by ``(tas
 pending rows that are also flushed and for a flush that was retried.
 
 The same layout on object storage (``s3://bucket/prefix``, ``gs://…``) is ``analytics.object_lake``;
-``open_lake`` picks one from the URI, and readers go through ``Lake`` (the methods both provide).
+``analytics.lakes.open_lake`` picks one from the URI, and readers go through ``Lake`` (the methods both provide).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.models import NAME_RE, MetricRecord
-from core.settings import LAKE_OBJECT_SCHEMES as OBJECT_SCHEMES
 
 if TYPE_CHECKING:
     import duckdb
@@ -163,15 +162,6 @@ class Lake(Protocol):
     def days_between(start: float, end: float) -> list[date]:
         """Every UTC day from `start`'s to `end`'s."""
         ...
-
-
-def open_lake(uri: Path | str) -> Lake:
-    """The lake at a local path, a file:// URI, or s3://bucket/prefix and gs://bucket/prefix (object storage)."""
-    if isinstance(uri, str) and urlparse(uri).scheme in OBJECT_SCHEMES:
-        from analytics.object_lake import ObjectStoreLake
-
-        return ObjectStoreLake(uri)
-    return ParquetLake(uri)
 
 
 def partition_folder(function: str, day: date | str) -> str:

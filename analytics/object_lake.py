@@ -34,7 +34,6 @@ import pyarrow.parquet as pq
 from analytics.lake import (
     COMPRESSION,
     FILE_SCHEMA,
-    OBJECT_SCHEMES,
     ROW_SCHEMA,
     ParquetLake,
     _check_function,
@@ -44,6 +43,7 @@ from analytics.lake import (
     written_at,
 )
 from core.models import NAME_RE, MetricRecord
+from core.settings import LAKE_OBJECT_SCHEMES as OBJECT_SCHEMES
 
 if TYPE_CHECKING:
     import duckdb

@@ -12,7 +12,7 @@ from core.access import ROLE_NAMES, Caller, Role, parse_role
 from core.db.audit import entries
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.models import DEFAULT_NAMESPACE, INT32_MAX, NAME_PATTERN, NAME_RE
-from serve_app.app import CallerDep, PlatformDep
+from serve_app.dependencies import CallerDep, PlatformDep
 from serve_app.monitoring_routes import _since
 
 KeyId = Annotated[int, Path(ge=1, le=INT32_MAX)]

@@ -3,62 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi import FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from core.access import operation_of, require
 from core.errors import BundleTooLarge, InvalidInput
-from serve_app import errors
+from serve_app import access_routes, errors, execution_routes, monitoring_routes, silence_routes
+from serve_app.dependencies import CallerDep, PlatformDep, platform_of_scope
 from serve_app.fast_invoke import MAX_WAIT_S, FastInvoke
 from serve_app.fast_reads import FastReads
 from serve_app.params import TaskId, VersionQuery
-from serve_app.platform import Caller, Platform
+from serve_app.platform import Platform
+from serve_app.replica_header import ReplicaHeader
 from serve_app.task_reads import ids_of_json, ids_of_query, parse_wait
 
-_current: list[Platform] = []
 
-
-def set_platform(app: FastAPI, platform: Platform) -> None:
-    """Attach the runtime (Serve may run a copy of the app object, so keep a process-wide reference too)."""
-    app.state.platform = platform
-    _current[:] = [platform]
-
-
-async def platform_of_scope(scope: Mapping[str, Any]) -> Platform:
-    """The process's platform runtime (started on first use), from an ASGI scope."""
-    app = scope.get("app")
-    p: Platform = getattr(getattr(app, "state", None), "platform", None) or _current[0]
-    if not p.started:
-        await p.start()
-    return p
-
-
-async def platform_of(request: Request) -> Platform:
-    """The same, for FastAPI dependencies."""
-    return await platform_of_scope(request.scope)
-
-
-async def caller_of(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
-    """Authenticate the request's bearer key and check its role against the route's operation (core.access)."""
-    caller = await (await platform_of(request)).authenticate(authorization)
-    route = request.scope.get("route")
-    require(caller, operation_of(request.method, getattr(route, "path", "")))
-    return caller
-
-
-CallerDep = Annotated[Caller, Depends(caller_of)]
-PlatformDep = Annotated[Platform, Depends(platform_of)]
-
-
-def create_app() -> FastAPI:
-    """Build the app (the Serve deployment or a test sets app.state.platform)."""
+def create_app(platform: Platform) -> FastAPI:
+    """The API over one replica's platform (the Serve deployment builds it in the replica, a test in-process)."""
     app = FastAPI(title="CloudFunctions", version="0.1.0")
+    app.state.platform = platform
     errors.install(app)
     app.add_middleware(FastReads, platform_of=platform_of_scope)
-    app.add_middleware(FastInvoke, platform_of=platform_of_scope)  # added last: the outermost, seen first
+    app.add_middleware(FastInvoke, platform_of=platform_of_scope)  # the hot path, seen first of the three
+    app.add_middleware(ReplicaHeader)  # added last: the outermost, so every answer carries it
 
     # first: Serve matches each request against the routes in order (for its metrics), and this is the hot one
     @app.post("/v1/functions/{name}/invocations")
@@ -159,8 +127,6 @@ def create_app() -> FastAPI:
     @app.get("/v1/tasks/{task_id}/logs", response_class=PlainTextResponse)
     async def get_logs(p: PlatformDep, c: CallerDep, task_id: TaskId) -> str:
         return await p.tasks.logs(c.namespace, task_id)
-
-    from serve_app import access_routes, execution_routes, monitoring_routes, silence_routes
 
     monitoring_routes.register(app)
     execution_routes.register(app)

@@ -11,25 +11,28 @@ from typing import Any
 from ray import serve
 
 from core.settings import Settings
-from serve_app.app import create_app, set_platform
+from serve_app.app import create_app
 from serve_app.errors import unavailable_value
 from serve_app.platform import Platform
 
 log = logging.getLogger(__name__)
-app = create_app()
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0},
                   # every task is recorded in the database; Serve's per-request access log would double the work
                   logging_config={"enable_access_log": False, "log_level": "WARNING"},
                   health_check_period_s=5)
-@serve.ingress(app)
+@serve.ingress()
 class CloudFnApi:
-    """Owns the replica's Platform; routes reach it through app.state."""
+    """Owns the replica's Platform; Serve asks it for the app after construction, so the app it serves is the
+    one built over this platform (no copy of a module-level app, no process-wide current platform)."""
 
     def __init__(self, settings: dict[str, Any], database_url: str) -> None:
         self.platform = Platform(Settings(**settings), database_url)
-        set_platform(app, self.platform)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """The replica's FastAPI app, over its platform."""
+        return create_app(self.platform)
 
     async def check_health(self) -> None:
         """Serve health check: start the platform on first call, then check the database. An unreachable

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from core.errors import InvalidInput
-from serve_app.app import CallerDep, PlatformDep
+from serve_app.dependencies import CallerDep, PlatformDep
 from serve_app.fast_invoke import MAX_WAIT_S
 from serve_app.params import TaskId
 

@@ -151,7 +151,7 @@ def run(settings: Settings) -> int:
 
     from analytics.alerting.channel_config import ChannelSettings
     from analytics.alerting.config import checked_alerting_config
-    from analytics.lake import open_lake
+    from analytics.lakes import open_lake
     from cluster.ray_runtime import kill_strays, start_or_join
     from core.auth import ensure_admin_key
     from core.db.engine import make_engine

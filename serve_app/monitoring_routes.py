@@ -17,7 +17,7 @@ from core.db.audit import Change, record
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
 from core.errors import InvalidInput, NotFound
-from serve_app.app import CallerDep, PlatformDep
+from serve_app.dependencies import CallerDep, PlatformDep
 from serve_app.params import AnomalyId, RuleId, RuleIdQuery
 
 

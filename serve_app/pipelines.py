@@ -16,20 +16,21 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.access import Caller
 from core.db.audit import Change, record
 from core.db.tables import Pipeline, Task
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import NAME_PATTERN, NAME_RE
-from serve_app.dispatcher import Pending
-from serve_app.writer import TaskInsert, TaskResult
-
-if TYPE_CHECKING:
-    from serve_app.platform import Caller, Platform
+from serve_app.dispatcher import Dispatcher, Pending
+from serve_app.registry import Registry
+from serve_app.tasks import TaskStore
+from serve_app.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
 MAX_STEPS = 50
@@ -70,8 +71,13 @@ def parse_steps(raw: Any) -> list[dict[str, Any]]:
 class Pipelines:
     """Pipeline definitions, runs and their continuations."""
 
-    def __init__(self, platform: Platform) -> None:
-        self.p = platform
+    def __init__(self, engine: AsyncEngine, registry: Registry, tasks: TaskStore, writer: GroupCommitWriter,
+                 dispatcher: Dispatcher) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.tasks = tasks
+        self.writer = writer
+        self.dispatcher = dispatcher
         self.runs: dict[str, Run] = {}
 
     async def create(self, caller: Caller, body: Any) -> dict[str, Any]:
@@ -83,18 +89,18 @@ class Pipelines:
             raise InvalidInput(f"name must match {NAME_PATTERN}")
         steps = parse_steps(body.get("steps"))
         for s in steps:
-            await self.p.registry.resolve(caller.namespace, s["function"], s["version"], require_active=False)
+            await self.registry.resolve(caller.namespace, s["function"], s["version"], require_active=False)
         stmt = pg_insert(Pipeline).values(namespace=caller.namespace, name=name, steps=steps)
         stmt = stmt.on_conflict_do_update(index_elements=["namespace", "name"],
                                           set_={"steps": stmt.excluded.steps, "updated_at": datetime.now(UTC)})
-        async with self.p.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(stmt)
             await record(conn, Change(caller, "pipelines.create", f"pipeline/{name}", detail={"steps": steps}))
         return await self.get(caller, name)
 
     async def get(self, caller: Caller, name: str) -> dict[str, Any]:
         """A pipeline definition."""
-        async with self.p.tasks.sessions() as s:
+        async with self.tasks.sessions() as s:
             row = (await s.execute(select(Pipeline).where(
                 Pipeline.namespace == caller.namespace, Pipeline.name == name))).scalar()
         if row is None:
@@ -105,12 +111,12 @@ class Pipelines:
     async def start(self, caller: Caller, label: str, plan: list[dict[str, Any]], event_json: bytes,
                     idempotency_key: str | None = None) -> tuple[str, asyncio.Future[TaskResult]]:
         """Persist a run and submit its first step; return (run id, future of the run's final result)."""
-        first = await self.p.registry.resolve(caller.namespace, plan[0]["function"], plan[0]["version"])
+        first = await self.registry.resolve(caller.namespace, plan[0]["function"], plan[0]["version"])
         for s in plan[1:]:
-            await self.p.registry.resolve(caller.namespace, s["function"], s["version"])
+            await self.registry.resolve(caller.namespace, s["function"], s["version"])
         run_id = str(uuid.uuid4())
         now = time.time()
-        await self.p.writer.insert(TaskInsert(id=run_id, namespace=caller.namespace, function_id=None,
+        await self.writer.insert(TaskInsert(id=run_id, namespace=caller.namespace, function_id=None,
                                               function_name=label, version=None, input_json=event_json.decode(),
                                               created_at=now, kind="pipeline", status="running",
                                               idempotency_key=idempotency_key, plan=plan))
@@ -124,11 +130,11 @@ class Pipelines:
         # The step's row joins the writer's next batch (always before its own result, which comes later in
         # the same or a later flush); the step starts without waiting for that commit. If the platform dies
         # first, `recover` sees the run's last committed step and submits this one again.
-        self.p.writer.insert_nowait(TaskInsert(id=child, namespace=run.namespace, function_id=rt.function_id,
+        self.writer.insert_nowait(TaskInsert(id=child, namespace=run.namespace, function_id=rt.function_id,
                                                function_name=rt.name, version=rt.version,
                                                input_json=event_json.decode(), created_at=now, parent_id=run_id,
                                                step_index=k))
-        self.p.dispatcher.submit(Pending(child, rt, event_json, now, parent_id=run_id, step_index=k))
+        self.dispatcher.submit(Pending(child, rt, event_json, now, parent_id=run_id, step_index=k))
         return child
 
     def on_result(self, p: Pending, result: TaskResult) -> None:
@@ -144,7 +150,7 @@ class Pipelines:
         try:
             if result.status == "succeeded" and k + 1 < len(run.plan):
                 nxt = run.plan[k + 1]
-                rt = await self.p.registry.resolve(run.namespace, nxt["function"], nxt["version"])
+                rt = await self.registry.resolve(run.namespace, nxt["function"], nxt["version"])
                 await self._submit_step(run_id, run, k + 1, rt, (result.output_json or "null").encode())
                 return
             if result.status == "succeeded":
@@ -161,13 +167,13 @@ class Pipelines:
         await self._end(run_id, run, final)
 
     async def _end(self, run_id: str, run: Run, final: TaskResult) -> None:
-        await self.p.writer.finish(final)
+        await self.writer.finish(final)
         self.runs.pop(run_id, None)
         if not run.done.done():
             run.done.set_result(final)
 
     async def _load(self, run_id: str) -> Run | None:
-        async with self.p.tasks.sessions() as s:
+        async with self.tasks.sessions() as s:
             t = (await s.execute(select(Task).where(Task.id == run_id, Task.kind == "pipeline"))).scalar()
         if t is None or not t.plan:
             return None
@@ -176,7 +182,7 @@ class Pipelines:
 
     async def resume(self, caller: Caller, run_id: str) -> dict[str, Any]:
         """Rerun a failed run from its failed step with that step's stored input."""
-        async with self.p.tasks.sessions() as s:
+        async with self.tasks.sessions() as s:
             t = (await s.execute(select(Task).where(Task.id == run_id, Task.namespace == caller.namespace))).scalar()
             if t is None:
                 raise NotFound(f"no task with id {run_id!r}")
@@ -192,8 +198,8 @@ class Pipelines:
         k = failed.step_index
         run = Run(t.namespace, list(t.plan or []), time.time())
         step = run.plan[k]
-        rt = await self.p.registry.resolve(t.namespace, step["function"], step["version"])
-        async with self.p.engine.begin() as conn:
+        rt = await self.registry.resolve(t.namespace, step["function"], step["version"])
+        async with self.engine.begin() as conn:
             await conn.execute(text("UPDATE tasks SET status = 'running', error = NULL, finished_at = NULL,"
                                     " attempt = attempt + 1 WHERE id = :id"), {"id": run_id})
             await record(conn, Change(caller, "tasks.resume", f"task/{run_id}", detail={"from_step": k}))
@@ -203,7 +209,7 @@ class Pipelines:
 
     async def recover(self) -> None:
         """Rebuild continuations of runs a previous process left open."""
-        async with self.p.tasks.sessions() as s:
+        async with self.tasks.sessions() as s:
             open_runs = (await s.execute(select(Task).where(
                 Task.kind == "pipeline", Task.status.in_(("queued", "running"))))).scalars().all()
             for t in open_runs:
@@ -213,7 +219,7 @@ class Pipelines:
                     Task.step_index.desc(), Task.created_at.desc()).limit(1))).scalar()
                 if last is None:  # died before its first step was written: start it now
                     try:
-                        rt = await self.p.registry.resolve(t.namespace, run.plan[0]["function"],
+                        rt = await self.registry.resolve(t.namespace, run.plan[0]["function"],
                                                            run.plan[0]["version"])
                         await self._submit_step(t.id, run, 0, rt, json.dumps(t.input).encode())
                     except Exception as exc:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from actors import handles
 from analytics.alerting.channel_config import ChannelSettings
 from analytics.alerting.config import checked_alerting_config
-from analytics.lake import open_lake
+from analytics.lakes import open_lake
 from cluster.deps import vendor_requirements
 from cluster.executor import HOST_CONCURRENCY, WarmExecutor, WarmHost, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
@@ -79,10 +79,10 @@ class Platform:
         self.completions = Completions()
         self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions)
         self.reads = TaskReads(self.tasks, self.completions)
-        self.pipelines = Pipelines(self)
+        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended)
+        self.pipelines = Pipelines(self.engine, self.registry, self.tasks, self.writer, self.dispatcher)
         self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
                                          self._invoke_for_destination)
-        self.dispatcher = Dispatcher(self.writer, on_result=self._task_ended)
         self.dispatcher.runner_for = self._runner_for
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
         hosts = settings.warm_hosts if settings.warm_hosts is not None else (os.cpu_count() or 2)

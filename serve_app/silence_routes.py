@@ -15,7 +15,7 @@ from core.db.audit import Change
 from core.db.outbox import list_notifications
 from core.db.silences import create_silence, expire_silence, list_silences
 from core.errors import NotFound
-from serve_app.app import CallerDep, PlatformDep
+from serve_app.dependencies import CallerDep, PlatformDep
 
 SilenceId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$", description="a silence id (UUID)")]
 

@@ -114,12 +114,11 @@ class ApiServer:
     def __init__(self, settings: Any, database_url: str) -> None:
         import uvicorn
 
-        from serve_app.app import create_app, set_platform
+        from serve_app.app import create_app
         from serve_app.platform import Platform
 
-        self.app = create_app()
         self.platform = Platform(settings, database_url)
-        set_platform(self.app, self.platform)
+        self.app = create_app(self.platform)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))

@@ -33,7 +33,8 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from analytics.detection.function import FunctionDetectors
-from analytics.lake import Lake, open_lake
+from analytics.lake import Lake
+from analytics.lakes import open_lake
 from core.db.engine import make_engine
 from core.db.tables import DetectorState
 from core.models import NAME_RE, MetricRecord

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from analytics.aggregates import function_metrics
-from analytics.lake import open_lake
+from analytics.lakes import open_lake
 from bench.platform_proc import PlatformProcess
 from tests.s3_server import MotoS3
 

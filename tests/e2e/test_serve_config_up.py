@@ -3,6 +3,7 @@ deployment options, and no CLOUDFN_API_PORT, puts the API on the file's port wit
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -29,7 +30,11 @@ def test_up_serves_on_the_configs_port_with_its_options(tmp_path: Path) -> None:
         log = plat.log.read_text()
         assert f"127.0.0.1:{port}, replicas 1, max_ongoing_requests 1999 (from {path})" in log
         with plat.client(timeout=30) as c:
-            functions = c.get("/v1/functions").json()
+            listed = c.get("/v1/functions")
+            # inside Serve the replica is named by Serve's replica id, not the host-and-pid fallback
+            replica = listed.headers["x-cloudfn-replica"]
+            assert replica and not replica.startswith(socket.gethostname()), replica
+            functions = listed.json()
             assert "hello" in {f["name"] for f in functions["functions"]}  # examples deployed through that port
             rec = c.post("/v1/functions/hello/invocations", params={"wait": "60"}, json={"name": "Ada"}).json()
             assert rec["status"] == "succeeded", rec

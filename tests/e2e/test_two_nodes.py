@@ -88,12 +88,7 @@ def cluster() -> Iterator[dict[str, Any]]:
     nodes = [head]
     try:
         wait_for(lambda: _nodes_alive(where) >= 1, 60, 1.0)
-        # a temp dir of its own: by default a node uses the head's, and two nodes on one host would then share
-        # (and garbage-collect) one runtime_resources dir
-        second = RayNode([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                          f"--temp-dir={tmp / 'r2'}", '--resources={"monitor": 1}'], tmp, tmp / "second.log")
-        nodes.append(second)
-        assert wait_for(lambda: _nodes_alive(where) >= 2, 90, 1.0), (tmp / "second.log").read_text()[-3000:]
+        second = _join_second_node(address, tmp, where, nodes)
         ids = ray_query(where, "print(json.dumps({n['NodeID']: n['Resources'].get('monitor', 0) "
                                  "for n in ray.nodes() if n['Alive']}))")
         yield {**where, "second": second,
@@ -101,6 +96,27 @@ def cluster() -> Iterator[dict[str, Any]]:
     finally:
         for n in reversed(nodes):
             n.kill()
+
+
+def _join_second_node(address: str, tmp: Path, where: dict[str, Any], nodes: list[RayNode]) -> RayNode:
+    """Start the second node; on a loaded host its raylet can miss `ray start`'s fixed 30 s registration wait,
+    so a failed start is retried with fresh ports and a fresh temp dir (three attempts, logs kept for the last)."""
+    logs = []
+    for attempt in range(3):
+        # a temp dir of its own: by default a node uses the head's, and two nodes on one host would then share
+        # (and garbage-collect) one runtime_resources dir
+        log = tmp / f"second-{attempt}.log"
+        node = RayNode([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+                        f"--temp-dir={tmp / f'r2-{attempt}'}", '--resources={"monitor": 1}'], tmp, log)
+        nodes.append(node)
+        if wait_for(lambda n=node: _nodes_alive(where) >= 2 or n.proc.poll() is not None, 120, 1.0) \
+                and node.proc.poll() is None:
+            return node
+        node.kill()
+        nodes.remove(node)
+        raylet = sorted((tmp / f"r2-{attempt}").glob("session_*/logs/raylet.out"))
+        logs.append(log.read_text()[-2000:] + "".join(r.read_text()[-2000:] for r in raylet))
+    raise AssertionError("the second Ray node never joined:\n" + "\n---\n".join(logs))
 
 
 def _nodes_alive(where: dict[str, Any]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 from fastapi.routing import APIRoute
 
@@ -15,7 +17,8 @@ OPEN_ROUTES = {("GET", "/healthz")}
 def app_routes() -> set[tuple[str, str]]:
     from serve_app.app import create_app
 
-    return {(m, r.path) for r in create_app().routes if isinstance(r, APIRoute) for m in r.methods}
+    no_platform = cast(Any, None)  # listing routes never reaches the platform
+    return {(m, r.path) for r in create_app(no_platform).routes if isinstance(r, APIRoute) for m in r.methods}
 
 
 def test_every_route_of_the_app_has_an_operation_and_every_operation_a_role() -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from analytics.aggregates import function_metrics, timeseries
 from analytics.jobs.retrain import read_history
-from analytics.lake import ParquetLake, open_lake
+from analytics.lake import ParquetLake
+from analytics.lakes import open_lake
 from analytics.object_lake import ObjectStoreLake, filesystem_for, s3_filesystem
 from core.models import MetricRecord, TaskStatus
 from core.settings import Settings
