@@ -4,9 +4,9 @@ holding the warm sandboxed children of many versions.
 A version always goes to the same host (chosen by its content hash), so its warm children are found again;
 up to `slots` of its calls run there at once (each in its own child: a burst runs in parallel), the rest go
 to Ray tasks in the version's runtime_env. A host is used once it answered a ping; every host is pinged each
-PING_S while this replica routes to it, so one that died while idle is found by its ping (and replaced),
-not by an invocation. The host's memory budget (cluster.sandbox.warm) evicts its least recently used
-children; the hosts themselves are actors, which Ray never reaps as idle.
+PING_S from then on, so one that died while idle is found by its ping (and replaced), not by an invocation.
+The host's memory budget (cluster.sandbox.warm) evicts its least recently used children; the hosts
+themselves are actors, which Ray never reaps as idle.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -25,8 +24,7 @@ import ray
 from serve_app.runners import when_answered
 
 log = logging.getLogger(__name__)
-PING_S = 1.0  # how often each host is pinged while this replica uses it
-PING_IDLE_S = 60.0  # ... and how long after its last use the pings go on
+PING_S = 1.0  # how often each host is pinged (from its first use until the replica closes)
 
 
 class Host:
@@ -95,12 +93,10 @@ class WarmHosts:
         self.hosts: list[Host | None] = [None] * self.count
         self.inflight: Counter[tuple[str, float]] = Counter()
         self._pinger: asyncio.Task[None] | None = None
-        self._used_at = time.monotonic()
 
     def runner(self, key: tuple[str, float], box: list[Any]) -> HostRunner | None:
         """Where the version's next batch runs if its host can take it now; else None (starting the host
         if there is none)."""
-        self._used_at = time.monotonic()
         self._ensure_pinger()
         if self.inflight[key] >= self.slots:
             return None
@@ -164,7 +160,7 @@ class WarmHosts:
             self._pinger = asyncio.get_running_loop().create_task(self._ping_loop())
 
     async def _ping_loop(self) -> None:
-        while time.monotonic() - self._used_at < PING_IDLE_S:
+        while True:
             await asyncio.sleep(PING_S)
             for h in self.hosts:
                 if h is not None and not h.dead:
