@@ -1,13 +1,15 @@
 """Density: what keeping N functions warm costs, by proportional set size (shared pages counted once).
 
-    .venv/bin/python -m bench.density [--n 10 50 200] [--idle-s 15] [--burst 8]
+    .venv/bin/python -m bench.density [--n 10 50 200] [--idle-s 15] [--burst 8] [--budget-mb M]
+                                      [--baseline-tree /path/to/main]
 
 For each N: start the platform as `cloudfn up` does, deploy N small functions of a few kinds, call each a few
 times, burst a few of them, let the platform go idle, then read PSS (`/proc/<pid>/smaps_rollup`) of every
 process of this platform, by kind (API replica, detector shards, alert dispatcher, Ray workers holding
 functions, idle Ray workers, express lanes, sandboxed children, PostgreSQL, Ray/Serve's own processes), and
-per warm function. Then the latency of a warm call (still warm) against a cold one (a function never called,
-which is what an evicted one costs today). Prints JSON lines, then a table.
+per warm function, and the host's warm state from /metrics. Then the latency of warm calls (the most recently
+used functions), of the least recently used function (evicted first: with `--budget-mb` small enough, its call
+is a cold start after eviction) and of a function never called. Prints JSON lines, then a table.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def pss_kib(pid: int) -> int:
 def kind_of(cmd: str, name: str) -> str:
     """The platform's process kinds, told apart by command line."""
     rules = [("ServeReplica:cloudfn", "api_replica"), ("DetectorShard", "detector"),
-             ("AlertDispatcher", "alert_dispatcher"), ("WarmExecutor", "express_lane"),
+             ("AlertDispatcher", "alert_dispatcher"), ("WarmExecutor", "express_lane"), ("WarmHost", "warm_host"),
              ("ray::execute", "ray_worker_fn"), ("ray::IDLE", "ray_worker_idle"),
              ("bootstrap", "sandbox_child"), ("bwrap", "sandbox_child"), ("postgres", "postgresql"),
              ("cloudfn up", "launcher")]
@@ -129,10 +131,24 @@ def burst(c: httpx.Client, name: str, n: int) -> None:
             time.sleep(0.05)
 
 
-def run(n: int, idle_s: float, burst_n: int) -> dict[str, Any]:
-    """One platform, N functions: PSS by kind and per warm function; warm and cold latency."""
+def warm_metrics(c: httpx.Client) -> dict[str, float]:
+    """The host's warm state from /metrics (absent before issue 16's ledger: empty)."""
+    out = {}
+    for line in c.get("/metrics").text.splitlines():
+        for name in ("cloudfn_warm_functions", "cloudfn_warm_children", "cloudfn_warm_evictions_total"):
+            if line.startswith(name + " "):
+                out[name.removeprefix("cloudfn_")] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path | None = None) -> dict[str, Any]:
+    """One platform, N functions: PSS by kind and per warm function; warm, least recently used and cold
+    latency (with a small `budget_mb`, the least recently used function was evicted)."""
     kinds = list(KINDS)
-    with PlatformProcess() as plat, plat.client(timeout=120) as c:
+    env = {"CLOUDFN_WARM_MEMORY_MB": str(budget_mb)} if budget_mb else {}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    with PlatformProcess(env, **({"root": tree} if tree else {})) as plat, plat.client(timeout=120) as c:
         base = measure(plat)
         names = [f"d{i:03d}-{kinds[i % len(kinds)]}" for i in range(n)]
         t0 = time.perf_counter()
@@ -147,22 +163,25 @@ def run(n: int, idle_s: float, burst_n: int) -> dict[str, Any]:
             burst(c, name, burst_n)
         time.sleep(idle_s)
         idle = measure(plat)
-        warm = [call(c, names[i % n]) for i in range(60)]
+        state = warm_metrics(c)
+        lru = call(c, names[max(1, n // 10) % n])  # the least recently used: the first one evicted, if any was
+        warm = [call(c, names[-1 - (i % 5)]) for i in range(60)]  # the five most recently used
         cold = call(c, "never-called")
-        held = sum(idle.get(k, {}).get("pss_mib", 0.0)
-                   for k in ("ray_worker_fn", "ray_worker_idle", "express_lane", "sandbox_child"))
-        platform_mib = sum(v["pss_mib"] for k, v in idle.items()
-                           if k not in ("ray_worker_fn", "ray_worker_idle", "express_lane", "sandbox_child"))
-        return {"n": n, "deploy_s": round(deploy_s, 1), "before_functions": base, "idle": idle,
-                "functions_mib": round(held, 1), "per_warm_function_mib": round(held / n, 1),
-                "platform_mib": round(platform_mib, 1), "warm_p50_ms": round(statistics.median(warm), 2),
-                "cold_ms": round(cold, 1)}
+        fn_kinds = ("ray_worker_fn", "ray_worker_idle", "express_lane", "warm_host", "sandbox_child")
+        held = sum(idle.get(k, {}).get("pss_mib", 0.0) for k in fn_kinds)
+        platform_mib = sum(v["pss_mib"] for k, v in idle.items() if k not in fn_kinds)
+        return {"n": n, "tree": str(tree or "this"), "budget_mb": budget_mb, "deploy_s": round(deploy_s, 1),
+                "before_functions": base,
+                "idle": idle, "warm_state": state, "functions_mib": round(held, 1),
+                "per_warm_function_mib": round(held / n, 1), "platform_mib": round(platform_mib, 1),
+                "warm_p50_ms": round(statistics.median(warm), 2), "lru_ms": round(lru, 1), "cold_ms": round(cold, 1)}
 
 
 def table(results: list[dict[str, Any]]) -> str:
     """The figures side by side, per N."""
     kinds = sorted({k for r in results for k in r["idle"]})
-    head = "| kind | " + " | ".join(f"N={r['n']} MiB (procs)" for r in results) + " |"
+    head = "| kind | " + " | ".join(f"N={r['n']}{' base' if r['tree'] != 'this' else ''} MiB (procs)"
+                                   for r in results) + " |"
     rows = [head, "|" + "---|" * (len(results) + 1)]
     for k in kinds:
         cells = [f"{r['idle'].get(k, {}).get('pss_mib', 0):.0f} ({r['idle'].get(k, {}).get('processes', 0):.0f})"
@@ -170,7 +189,8 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(f"| {k} | " + " | ".join(cells) + " |")
     for label, key in (("functions (workers+lanes+children)", "functions_mib"),
                        ("per warm function", "per_warm_function_mib"), ("platform itself", "platform_mib"),
-                       ("warm call p50 ms", "warm_p50_ms"), ("cold call ms", "cold_ms")):
+                       ("warm call p50 ms", "warm_p50_ms"), ("least recently used call ms", "lru_ms"),
+                       ("cold call ms", "cold_ms")):
         rows.append(f"| {label} | " + " | ".join(str(r[key]) for r in results) + " |")
     return "\n".join(rows)
 
@@ -180,12 +200,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[10, 50, 200])
     ap.add_argument("--idle-s", type=float, default=15.0)
     ap.add_argument("--burst", type=int, default=8)
+    ap.add_argument("--budget-mb", type=int, default=None, help="CLOUDFN_WARM_MEMORY_MB (default: the platform's)")
+    ap.add_argument("--baseline-tree", type=Path, help="for each N, first the same run of a platform from this tree")
     args = ap.parse_args()
     results = []
     for n in args.n:
-        r = run(n, args.idle_s, args.burst)
-        emit(**{k: v for k, v in r.items() if k != "before_functions"})
-        results.append(r)
+        for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
+            r = run(n, args.idle_s, args.burst, args.budget_mb, tree)
+            emit(**{k: v for k, v in r.items() if k != "before_functions"})
+            results.append(r)
     print(table(results))
 
 

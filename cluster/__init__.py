@@ -1,2 +1,3 @@
-"""Starting or joining Ray, runtime_env construction, the execution task (and its warm actor form, the express
-lane's `WarmExecutor`) and its sandbox. Imports only `core`."""
+"""Starting or joining Ray, runtime_env construction, the execution task (and its warm actor forms: the shared
+`WarmHost` holding many versions' warm children, the express lane's `WarmExecutor`) and its sandbox, with the
+host's warm-memory ledger. Imports only `core`."""

@@ -103,10 +103,15 @@ def run_batch(common: dict[str, Any], items: list[tuple[str, bytes]], code_dir: 
     return [_as_dict(out, picked_up, len(event)) for out, (_, event) in zip(outs, items, strict=True)]
 
 
+def bundles_root() -> Path:
+    """Where bundles are extracted on this node (0700, ours)."""
+    return Path(tempfile.gettempdir()) / f"cloudfn-bundles-{os.getuid()}"
+
+
 def unpacked(sha256: str, package: bytes) -> Path:
     """A bundle extracted on this node, once (content-addressed; the bundle was validated and repacked at
     deploy, so its member names are safe)."""
-    root = Path(tempfile.gettempdir()) / f"cloudfn-bundles-{os.getuid()}"
+    root = bundles_root()
     target = root / sha256
     if not target.is_dir():
         private_dir(root)
@@ -162,3 +167,40 @@ class WarmExecutor:
     def run(self, common: dict[str, Any], items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
         """Run one batch (none: a readiness probe)."""
         return run_batch(common, items, Path.cwd())
+
+
+HOST_CONCURRENCY = 64  # calls one shared warm host runs at once (each in its own thread, each in its own child)
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0, max_concurrency=HOST_CONCURRENCY)  # type: ignore[call-overload]
+class WarmHost:
+    """A shared warm host: one of a few actors per replica (one per core), without a runtime_env, holding the
+    warm sandboxed children of many versions (the unit of warmth is the child, not a worker per version).
+
+    A version's code reaches it as its bundle, the same ZIP its runtime_env's working_dir is made of (its
+    dependencies vendored into it at deploy), extracted once per node and copied into the version's own
+    read-only code dir, from which each child starts in a fresh jail as the version's own uid. Calls run in
+    threads; each call uses its own child, so a burst runs in parallel. It reserves no CPU: the children's
+    cgroups bound what they use."""
+
+    def __init__(self) -> None:
+        get_pool("warm_host")
+
+    def run(self, sha256: str, box: list[Any], common: dict[str, Any],
+            items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+        """Run one batch of a version (its bundle: `box[0]`, an object ref fetched only if not yet extracted)."""
+        return run_batch(common, items, bundle_dir(sha256, box))
+
+    def cancel(self, task_id: str) -> bool:
+        """Kill the child running that invocation (it ends `cancelled`); False if it runs nowhere here."""
+        return get_pool().cancel(task_id)
+
+    def ping(self) -> int:
+        """Liveness: this host's pid."""
+        return os.getpid()
+
+
+def bundle_dir(sha256: str, box: list[Any]) -> Path:
+    """The version's extracted bundle on this node, fetching its bytes from the object store the first time."""
+    target = bundles_root() / sha256
+    return target if target.is_dir() else unpacked(sha256, ray.get(box[0]))

@@ -119,7 +119,7 @@ def start_or_join(settings: Settings, serve_env: Mapping[str, str] = SERVE_ENV) 
     temp = ray_temp_dir(settings)
     temp.mkdir(mode=0o700, exist_ok=True)
     dash_port = settings.ray_dashboard_port or free_port()
-    keep_warm_ms = max(settings.keep_warm_s, 1) * 1000
+    idle_worker_ms = max(min(settings.idle_worker_s, settings.keep_warm_s), 1) * 1000
     ctx2: Any = ray.init(
         address="local",  # always a new cluster here, whatever RAY_ADDRESS says (CLOUDFN_RAY_ADDRESS joins one)
         num_cpus=settings.ray_num_cpus or os.cpu_count() or 2,
@@ -131,8 +131,9 @@ def start_or_join(settings: Settings, serve_env: Mapping[str, str] = SERVE_ENV) 
         logging_level=logging.WARNING,
         log_to_driver=False,
         _system_config={
-            # Keep recently used functions' workers (and their warm sandboxes) alive.
-            "idle_worker_killing_time_threshold_ms": keep_warm_ms,
+            # Ray kills an idle worker (beyond its soft limit of one per CPU) after this: a burst's extra workers
+            # and those whose warm children were evicted go well before keep_warm_s.
+            "idle_worker_killing_time_threshold_ms": idle_worker_ms,
         },
     )
     url = ctx2.dashboard_url

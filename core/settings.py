@@ -21,6 +21,21 @@ CHANNEL_FIELDS = ("smtp_url", "smtp_from", "sms_provider", "sms_url", "sms_sid",
 LAKE_OBJECT_SCHEMES = ("s3", "gs", "gcs")  # CLOUDFN_LAKE_URI schemes that mean object storage
 
 
+WARM_MEMORY_FRACTION = 0.25  # of the host's memory: the default budget of warm sandboxed children and lanes
+
+
+def default_warm_memory_mb() -> int:
+    """A quarter of this host's memory (MemTotal), in MiB; 1024 if /proc/meminfo cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return max(64, int(int(line.split()[1]) / 1024 * WARM_MEMORY_FRACTION))
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1024
+
+
 def file_channel_settings(path: Path) -> dict[str, object]:
     """The `channels:` section of the alerting file (empty if there is no file); ValueError if unreadable."""
     if not path.exists():
@@ -76,6 +91,15 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = None
     ray_dashboard_port: int | None = None
     keep_warm_s: int = Field(default=600, ge=0)
+    # warm memory per host (PSS of warm sandboxed children and of the workers holding them): least recently
+    # used children are evicted beyond it
+    warm_memory_mb: int = Field(default_factory=default_warm_memory_mb, ge=16)
+    # Ray kills a worker idle this long (one left by a burst, or whose warm children were evicted); at most
+    # keep_warm_s. Express lanes and shared warm hosts are actors: Ray never reaps those.
+    idle_worker_s: int = Field(default=60, ge=1)
+    # shared warm hosts per API replica (actors holding many versions' warm children); unset: one per CPU;
+    # 0: none (each version's calls run in Ray workers of its own runtime_env, as before)
+    warm_hosts: int | None = Field(default=None, ge=0, le=64)
     # a custom Ray resource: the detector shards and the alert dispatcher run only on nodes offering it
     monitor_resource: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 

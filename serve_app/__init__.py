@@ -9,10 +9,10 @@ the functions' versions, `control` holds the control-plane services (deploy pars
 repository is `core.db.tasks`. `platform` is the composition root, `deployment` the Serve deployment, and `cli` (the
 command line and the launcher) talks to the app over HTTP only and is imported by none of the others.
 
-The hot path, for whoever tunes it: the dispatcher runs each batch through a runner (`dispatch.runners`: Ray
-tasks in the version's runtime_env, the bridge, or the express lane, one interface); `POST …/invocations` is
-answered by a pure-ASGI fast path (`http.fast_invoke`) before FastAPI's routing, as are task reads
-(`http.fast_reads`); the group-commit writer owns one psycopg connection and sends each flush (all new task
+The hot path, for whoever tunes it: the dispatcher runs each batch through a runner (`dispatch.runners`: the shared
+warm host, Ray tasks in the version's runtime_env, the bridge, or the express lane, one interface); `POST
+…/invocations` is answered by a pure-ASGI fast path (`http.fast_invoke`) before FastAPI's routing, as are task
+reads (`http.fast_reads`); the group-commit writer owns one psycopg connection and sends each flush (all new task
 rows, running marks, results and metric rows, each kind as one `json_to_recordset` statement) as one pipelined
 transaction; Serve's per-request access log is off.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Coroutine
@@ -20,7 +21,7 @@ from analytics.alerting.config import checked_alerting_config
 from analytics.lakes import open_lake
 from analytics.prometheus import PromRegistry
 from cluster.deps import vendor_requirements
-from cluster.executor import WarmExecutor, check_package, execute, execute_package
+from cluster.executor import HOST_CONCURRENCY, WarmExecutor, WarmHost, check_package, execute, execute_package
 from cluster.packages import runtime_env_for
 from cluster.sandbox.mode import label as sandbox_label
 from core.access import Caller, Role
@@ -53,6 +54,7 @@ from serve_app.dispatch.dispatcher import Dispatcher, Pending
 from serve_app.dispatch.lanes import Lanes
 from serve_app.dispatch.quotas import QUOTA_REFRESH_S, QuotaCollector, QuotaGate
 from serve_app.dispatch.runners import Runner, TaskRunner, when_answered
+from serve_app.dispatch.warm_hosts import WarmHosts
 from serve_app.feed.destinations import Destinations
 from serve_app.feed.monitoring import MonitoringFeed
 from serve_app.results.completions import Completions
@@ -60,6 +62,7 @@ from serve_app.results.task_reads import TaskReads
 from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 
 log = logging.getLogger(__name__)
+WARM_HOST_SLOTS = 16  # calls of one version its warm host runs at once (a burst beyond goes to Ray tasks)
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
 
 
@@ -89,6 +92,10 @@ class Platform:
         self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
                                          self._invoke_for_destination)
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
+        hosts = settings.warm_hosts if settings.warm_hosts is not None else (os.cpu_count() or 2)
+        self.hosts = WarmHosts(WarmHost.remote, hosts, WARM_HOST_SLOTS,  # type: ignore[attr-defined]
+                               HOST_CONCURRENCY) if hosts else None
+        self._packages: dict[str, list[Any]] = {}  # sha256 -> [object ref of the bundle] for the warm hosts
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
         self._last_pending: dict[str, Pending] = {}
@@ -137,6 +144,8 @@ class Platform:
         await self.dispatcher.drain()
         await self.destinations.close()
         self.lanes.close()
+        if self.hosts is not None:
+            self.hosts.close()
         await self.writer.close()
         if self.monitoring is not None:
             self.monitoring.close()
@@ -206,6 +215,8 @@ class Platform:
     # ---- deploy -----------------------------------------------------------------------------
     def _build_remote(self, sha256: str, cfg: FunctionConfig) -> TaskRunner:
         key = (sha256, cfg.cpus)
+        if self.hosts is not None and sha256 not in self._packages:
+            self._packages[sha256] = [ray.put(self.bundles.read(sha256))]
         runner = self._remotes.get(key)
         if runner is None:
             env = runtime_env_for(sha256, self.bundles.read)
@@ -265,7 +276,7 @@ class Platform:
         key = (sha256, cfg.cpus)
         known = key in self._remotes  # this content already ran here: its workers exist or are starting
         runner = await asyncio.to_thread(self._build_remote, sha256, cfg)
-        if known or key in self._bridges:
+        if known or key in self._bridges or self.hosts is not None:  # a warm host serves it from the start
             return
         self._bridges[key] = TaskRunner(execute_package.options(num_cpus=cfg.cpus), (package, sha256))
 
@@ -279,13 +290,19 @@ class Platform:
         when_answered(runner.submit({}, []), started, not_started)
 
     def _runner_for(self, rt: FunctionRuntime, short: bool) -> Runner:
-        """Where a version's next batch runs: its bridge while its own workers start, else (short and idle)
-        its express lane, else Ray tasks in its runtime_env."""
+        """Where a version's next batch runs: its shared warm host if it can take it, else its bridge while
+        its own workers start, else (short and idle) its express lane, else Ray tasks in its runtime_env."""
         key = (rt.sha256, rt.config.cpus)
+        box = self._packages.get(rt.sha256)
+        host = self.hosts.runner(key, box) if self.hosts is not None and box is not None else None
+        if host is not None:
+            return host
         bridge = self._bridges.get(key)
         if bridge is not None:
             return bridge
-        lane = self.lanes.idle(key) if short and key in self._remotes else None
+        # express lanes (an actor per version) only without warm hosts: with them, a lane would be a second warm
+        # worker for a version whose host is busy or starting
+        lane = self.lanes.idle(key) if self.hosts is None and short and key in self._remotes else None
         return lane if lane is not None else rt.remote
 
     def _lane_actor(self, key: tuple[str, float]) -> Any:

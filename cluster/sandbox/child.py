@@ -95,7 +95,9 @@ class Child:
         self.cpu_hard = childspec.cpu_hard_s(config)
         self.cap = config.max_output_kb * 1024
         self.last_used = time.monotonic()
+        self.used_at = time.time()  # the same moment by the wall clock (comparable across processes)
         self.cancelled = False
+        self.running: set[str] = set()  # request ids of the invocations it runs now (for `SandboxPool.cancel`)
         self.dead = False
         self.exit: Exit | None = None
         self.isolation: dict[str, Any] = {}
@@ -250,7 +252,7 @@ class Child:
         header, body, logs = self.chan.recv(deadline, self.cap, self.cap + 4096)
         cost = self.meter.read()
         protocol.check_reply(header)
-        self.last_used = time.monotonic()
+        self.last_used, self.used_at = time.monotonic(), time.time()
         return Reply(header, body, logs, cost)
 
     def reap(self, timeout: float) -> Exit | None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.models import ExecutionOutcome, FunctionConfig, TaskStatus, check_handler
+from core.settings import get_settings
 
 from . import cgroups, layout, mode
 from .child import Child, Reply
@@ -18,19 +21,37 @@ from .context import InvocationContext
 from .framing import ChannelClosed, ChannelTimeout, ProtocolViolation
 from .outcome import death_error, err, failure, from_reply, join_logs
 from .spec import init_message
+from .warm import WarmEntry, WarmLedger, default_root, pss_kib
+
+HOST_MAX_WARM = 2048  # idle children a shared warm host keeps at most (the memory budget is what binds first)
+BUDGET_TICK_S = 1.0  # how often a pool with a memory budget publishes its warm children and evicts
+PLAN_RELAXED_S = 5.0  # how often it reads the host's ledger while the host is under 80 % of the budget
+PSS_REFRESH_S = 15.0  # how long a measured PSS (a child's, the worker's) is reused before it is read again
 
 
 class SandboxPool:
-    """One per Ray worker process (module-level singleton via get_pool()); warm children keyed by `key`."""
+    """One per Ray worker process (module-level singleton via get_pool()); warm children keyed by `key`.
 
-    def __init__(self, root: Path, idle_ttl_s: float = 600.0, max_warm: int = 16) -> None:
+    With `budget_mb`, the pool publishes its warm children to the host's ledger (`warm.WarmLedger`) and evicts
+    its own least recently used ones whenever the host's warm memory (children's and their workers' PSS)
+    exceeds the budget; `host_kind` names the worker in the ledger (task_worker, express_lane)."""
+
+    def __init__(self, root: Path, idle_ttl_s: float = 600.0, max_warm: int = 16, *, budget_mb: float | None = None,
+                 host_kind: str = "task_worker") -> None:
         self.root = Path(root)
         self.idle_ttl_s = idle_ttl_s
         self.max_warm = max_warm
+        self.budget_mb = budget_mb
+        self.host_kind = host_kind
+        self.ledger = WarmLedger(self.root)
+        self.evictions = 0  # children this pool evicted for the budget
+        self._plan_at = 0.0  # when the host's ledger is read next (monotonic)
+        self._pss: dict[int, tuple[int, float]] = {}  # pid (a child's, or this worker's) -> (PSS KiB, measured at)
         self._lock = threading.Lock()
         self._idle: OrderedDict[Child, None] = OrderedDict()  # least recently used first
         self._busy: set[Child] = set()
         self._dirs: dict[str, layout.KeyDirs] = {}
+        self._dirs_lock = threading.Lock()
         self._root_ready = False
         self._closed = False
         self._stop = threading.Event()
@@ -51,6 +72,7 @@ class SandboxPool:
             if isinstance(started_child, ExecutionOutcome):
                 return started_child
             child, init_ms, init_logs = started_child
+        child.running = {context.aws_request_id}
         started = time.time()
         try:
             reply = child.call(context.to_wire(), event_json, time.monotonic() + config.timeout_s)
@@ -81,6 +103,7 @@ class SandboxPool:
             return [first, *self.invoke_many(key=key, code_dir=code_dir, handler=handler, config=config,
                                              calls=calls[1:])]
         outs: list[ExecutionOutcome] = []
+        child.running = {c.aws_request_id for _, c in calls}
         started = time.time()
         try:
             child.send_batch([c.to_wire() for _, c in calls], [e for e, _ in calls], config.timeout_s)
@@ -157,6 +180,16 @@ class SandboxPool:
         for c in idle:
             c.kill()
 
+    def cancel(self, request_id: str) -> bool:
+        """Kill the child running that invocation (it returns `cancelled`); False if none runs it here."""
+        with self._lock:
+            found = [c for c in self._busy if request_id in c.running]
+            for c in found:
+                c.cancelled = True
+        for c in found:
+            c.signal_kill()
+        return bool(found)
+
     def close(self) -> None:
         """Kill every child and stop the reaper."""
         self._stop.set()
@@ -168,6 +201,14 @@ class SandboxPool:
             c.signal_kill()
         for c in idle:
             c.kill()
+        if self.budget_mb is not None:
+            self.ledger.withdraw()
+
+    def warm_pids(self, key: str) -> list[int]:
+        """Every process of the key's idle warm children (their cgroups' members, or the children alone)."""
+        with self._lock:
+            children = [c for c in self._idle if c.key == key]
+        return [p for c in children for p in (c.cg.pids() if c.cg.dirs else [c.pid])]
 
     def warm_count(self, key: str | None = None) -> int:
         """Idle warm children (for one key, or all)."""
@@ -184,12 +225,13 @@ class SandboxPool:
             self._root_ready = True
 
     def _key_dirs(self, key: str, code_dir: Path) -> layout.KeyDirs:
-        dirs = self._dirs.get(key)
-        if dirs is None:
-            self._ensure_root()
-            dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key))
-            self._dirs[key] = dirs
-        return dirs
+        with self._dirs_lock:  # a shared warm host starts children of many keys from many threads
+            dirs = self._dirs.get(key)
+            if dirs is None:
+                self._ensure_root()
+                dirs = layout.prepare(self.root, key, Path(code_dir), layout.allocate_uid(self.root, key))
+                self._dirs[key] = dirs
+            return dirs
 
     def _checkout(self, key: str, config: FunctionConfig) -> Child | None:
         stale: list[Child] = []
@@ -231,6 +273,8 @@ class SandboxPool:
 
     def _reap_loop(self) -> None:
         interval = max(0.05, min(self.idle_ttl_s / 2.0, 30.0))
+        if self.budget_mb is not None:
+            interval = min(interval, BUDGET_TICK_S)
         while not self._stop.wait(interval):
             cutoff = time.monotonic() - self.idle_ttl_s
             with self._lock:
@@ -239,6 +283,62 @@ class SandboxPool:
                     del self._idle[c]
             for c in expired:
                 c.kill()
+            if self.budget_mb is not None:
+                with contextlib.suppress(OSError):  # the ledger is unreadable right now: the next tick tries again
+                    self.enforce_budget()
+
+    def enforce_budget(self, *, now: bool = False) -> int:
+        """Publish this pool's warm children to the host's ledger, then (each tick near the budget, every
+        PLAN_RELAXED_S far under it, or `now`) evict those of its idle children the host-wide plan says must
+        go; how many it evicted."""
+        if self.budget_mb is None:
+            return 0
+        self._ensure_root()
+        self.ledger.ensure()
+        live = self._publish()
+        tick = time.monotonic()
+        if tick < self._plan_at and not now:
+            return 0
+        state = self.ledger.read()
+        budget_kib = int(self.budget_mb * 1024)
+        # far under the budget, the host's ledger (one file per warm child) is read only every PLAN_RELAXED_S
+        self._plan_at = tick + (BUDGET_TICK_S if state.total_kib() > 0.8 * budget_kib else PLAN_RELAXED_S)
+        evict = state.plan(budget_kib)
+        with self._lock:
+            victims = [c for c in self._idle if c.pid in evict]
+            for c in victims:
+                del self._idle[c]
+        for c in victims:
+            c.kill()
+        if victims:
+            self.evictions += len(victims)
+            self.ledger.count_evictions(len(victims))
+            live = self._publish()
+        for pid in [p for p in self._pss if p not in live]:
+            del self._pss[pid]
+        return len(victims)
+
+    def _publish(self) -> set[int]:
+        """Write this pool's warm children (and its own PSS) to the ledger; the pids it published."""
+        with self._lock:
+            idle, busy = list(self._idle), list(self._busy)
+        entries = [self._entry(c, busy=False) for c in idle] + [self._entry(c, busy=True) for c in busy]
+        self.ledger.publish(self.host_kind, entries, self._measured(os.getpid(), lambda: [os.getpid()]))
+        return {e.pid for e in entries} | {os.getpid()}
+
+    def _entry(self, child: Child, *, busy: bool) -> WarmEntry:
+        """A child as the ledger holds it (its PSS: every process of its cgroup, or the child alone)."""
+        used = time.time() if busy else child.used_at
+        pss = self._measured(child.pid, lambda: child.cg.pids() if child.cg.dirs else [child.pid])
+        return WarmEntry(child.pid, child.key, os.getpid(), pss, round(used, 3), busy)
+
+    def _measured(self, pid: int, pids: Callable[[], list[int]]) -> int:
+        """The PSS (KiB) of the processes `pids()` lists, remembered under `pid` for PSS_REFRESH_S."""
+        now = time.monotonic()
+        hit = self._pss.get(pid)
+        if hit is None or now - hit[1] > PSS_REFRESH_S:
+            hit = self._pss[pid] = (sum(pss_kib(p) for p in pids()), now)
+        return hit[0]
 
     def _finish(self, child: Child, reply: Reply, nin: int, log_parts: list[bytes], *,
                 checkin: bool = True) -> ExecutionOutcome:
@@ -272,6 +372,7 @@ class SandboxPool:
         except OSError as exc:
             return failure(TaskStatus.FAILED, err("SandboxSetupFailed", f"could not start the sandbox: {exc}"),
                            started, time.time(), "", nin)
+        child.running = {context.aws_request_id}
         with self._lock:
             self._busy.add(child)
         try:
@@ -342,12 +443,14 @@ _pool: SandboxPool | None = None
 _pool_lock = threading.Lock()
 
 
-def get_pool() -> SandboxPool:
-    """Process-wide pool; root from env CLOUDFN_SANDBOX_ROOT or /tmp/cloudfn-sandbox-<uid>."""
+def get_pool(host_kind: str = "task_worker") -> SandboxPool:
+    """Process-wide pool (the first call names the worker's kind), under the host's memory budget."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            root = os.environ.get("CLOUDFN_SANDBOX_ROOT") or f"/tmp/cloudfn-sandbox-{os.getuid()}"
-            _pool = SandboxPool(Path(root))
+            settings = get_settings()
+            _pool = SandboxPool(default_root(), idle_ttl_s=float(max(settings.keep_warm_s, 1)),
+                                max_warm=HOST_MAX_WARM if host_kind == "warm_host" else 16,
+                                budget_mb=settings.warm_memory_mb, host_kind=host_kind)
             atexit.register(_pool.close)
         return _pool

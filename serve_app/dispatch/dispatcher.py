@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import ray
-
 from core.errors import Overloaded
 from core.models import TaskStatus
 from serve_app.catalog.registry import FunctionRuntime
@@ -56,6 +54,7 @@ class Pending:
     step_index: int | None = None
     done: asyncio.Future[TaskResult] | None = None
     ref: Any = None
+    runner: Any = None  # the Runner its call went to, while it runs
     cancelled: bool = False
     batched: bool = False  # its call is not killed for it: a batch with other invocations, or an express lane
     timer: asyncio.TimerHandle | None = None
@@ -161,8 +160,8 @@ class Dispatcher:
             p.timer.cancel()
             await self._complete(p, self._lost(p, time.time(), "Cancelled", "cancelled before its retry",
                                                TaskStatus.CANCELLED))
-        elif p.ref is not None and not p.batched:
-            ray.cancel(p.ref, force=True)  # kills the worker; its sandboxed child dies with it (PDEATHSIG)
+        elif p.ref is not None and not p.batched and p.runner is not None:
+            p.runner.cancel(p.ref, p.task_id)  # kills its sandboxed child (a task's whole worker, PDEATHSIG)
         # a batched invocation is left to finish: it is short (see _batch_size), and killing its worker would
         # kill the other invocations of the batch (or an express lane); its record then shows how it really ended
         return True
@@ -245,7 +244,7 @@ class Dispatcher:
         try:
             ref = runner.submit(common, [(p.task_id, p.event_json) for p in batch])
             for p in batch:
-                p.ref, p.batched = ref, len(batch) > 1 or not runner.cancel_kills_call
+                p.ref, p.runner, p.batched = ref, runner, len(batch) > 1 or not runner.cancel_kills_call
                 self.writer.mark_running(p.task_id, dispatched)
             outs = await asyncio.wait_for(ref, timeout=rt.config.timeout_s * len(batch) + BACKSTOP_GRACE_S)
             results = [self._result_from_outcome(p, out) for p, out in zip(batch, outs, strict=True)]
@@ -265,7 +264,7 @@ class Dispatcher:
         finally:
             runner.release()
             for p in batch:
-                p.ref = None
+                p.ref = p.runner = None
             q.running -= len(batch)
             self.quotas.load(rt.namespace).running -= len(batch)
             held = self._held.get(rt.namespace)

@@ -50,6 +50,9 @@ class Lane:
         self.busy = False
         self.last_used = time.monotonic()
 
+    def cancel(self, ref: Any, task_id: str) -> None:
+        """Never called: a lane's calls are not killed for one invocation (`cancel_kills_call` is False)."""
+
     def kill(self) -> None:
         """Stop the actor (a call that failed or overran: its worker is not trusted again)."""
         self.dead = True

@@ -1,6 +1,7 @@
 """Where a batch of invocations runs, behind one interface for the dispatcher: Ray tasks in a version's own
-runtime_env, Ray tasks from the bundle's bytes while that env's workers start (a bridge), or the version's
-express lane (`serve_app.dispatch.lanes.Lane`, which has the same methods)."""
+runtime_env, Ray tasks from the bundle's bytes while that env's workers start (a bridge), the version's shared warm
+host (`serve_app.dispatch.warm_hosts.HostRunner`) or its express lane (`serve_app.dispatch.lanes.Lane`), which have
+the same methods."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ class Runner(Protocol):
     cancel_kills_call: bool  # True: cancelling one invocation may kill its call (its batch mates share it)
 
     def submit(self, common: dict[str, Any], items: list[tuple[str, bytes]]) -> Any: ...
+
+    def cancel(self, ref: Any, task_id: str) -> None:
+        """Stop a running invocation alone in its call (only when `cancel_kills_call`)."""
 
     def abort(self, ref: Any) -> None:
         """The call overran its backstop: stop it."""
@@ -41,6 +45,10 @@ class TaskRunner:
     def submit(self, common: dict[str, Any], items: list[tuple[str, bytes]]) -> Any:
         """One Ray task for the batch."""
         return self.remote.remote(*self.lead, common, items)
+
+    def cancel(self, ref: Any, task_id: str) -> None:
+        """Kill the task's worker (its sandboxed child dies with it)."""
+        ray.cancel(ref, force=True)
 
     def abort(self, ref: Any) -> None:
         """Kill the task's worker (its sandboxed child dies with it)."""

@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from actors.handles import shard_of
 from analytics.aggregates import function_metrics, parse_window, timeseries
 from analytics.alerting import parse_rule
+from cluster.sandbox.warm import host_metrics
 from core.db.audit import Change, record
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
@@ -83,6 +84,8 @@ def register(app: FastAPI) -> None:
             return Response(b"", media_type="text/plain")
         # the operator sees every series; any other key only its own tenant's
         body = p.monitoring.prom.render(None if c.is_operator else c.namespace)
+        if c.is_operator:  # the host's warm state (functions, evictions, PSS by kind) is platform-wide
+            body += await asyncio.to_thread(host_metrics, p.settings.warm_memory_mb)
         return Response(body, media_type=p.monitoring.prom.content_type)
 
     @app.get("/v1/anomalies")

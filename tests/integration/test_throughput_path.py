@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import deploy, zip_files
@@ -162,8 +163,10 @@ def test_new_version_runs_at_once_then_moves_to_its_own_runtime_env_workers(api:
 
 
 def test_short_function_called_one_at_a_time_uses_its_express_lane_and_survives_its_death(
-        api: httpx.Client, api_server: Any, database_url: str) -> None:
+        api: httpx.Client, api_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
+
+    monkeypatch.setattr(api_server.platform, "hosts", None)  # lanes serve only without shared warm hosts
 
     from core.models import FunctionConfig
     from serve_app.dispatch.lanes import PROBE_AFTER_S
