@@ -6,10 +6,6 @@ Screenshots of each step land in test-output/console/."""
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +16,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import ROOT, ApiServer, free_port, zip_files
+from tests.conftest import ROOT, ApiServer, zip_files
+from tests.e2e.console_proc import console_process
 from tests.receivers import WebhookSink
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,35 +64,8 @@ def console(api_server: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> 
     """`python -m panel_dashboard` on a free port with only the API's URL (no key); killed afterwards."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (Debian's chromium; scripts/test-deps.sh installs it)")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("console") / "console.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("CLOUDFN_API_KEY", "CLOUDFN_HOME")}
-    env["CLOUDFN_API_URL"] = api_server.url
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "panel_dashboard", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the console exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/login", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the console did not answer in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+    with console_process(api_server.url, tmp_path_factory.mktemp("console") / "console.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @pytest.fixture()

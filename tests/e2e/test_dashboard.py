@@ -5,10 +5,6 @@ The console's management flows are in test_console.py."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, deploy, free_port
+from tests.conftest import ROOT, deploy
+from tests.e2e.console_proc import console_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -28,34 +25,8 @@ NAME = "dash-hello"
 @pytest.fixture()
 def dashboard(api_server: Any, admin_key: str, tmp_path: Path) -> Iterator[str]:
     """`python -m panel_dashboard` on a free port, pointed at the test API (it holds no key); killed afterwards."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log_path = tmp_path / "dashboard.log"
-    env = dict(os.environ, CLOUDFN_API_URL=api_server.url)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "panel_dashboard", "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the dashboard exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}login", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the dashboard did not answer in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    with console_process(api_server.url, tmp_path / "dashboard.log") as url:
+        yield f"{url}/"
 
 
 @pytest.mark.slow
