@@ -162,8 +162,21 @@ def test_no_process_outlives_its_sandbox(api: httpx.Client, bystander: list[str]
             if uid >= base:
                 by_uid[uid] = by_uid.get(uid, 0) + 1
     # a warm child is 3 processes; max_warm children per pool, pools in a few workers: far below a leak
-    assert all(n <= 3 * 16 for n in by_uid.values()), by_uid
+    crowded = {uid: n for uid, n in by_uid.items() if n > 3 * 16}
+    assert not crowded, {uid: _commands_of(uid) for uid in crowded}
     assert sum(by_uid.values()) <= 3 * 16 * 8, by_uid
+
+
+def _commands_of(uid: int) -> list[str]:
+    """The command lines of a uid's processes (for a failure message)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                out.append(Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160])
+        except OSError:
+            continue
+    return out
 
 
 def test_bystander_rows_reach_the_lake(api: httpx.Client, settings: Any, bystander: list[str]) -> None:
