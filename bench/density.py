@@ -46,6 +46,9 @@ KINDS = {
 }
 
 
+SAMPLES = 5  # least recently used and never-called functions timed (one call each; medians reported)
+
+
 def emit(**kw: Any) -> None:
     """One JSON line."""
     print(json.dumps(kw), flush=True)
@@ -154,7 +157,8 @@ def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path |
         t0 = time.perf_counter()
         for i, name in enumerate(names):
             deploy(c, name, kinds[i % len(kinds)])
-        deploy(c, "never-called", "echo")
+        for i in range(SAMPLES):
+            deploy(c, f"never-called-{i}", kinds[i % len(kinds)])
         deploy_s = time.perf_counter() - t0
         for name in names:
             for _ in range(3):
@@ -164,9 +168,10 @@ def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path |
         time.sleep(idle_s)
         idle = measure(plat)
         state = warm_metrics(c)
-        lru = call(c, names[max(1, n // 10) % n])  # the least recently used: the first one evicted, if any was
+        # the least recently used (after the burst ones): the first evicted, if any was; one call each
+        lru = [call(c, names[(max(1, n // 10) + i) % n]) for i in range(SAMPLES)]
         warm = [call(c, names[-1 - (i % 5)]) for i in range(60)]  # the five most recently used
-        cold = call(c, "never-called")
+        cold = [call(c, f"never-called-{i}") for i in range(SAMPLES)]
         fn_kinds = ("ray_worker_fn", "ray_worker_idle", "express_lane", "warm_host", "sandbox_child")
         held = sum(idle.get(k, {}).get("pss_mib", 0.0) for k in fn_kinds)
         platform_mib = sum(v["pss_mib"] for k, v in idle.items() if k not in fn_kinds)
@@ -174,7 +179,9 @@ def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path |
                 "before_functions": base,
                 "idle": idle, "warm_state": state, "functions_mib": round(held, 1),
                 "per_warm_function_mib": round(held / n, 1), "platform_mib": round(platform_mib, 1),
-                "warm_p50_ms": round(statistics.median(warm), 2), "lru_ms": round(lru, 1), "cold_ms": round(cold, 1)}
+                "warm_p50_ms": round(statistics.median(warm), 2),
+                "lru_ms": round(statistics.median(lru), 1), "lru_all_ms": [round(x, 1) for x in lru],
+                "cold_ms": round(statistics.median(cold), 1), "cold_all_ms": [round(x, 1) for x in cold]}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -189,8 +196,8 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(f"| {k} | " + " | ".join(cells) + " |")
     for label, key in (("functions (workers+lanes+children)", "functions_mib"),
                        ("per warm function", "per_warm_function_mib"), ("platform itself", "platform_mib"),
-                       ("warm call p50 ms", "warm_p50_ms"), ("least recently used call ms", "lru_ms"),
-                       ("cold call ms", "cold_ms")):
+                       ("warm call p50 ms", "warm_p50_ms"), ("least recently used call p50 ms", "lru_ms"),
+                       ("never-called call p50 ms", "cold_ms")):
         rows.append(f"| {label} | " + " | ".join(str(r[key]) for r in results) + " |")
     return "\n".join(rows)
 
