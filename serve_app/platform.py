@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from core.db.audit import Change, record_alone
 from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
 from core.db.keys import KeyRow, KeyStore, hash_key
+from core.db.leases import ReplicaLeases
 from core.db.quotas import QuotaStore
 from core.db.tasks import METRIC_KEYS, TaskStore
 from core.errors import (
@@ -57,6 +58,8 @@ from serve_app.dispatch.runners import Runner, TaskRunner, when_answered
 from serve_app.dispatch.warm_hosts import WarmHosts
 from serve_app.feed.destinations import Destinations
 from serve_app.feed.monitoring import MonitoringFeed
+from serve_app.replicas.membership import LEASE_S, RENEW_S, Membership, exit_replica, replica_name
+from serve_app.replicas.notices import Notices
 from serve_app.results.completions import Completions
 from serve_app.results.task_reads import TaskReads
 from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
@@ -64,14 +67,23 @@ from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
 log = logging.getLogger(__name__)
 WARM_HOST_SLOTS = 16  # calls of one version its warm host runs at once (a burst beyond goes to Ray tasks)
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
+ORPHAN_SCAN_S = 5.0  # a hand-off whose notice was lost is picked up after this long
+TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
+LOST = {"type": "ExecutorLost", "message": "the API replica holding this task stopped while it was running; its "
+        "executor was lost", "stack": []}
 
 
 class Platform:
     """Everything the routes need; created inside the Serve replica (or a test process)."""
 
-    def __init__(self, settings: Settings, database_url: str) -> None:
+    def __init__(self, settings: Settings, database_url: str, *,
+                 on_lapse: Callable[[], None] = exit_replica) -> None:
         self.settings = settings
         self.engine: AsyncEngine = make_async_engine(database_url)
+        self.replica_id = uuid.uuid4().hex[:16]  # owner of the open tasks this process holds (core.db.leases)
+        self.exclusive = (settings.api_replicas or 1) == 1  # the only API replica: nothing to share or hand off
+        self.membership = Membership(ReplicaLeases(self.engine, self.replica_id, LEASE_S, shared=not self.exclusive),
+                                     exclusive=self.exclusive, on_lapse=on_lapse, name=replica_name)
         self.bundles = BundleStore(settings.home / "artifacts")
         self.limits = BundleLimits.from_settings(settings)
         self.functions = FunctionStore(self.engine)
@@ -80,8 +92,12 @@ class Platform:
         self.registry = Registry(self.engine, self._build_remote, self.secrets)
         self.completions = Completions()
         self.prom = PromRegistry()  # the replica's Prometheus figures, fed from the dispatcher, writer and feed
-        self.writer = GroupCommitWriter(database_url, on_committed=self._committed, completions=self.completions,
+        self.writer = GroupCommitWriter(database_url, self.replica_id, notify=not self.exclusive,
+                                        on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
+        self.notices = Notices(database_url, self.replica_id, on_ended=self.completions.publish,
+                               on_handed=self._handed)
+        self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
         self.quotas = QuotaGate(default_quotas(settings))
         self.quota_store = QuotaStore(self.engine)
@@ -113,6 +129,7 @@ class Platform:
         self.sandbox = SandboxGate()
         self._startup_work: set[asyncio.Task[None]] = set()
         self._quota_refresh: asyncio.Task[None] | None = None
+        self._claims: asyncio.Task[None] | None = None
         self.started = False
 
     async def start(self) -> None:
@@ -132,21 +149,31 @@ class Platform:
         self.monitoring = MonitoringFeed(self.lake, self.prom, flush_s=self.settings.lake_flush_s,
                                          detectors=self.detectors, shard_of=handles.shard_of)
         self.writer.start()
+        await self.membership.start()
+        if not self.exclusive:
+            self.notices.start()
         await self.refresh_quotas()
         await self.recover()
-        self._quota_refresh = asyncio.get_running_loop().create_task(self._refresh_quotas_loop())
+        loop = asyncio.get_running_loop()
+        self._quota_refresh = loop.create_task(self._refresh_quotas_loop())
+        if not self.exclusive:
+            self._claims = loop.create_task(self._claim_loop())
         self._background(self.destinations.recover(), "redelivering completion destinations")
 
     async def close(self) -> None:
         """Drain and stop."""
-        if self._quota_refresh is not None:
-            self._quota_refresh.cancel()
+        for loop_task in (self._quota_refresh, self._claims):
+            if loop_task is not None:
+                loop_task.cancel()
+        self.notices.close()
         await self.dispatcher.drain()
         await self.destinations.close()
         self.lanes.close()
         if self.hosts is not None:
             self.hosts.close()
         await self.writer.close()
+        # nothing more is written for this replica: its lease ends now, so another claims what it still held
+        await self.membership.close(release=self.started)
         if self.monitoring is not None:
             self.monitoring.close()
         await self.engine.dispose()
@@ -352,6 +379,9 @@ class Platform:
             plan = [{"function": name, "version": version}] + parse_steps(then)
             label = "chain:" + ">".join(s["function"] for s in plan)
             return await self._start_run(caller, label, plan, event_json, wait_s, idempotency_key)
+        home = self.membership.home(rt.namespace, rt.name)
+        if home != self.replica_id:
+            return await self._hand_off(caller, rt, event_json, home, wait_s, idempotency_key)
         self.dispatcher.admit(rt)
         committed: asyncio.Future[None] | None = None
         try:
@@ -382,6 +412,36 @@ class Platform:
         if wait_s:
             self._last_pending[task_id] = pending
         return await self._answer(caller, task_id, done, wait_s)
+
+    async def _hand_off(self, caller: Caller, rt: FunctionRuntime, event_json: bytes, home: str,
+                        wait_s: float | None, idempotency_key: str | None) -> tuple[dict[str, Any], bool]:
+        """Accept an invocation of a function another replica dispatches: commit its row owned by that replica
+        (the commit notifies it); with wait_s, wait for its end here."""
+        self.quotas.admit(rt.namespace)  # the tenant's rate and queued quotas apply where it is accepted
+        try:
+            if idempotency_key:
+                task_id, fresh = await self._idempotent_insert(caller, rt, event_json, idempotency_key, owner=home)
+                if not fresh:
+                    return await self._existing(caller, task_id, wait_s)
+            else:
+                task_id = str(uuid.uuid4())
+                await self.writer.insert(TaskInsert(
+                    id=task_id, namespace=rt.namespace, function_id=rt.function_id, function_name=rt.name,
+                    version=rt.version, input_json=event_json.decode(), created_at=time.time(), owner=home))
+        except BaseException:
+            self.quotas.unadmit(rt.namespace)
+            raise
+        self.quotas.load(rt.namespace).queued -= 1  # queued (and counted) at its home
+        if wait_s:
+            return await self._wait_elsewhere(caller, task_id, wait_s)
+        return {"task_id": task_id, "status": "queued"}, False
+
+    async def _wait_elsewhere(self, caller: Caller, task_id: str, wait_s: float) -> tuple[dict[str, Any], bool]:
+        """Wait for a task another replica holds (its end is announced on ENDED_CHANNEL)."""
+        rec = await self.reads.wait(caller.namespace, task_id, wait_s)
+        if rec["status"] in TERMINAL:
+            return rec, True
+        return {"task_id": task_id, "status": rec["status"]}, False
 
     async def invoke_pipeline(self, caller: Caller, name: str, body: bytes, *, wait_s: float | None = None,
                               idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
@@ -426,14 +486,16 @@ class Platform:
         fut = p.done if p is not None else (run.done if run is not None else None)
         if fut is not None and wait_s:
             return await self._answer(caller, task_id, fut, wait_s)
-        rec = await self.tasks.get(caller.namespace, task_id)
-        finished = rec["status"] in ("succeeded", "failed", "timed_out", "cancelled")
-        if wait_s and finished:
+        if wait_s and fut is None and not self.exclusive:  # it may be held by another replica: wait for its end
+            rec = await self.reads.wait(caller.namespace, task_id, wait_s)
+        else:
+            rec = await self.tasks.get(caller.namespace, task_id)
+        if wait_s and rec["status"] in TERMINAL:
             return rec, True
         return {"task_id": task_id, "status": rec["status"], "idempotent_replay": True}, False
 
     async def _idempotent_insert(self, caller: Caller, rt: FunctionRuntime, event_json: bytes,
-                                 key: str) -> tuple[str, bool]:
+                                 key: str, owner: str | None = None) -> tuple[str, bool]:
         """Insert-or-find by (namespace, function, key) within 24 h; concurrent duplicates share one answer."""
         if len(key) > 200:
             raise InvalidInput("Idempotency-Key must be at most 200 characters")
@@ -443,7 +505,7 @@ class Platform:
             return await asyncio.shield(fut), False
         fut = self._idem[ikey] = asyncio.get_running_loop().create_future()
         try:
-            task_id, fresh = await self._insert_or_find(rt, event_json, key)
+            task_id, fresh = await self._insert_or_find(rt, event_json, key, owner or self.replica_id)
         except BaseException as exc:
             self._idem.pop(ikey, None)
             fut.set_exception(exc)
@@ -455,10 +517,12 @@ class Platform:
                 self._idem.pop(k, None)
         return task_id, fresh
 
-    async def _insert_or_find(self, rt: FunctionRuntime, event_json: bytes, key: str) -> tuple[str, bool]:
+    async def _insert_or_find(self, rt: FunctionRuntime, event_json: bytes, key: str,
+                              owner: str) -> tuple[str, bool]:
         return await self.tasks.insert_keyed({
             "id": str(uuid.uuid4()), "namespace": rt.namespace, "function_id": rt.function_id,
-            "function_name": rt.name, "version": rt.version, "input": event_json.decode(), "key": key})
+            "function_name": rt.name, "version": rt.version, "input": event_json.decode(), "key": key,
+            "owner": owner})
 
     async def cancel(self, caller: Caller, task_id: str) -> dict[str, Any]:
         """Stop a queued or running task (or pipeline run); return its record once stopped."""
@@ -493,7 +557,8 @@ class Platform:
         """Run a dead letter again, as its next attempt under the same task id."""
         t = await self.tasks.dead_letter(caller.namespace, task_id)
         rt = await self.registry.resolve(caller.namespace, t.function_name, t.version)
-        moved = await self.tasks.requeue_dead_letter(t, Change(caller, "tasks.redrive", f"task/{task_id}"))
+        moved = await self.tasks.requeue_dead_letter(t, Change(caller, "tasks.redrive", f"task/{task_id}"),
+                                                     self.replica_id)
         self.dispatcher.submit(Pending(task_id, rt, json.dumps(t.input).encode(), time.time(), attempt=int(moved)))
         return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
 
@@ -529,14 +594,49 @@ class Platform:
             log.exception("feeding results to monitoring failed")
 
     async def recover(self) -> None:
-        """Tasks a previous run left open: running ones are retried if allowed, else failed (ExecutorLost);
-        queued ones run; open pipeline runs continue."""
-        retried, failed, queued = await self.tasks.recover_open({
-            "type": "ExecutorLost", "message": "the platform stopped while this task was running; its executor was "
-            "lost", "stack": []})
-        if retried or failed:
-            log.warning("recovery: %d running tasks requeued for retry, %d failed as ExecutorLost", retried, failed)
-        for tid, ns, fname, ver, inp, created, attempt, parent, step in queued:
+        """Take over open tasks whose replica is gone: at start, the sole replica takes every open task not its
+        own (a previous process's); with several, only those whose owner's lease ran out (core.db.leases).
+        Running ones are retried if allowed, else failed (ExecutorLost); queued ones run; open runs continue."""
+        claimed = await self.membership.leases.claim(LOST, everyone=self.exclusive)
+        if claimed.retried or claimed.failed:
+            log.warning("recovery: %d running tasks requeued for retry, %d failed as ExecutorLost", claimed.retried,
+                        claimed.failed)
+        await self._submit_rows(claimed.queued)
+        await self.pipelines.recover(claimed.runs)
+
+    async def _claim_loop(self) -> None:
+        """With several replicas: claim orphaned tasks as leases run out, and pick up hand-offs whose notice
+        was lost."""
+        scanned = time.monotonic()
+        while True:
+            await asyncio.sleep(RENEW_S)
+            try:
+                await self.recover()
+                if time.monotonic() - scanned >= ORPHAN_SCAN_S:
+                    scanned = time.monotonic()
+                    rows = await self.membership.leases.held_queued(self.dispatcher.inflight_ids(), ORPHAN_SCAN_S)
+                    await self._submit_rows([r for r in rows if r[0] not in self._taken])
+            except Exception as exc:  # the database may be restarting: try again next round
+                log.warning("claiming orphaned tasks failed: %r", exc)
+
+    def _handed(self, ids: list[str]) -> None:
+        """Another replica committed tasks for this one to dispatch."""
+        self._background(self._take_handed(ids), "taking handed-over tasks")
+
+    async def _take_handed(self, ids: list[str]) -> None:
+        rows = await self.membership.leases.handed(ids)
+        await self._submit_rows(rows)
+
+    async def _submit_rows(self, rows: Sequence[Any]) -> None:
+        """Queue claimed or handed-over task rows (QUEUED_COLUMNS) here; a version that cannot be resolved
+        any more fails its task."""
+        for tid, ns, fname, ver, inp, created, attempt, parent, step in rows:
+            if self.dispatcher.inflight(tid) is not None:
+                continue
+            self._taken[tid] = None
+            if len(self._taken) > 100_000:
+                for k in list(self._taken)[:50_000]:
+                    del self._taken[k]
             try:
                 rt = await self.registry.resolve(ns, fname, ver, require_active=False)
             except Exception as exc:
@@ -546,7 +646,6 @@ class Platform:
                 continue
             self.dispatcher.submit(Pending(tid, rt, json.dumps(inp).encode(), float(created), attempt=attempt,
                                            parent_id=parent, step_index=step))
-        await self.pipelines.recover()
 
     async def healthy(self) -> dict[str, Any]:
         """Database and Ray reachability."""

@@ -111,13 +111,13 @@ def ray_cluster(settings: Any) -> Iterator[Any]:
 class ApiServer:
     """The FastAPI app with a real Platform, served by uvicorn on a free port in a thread."""
 
-    def __init__(self, settings: Any, database_url: str) -> None:
+    def __init__(self, settings: Any, database_url: str, **platform_options: Any) -> None:
         import uvicorn
 
         from serve_app.http.app import create_app
         from serve_app.platform import Platform
 
-        self.platform = Platform(settings, database_url)
+        self.platform = Platform(settings, database_url, **platform_options)
         self.app = create_app(self.platform)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

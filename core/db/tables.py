@@ -145,12 +145,25 @@ class Task(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+    owner: Mapped[str | None] = mapped_column(String(64))  # the API replica that holds it while it is open
     __table_args__ = (
         Index("ix_tasks_fn_created", "namespace", "function_name", "created_at"),
         Index("ix_tasks_open", "status", postgresql_where=text("status IN ('queued', 'running')")),
+        Index("ix_tasks_open_owner", "owner", postgresql_where=text("status IN ('queued', 'running')")),
         Index("uq_tasks_idempotency", "namespace", "function_name", "idempotency_key", unique=True,
               postgresql_where=text("idempotency_key IS NOT NULL")),
     )
+
+
+class ApiReplica(Base):
+    """A live (or lapsed) API replica: its open tasks are its own while `lease_until` is in the future."""
+
+    __tablename__ = "api_replicas"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), server_default="")
+    started_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    lease_until: Mapped[datetime] = mapped_column(TS)
+    shared: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))  # false: runs alone (exclusive)
 
 
 class TaskAttempt(Base):

@@ -162,15 +162,15 @@ class TaskStore:
     async def insert_keyed(self, row: dict[str, Any]) -> tuple[str, bool]:
         """Insert a queued function task under an Idempotency-Key, or find the one that holds the key (a key
         older than 24 h is released first): (task id, whether it is new). `row`: id, namespace, function_id,
-        function_name, version, input (JSON text), key."""
+        function_name, version, input (JSON text), key, owner (the replica that will run it)."""
         async with self.engine.begin() as conn:
             await conn.execute(text(
                 "UPDATE tasks SET idempotency_key = NULL WHERE namespace = :namespace AND function_name = "
                 ":function_name AND idempotency_key = :key AND created_at < now() - interval '24 hours'"), row)
             got = (await conn.execute(text(
                 "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
-                " idempotency_key, created_at) VALUES (:id, :namespace, :function_id, :function_name, :version,"
-                " 'function', 'queued', CAST(:input AS json), 1, :key, now())"
+                " idempotency_key, created_at, owner) VALUES (:id, :namespace, :function_id, :function_name,"
+                " :version, 'function', 'queued', CAST(:input AS json), 1, :key, now(), :owner)"
                 " ON CONFLICT (namespace, function_name, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id"), row)).scalar()
             if got:
@@ -200,14 +200,14 @@ class TaskStore:
                            "with POST /v1/tasks/{id}/resume")
         return t
 
-    async def requeue_dead_letter(self, t: Task, change: Change) -> int:
-        """Queue a dead letter as its next attempt (its last one kept in task_attempts), audited in the same
-        transaction; the new attempt number."""
+    async def requeue_dead_letter(self, t: Task, change: Change, owner: str) -> int:
+        """Queue a dead letter as its next attempt (its last one kept in task_attempts) held by replica `owner`,
+        audited in the same transaction; the new attempt number."""
         async with self.engine.begin() as conn:
             moved = (await conn.execute(text(
                 "WITH prev AS (UPDATE tasks SET status = 'queued', attempt = attempt + 1, error = NULL, output = NULL,"
-                " finished_at = NULL WHERE id = :id AND status IN ('failed', 'timed_out') RETURNING attempt)"
-                " SELECT attempt FROM prev"), {"id": t.id})).scalar()
+                " finished_at = NULL, owner = :owner WHERE id = :id AND status IN ('failed', 'timed_out')"
+                " RETURNING attempt) SELECT attempt FROM prev"), {"id": t.id, "owner": owner})).scalar()
             if moved is None:
                 raise Conflict(f"task {t.id} changed while being redriven")
             await record(conn, replace(change, detail={**change.detail, "attempt": int(moved)}))
@@ -217,31 +217,3 @@ class TaskStore:
                 {"id": t.id, "a": moved - 1, "st": t.status, "e": json.dumps(t.error), "s": t.started_at,
                  "f": t.finished_at or datetime.now(UTC)})
         return int(moved)
-
-    async def recover_open(self, lost: dict[str, Any]) -> tuple[int, int, Sequence[Any]]:
-        """After a restart: running function tasks are requeued as their next attempt if their version allows a
-        retry, else failed with `lost`; (requeued, failed, every queued function task's row, oldest first)."""
-        lost_err = json.dumps(lost)
-        async with self.engine.begin() as conn:
-            running = (await conn.execute(text(
-                "SELECT t.id, t.attempt, COALESCE((v.config->>'max_retries')::int, 0), t.started_at FROM tasks t"
-                " LEFT JOIN function_versions v ON v.function_id = t.function_id AND v.version = t.version"
-                " WHERE t.status = 'running' AND t.kind = 'function'"))).all()
-            retry = [r for r in running if r[1] <= r[2]]
-            fail = [r for r in running if r[1] > r[2]]
-            if retry:
-                await conn.execute(text(
-                    "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at)"
-                    " VALUES (:id, :a, 'failed', CAST(:e AS jsonb), :s, now())"),
-                    [{"id": r[0], "a": r[1], "e": lost_err, "s": r[3]} for r in retry])
-                await conn.execute(text("UPDATE tasks SET status = 'queued', attempt = attempt + 1 WHERE id = :id"),
-                                   [{"id": r[0]} for r in retry])
-            if fail:
-                await conn.execute(text(
-                    "UPDATE tasks SET status = 'failed', finished_at = now(), error = CAST(:e AS jsonb)"
-                    " WHERE id = :id"), [{"id": r[0], "e": lost_err} for r in fail])
-            queued = (await conn.execute(text(
-                "SELECT id, namespace, function_name, version, input, extract(epoch from created_at), attempt,"
-                " parent_id, step_index FROM tasks WHERE status = 'queued' AND kind = 'function'"
-                " ORDER BY created_at"))).all()
-        return len(retry), len(fail), list(queued)

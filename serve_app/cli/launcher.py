@@ -164,7 +164,8 @@ def run(settings: Settings) -> int:
     except ValueError as exc:  # ServeConfigError is one
         say(f"failed: {exc}")
         return 2
-    settings = settings.model_copy(update={"api_host": serve_options.host, "api_port": serve_options.port})
+    settings = settings.model_copy(update={"api_host": serve_options.host, "api_port": serve_options.port,
+                                           "api_replicas": serve_options.replica_bound()})
     settings.home.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.home, 0o700)
     stop = threading.Event()

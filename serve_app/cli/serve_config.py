@@ -36,6 +36,16 @@ class ServeOptions:
     env_vars: dict[str, str] = field(default_factory=dict)  # the application's runtime_env variables
     controller_env_vars: dict[str, str] = field(default_factory=dict)
 
+    def replica_bound(self) -> int:
+        """How many API replicas may run at once: num_replicas, or autoscaling's max_replicas (1 tells each
+        replica it is the only one)."""
+        d = self.deployment
+        if "autoscaling_config" in d:
+            auto = d["autoscaling_config"] or {}
+            return max(2, int(auto.get("max_replicas", 2) if isinstance(auto, dict) else 2))
+        n = d.get("num_replicas", 1)
+        return n if isinstance(n, int) and n >= 1 else 2  # "auto" scales too
+
     def describe(self) -> str:
         """One line for the start-up log."""
         d = self.deployment

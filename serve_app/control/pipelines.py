@@ -4,7 +4,8 @@ How a step's output reaches the next step: the API replica (a Ray Serve actor) a
 object ref as an asyncio future; when the step's result is committed, its continuation (`_advance`)
 submits the next step with that output as its event. Nothing goes back to the client, no Ray worker
 blocks waiting for another, and every step is an ordinary task with its own id, status and metrics.
-Continuations live in the replica's memory; after a restart `recover` rebuilds them from the database.
+Continuations live in the memory of the replica that owns the run; when another replica takes the run over
+(its owner's lease ran out, see core.db.leases), `recover` rebuilds them there from the database.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -201,17 +203,22 @@ class Pipelines:
         rt = await self.registry.resolve(t.namespace, step["function"], step["version"])
         async with self.engine.begin() as conn:
             await conn.execute(text("UPDATE tasks SET status = 'running', error = NULL, finished_at = NULL,"
-                                    " attempt = attempt + 1 WHERE id = :id"), {"id": run_id})
+                                    " attempt = attempt + 1, owner = :owner WHERE id = :id"),
+                               {"id": run_id, "owner": self.writer.owner})
             await record(conn, Change(caller, "tasks.resume", f"task/{run_id}", detail={"from_step": k}))
         self.runs[run_id] = run
         child = await self._submit_step(run_id, run, k, rt, json.dumps(failed.input).encode())
         return {"task_id": run_id, "status": "running", "resumed_from_step": k, "step_task_id": child}
 
-    async def recover(self) -> None:
-        """Rebuild continuations of runs a previous process left open."""
+    async def recover(self, run_ids: Sequence[str]) -> None:
+        """Rebuild the continuations of open runs this replica took over (core.db.leases) from another, or from
+        a previous process."""
+        if not run_ids:
+            return
         async with self.tasks.sessions() as s:
             open_runs = (await s.execute(select(Task).where(
-                Task.kind == "pipeline", Task.status.in_(("queued", "running"))))).scalars().all()
+                Task.id.in_(list(run_ids)), Task.kind == "pipeline",
+                Task.status.in_(("queued", "running"))))).scalars().all()
             for t in open_runs:
                 run = self.runs[t.id] = Run(t.namespace, list(t.plan or []),
                                             (t.started_at or t.created_at).timestamp())

@@ -139,6 +139,10 @@ class Dispatcher:
         """The in-flight invocation with this id, if this replica holds it."""
         return self._inflight.get(task_id)
 
+    def inflight_ids(self) -> list[str]:
+        """The ids of every invocation this replica holds (queued, running or backing off)."""
+        return list(self._inflight)
+
     def queue_depth(self, namespace: str, name: str) -> tuple[int, int]:
         """(running, waiting) of a function."""
         q = self._queues.get((namespace, name))

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from serve_app.replicas.membership import replica_name
 
 HEADER = b"x-cloudfn-replica"
 
 Message = dict[str, Any]
 Send = Callable[[Message], Awaitable[None]]
-
-
-def replica_name() -> str:
-    """Serve's replica id inside a Serve replica; host and pid when the app is served otherwise (tests)."""
-    try:
-        from ray import serve
-
-        return str(serve.get_replica_context().replica_id.unique_id)
-    except Exception:  # not inside a Serve replica
-        return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class ReplicaHeader:

@@ -3,6 +3,12 @@
 A request's 202 is sent only after its task row is committed (nothing accepted is lost), yet the
 database sees one commit per batch instead of one per task. The writer owns one psycopg connection and
 sends each flush (BEGIN, one statement per kind of row, COMMIT) as a single pipeline: one round trip.
+
+Each writer writes for one API replica (`owner`): new rows name it (or the replica a task is handed to), and
+running marks and results only change rows the replica still owns (core.db.leases: a replica whose lease ran
+out may have lost its tasks to another). With `notify`, the same transaction announces ended tasks on
+ENDED_CHANNEL and hand-offs on HANDOFF_CHANNEL, so other replicas' long-polls and dispatchers learn of them at
+commit.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from serve_app.results.completions import Completions
 
 log = logging.getLogger(__name__)
 RUNNING_DELAY_S = 0.05
+ENDED_CHANNEL = "cloudfn_ended"  # payload: comma-separated ids of tasks whose terminal result was committed
+HANDOFF_CHANNEL = "cloudfn_handoff"  # payload: "<replica>|<id>,<id>,…": queued tasks handed to that replica
+NOTIFY_IDS = 150  # ids per notification (PostgreSQL caps a payload at 8,000 bytes)
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 
 def ts(epoch: float | None) -> datetime | None:
@@ -48,6 +58,7 @@ class TaskInsert:
     parent_id: str | None = None
     step_index: int | None = None
     plan: list[dict[str, Any]] | None = None
+    owner: str | None = None  # the replica that will run it, when not the writer's own (a hand-off)
     internal: bool = False  # queued with insert_nowait: its work already started, so it is written come what may
 
 
@@ -76,17 +87,17 @@ def _rows(columns: str) -> str:
 
 INSERT_TASK = (
     "INSERT INTO tasks (id, namespace, function_id, function_name, version, kind, status, input, attempt,"
-    " idempotency_key, parent_id, step_index, plan, created_at, started_at)"
+    " idempotency_key, parent_id, step_index, plan, created_at, started_at, owner)"
     " SELECT r.id, r.namespace, r.function_id, r.function_name, r.version, r.kind, r.status, CAST(r.input AS json),"
     " 1, r.idempotency_key, r.parent_id, r.step_index, CAST(r.plan AS jsonb), to_timestamp(r.created_at),"
-    " to_timestamp(r.started_at) FROM " + _rows(
+    " to_timestamp(r.started_at), r.owner FROM " + _rows(
         "id text, namespace text, function_id integer, function_name text, version integer, kind text, status text,"
         " input text, idempotency_key text, parent_id text, step_index integer, plan text, created_at float8,"
-        " started_at float8")
+        " started_at float8, owner text")
 )
 MARK_RUNNING = (
     "UPDATE tasks t SET status = 'running', started_at = to_timestamp(r.started_at) FROM "
-    + _rows("id text, started_at float8") + " WHERE t.id = r.id AND t.status = 'queued'"
+    + _rows("id text, started_at float8") + " WHERE t.id = r.id AND t.status = 'queued' AND t.owner = %(owner)s"
 )
 FINISH_TASK = (
     "UPDATE tasks t SET status = r.status, output = CAST(r.output AS json), error = CAST(r.error AS jsonb),"
@@ -95,6 +106,7 @@ FINISH_TASK = (
     + _rows("id text, status text, output text, error text, logs text, started_at float8, finished_at float8,"
               " attempt integer")
     + " WHERE t.id = r.id AND t.status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
+    " AND t.owner = %(owner)s"
 )
 RECORD_ATTEMPT = (
     "INSERT INTO task_attempts (task_id, attempt, status, error, started_at, finished_at, retry_delay_s)"
@@ -103,7 +115,7 @@ RECORD_ATTEMPT = (
 )
 REQUEUE_TASK = (
     "UPDATE tasks SET status = 'queued', attempt = %(attempt)s + 1 WHERE id = %(id)s"
-    " AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled')"
+    " AND status NOT IN ('succeeded', 'failed', 'timed_out', 'cancelled') AND owner = %(owner)s"
 )
 INSERT_METRIC = (
     "INSERT INTO execution_metrics (task_id, namespace, function, version, attempt, status, started_at,"
@@ -127,10 +139,12 @@ def rows_param(rows: list[dict[str, Any]]) -> dict[str, str]:
 class GroupCommitWriter:
     """Batches task inserts, running marks and results into one transaction per flush."""
 
-    def __init__(self, database_url: str, *, max_batch: int = 500,
+    def __init__(self, database_url: str, owner: str, *, max_batch: int = 500, notify: bool = False,
                  on_committed: Callable[[list[TaskResult]], Awaitable[None] | None] | None = None,
                  completions: Completions | None = None, on_flush: Callable[[int], None] | None = None) -> None:
         self.dsn = libpq_url(database_url)
+        self.owner = owner  # the replica this writer writes for
+        self.notify = notify  # announce ended tasks and hand-offs to other replicas
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.on_flush = on_flush  # rows written by one committed flush
         self.max_batch = max_batch
@@ -279,25 +293,33 @@ class GroupCommitWriter:
             await conn.close()
             raise
 
-    @staticmethod
-    def _statements(inserts: list[tuple[TaskInsert, asyncio.Future[None]]], running: dict[str, float],
+    def _statements(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]], running: dict[str, float],
                     results: list[tuple[TaskResult, asyncio.Future[None] | None]],
                     finished: set[str]) -> list[tuple[str, Any]]:
+        owner = {"owner": self.owner}
         out: list[tuple[str, Any]] = []
         if inserts:
-            out.append((INSERT_TASK, rows_param([_insert_params(r) for r, _ in inserts])))
+            out.append((INSERT_TASK, rows_param([_insert_params(r, self.owner) for r, _ in inserts])))
         marks = [{"id": k, "started_at": v} for k, v in running.items() if k not in finished]
         if marks:
-            out.append((MARK_RUNNING, rows_param(marks)))
+            out.append((MARK_RUNNING, {**rows_param(marks), **owner}))
         final = [_finish_params(r) for r, _ in results if r.retry_delay_s is None]
         if final:
-            out.append((FINISH_TASK, rows_param(final)))
-        retried = [_attempt_params(r) for r, _ in results if r.retry_delay_s is not None]
+            out.append((FINISH_TASK, {**rows_param(final), **owner}))
+        retried = [{**_attempt_params(r), **owner} for r, _ in results if r.retry_delay_s is not None]
         if retried:
             out += [(RECORD_ATTEMPT, retried), (REQUEUE_TASK, retried)]
         metrics = [_metric_params(r.metrics) for r, _ in results if r.metrics is not None]
         if metrics:
             out.append((INSERT_METRIC, rows_param(metrics)))
+        if self.notify:
+            out += _notices(ENDED_CHANNEL, "", [p["id"] for p in final])
+            handed: dict[str, list[str]] = {}
+            for r, _ in inserts:
+                if r.owner is not None and r.owner != self.owner:
+                    handed.setdefault(r.owner, []).append(r.id)
+            for to, ids in handed.items():
+                out += _notices(HANDOFF_CHANNEL, to + "|", ids)
         return out
 
     async def _write_singly(self, inserts: list[tuple[TaskInsert, asyncio.Future[None]]],
@@ -345,8 +367,14 @@ def _fallbacks(r: TaskResult) -> list[TaskResult]:
     return [r, failed, replace(failed, metrics=None)]
 
 
-def _insert_params(r: TaskInsert) -> dict[str, Any]:
-    return {"id": r.id, "namespace": r.namespace, "function_id": r.function_id,
+def _notices(channel: str, prefix: str, ids: list[str]) -> list[tuple[str, Any]]:
+    """`pg_notify` statements announcing `ids` on `channel`, NOTIFY_IDS per payload."""
+    return [(NOTIFY, {"channel": channel, "payload": prefix + ",".join(ids[i:i + NOTIFY_IDS])})
+            for i in range(0, len(ids), NOTIFY_IDS)]
+
+
+def _insert_params(r: TaskInsert, owner: str) -> dict[str, Any]:
+    return {"owner": r.owner or owner, "id": r.id, "namespace": r.namespace, "function_id": r.function_id,
             "function_name": r.function_name, "version": r.version, "kind": r.kind, "status": r.status,
             "input": r.input_json, "idempotency_key": r.idempotency_key, "parent_id": r.parent_id,
             "step_index": r.step_index, "plan": None if r.plan is None else json.dumps(r.plan),

@@ -50,12 +50,12 @@ def test_writer_holds_results_back_until_the_database_answers(database_url: str)
     queued, started = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def scenario() -> tuple[bool, bool]:
-        good = GroupCommitWriter(database_url)
+        good = GroupCommitWriter(database_url, "outage-test")
         good.start()
         await good.insert(task_row(queued))  # accepted before the outage
         await good.close()
 
-        writer = GroupCommitWriter(database_url)
+        writer = GroupCommitWriter(database_url, "outage-test")
         writer.dsn = libpq_url(unreachable_url())  # the outage: the server's address answers nothing
         writer.start()
         with pytest.raises(psycopg.OperationalError):

@@ -110,8 +110,9 @@ SERVE_APP_PARTS: dict[str, set[str]] = {
     "dispatch": {"write", "catalog"},
     "control": {"dispatch", "write", "catalog"},
     "feed": {"dispatch", "write"},
-    "platform": {"accept", "catalog", "control", "dispatch", "feed", "results", "write"},
-    "http": {"platform", "results", "accept", "catalog", "control"},
+    "replicas": {"write"},
+    "platform": {"accept", "catalog", "control", "dispatch", "feed", "replicas", "results", "write"},
+    "http": {"platform", "results", "accept", "catalog", "control", "replicas"},
     "deployment": {"http", "platform"},
     "cli": {"deployment"},
 }
