@@ -25,6 +25,13 @@ class Quotas:
         """These limits with an operator's overrides applied (None: the default)."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
+    def shared_by(self, replicas: int) -> Quotas:
+        """One API replica's part of these limits when `replicas` share a tenant's traffic: the quotas counted
+        in memory (running, queued, the token bucket) split evenly, rounded down, never below their least."""
+        if replicas <= 1:
+            return self
+        return replace(self, **{k: max(QUOTA_MIN[k], getattr(self, k) // replicas) for k in SPLIT_QUOTAS})
+
     def as_dict(self) -> dict[str, int]:
         """Each quota by name."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -35,6 +42,7 @@ QUOTA_NAMES = tuple(f.name for f in fields(Quotas))
 QUOTA_MIN = {"concurrency": 1, "queued_tasks": 0, "functions": 0, "bundle_bytes": 0, "invocations_per_s": 1,
              "burst": 1}
 QUOTA_MAX = {name: (INT64_MAX if name == "bundle_bytes" else INT32_MAX) for name in QUOTA_NAMES}
+SPLIT_QUOTAS = ("concurrency", "queued_tasks", "invocations_per_s", "burst")  # the others are counted in the database
 SETTING_OF = {name: f"CLOUDFN_QUOTA_{name.upper()}" for name in QUOTA_NAMES}
 
 

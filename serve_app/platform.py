@@ -82,8 +82,7 @@ class Platform:
         self.engine: AsyncEngine = make_async_engine(database_url)
         self.replica_id = uuid.uuid4().hex[:16]  # owner of the open tasks this process holds (core.db.leases)
         self.exclusive = (settings.api_replicas or 1) == 1  # the only API replica: nothing to share or hand off
-        self.membership = Membership(ReplicaLeases(self.engine, self.replica_id, LEASE_S, shared=not self.exclusive),
-                                     exclusive=self.exclusive, on_lapse=on_lapse, name=replica_name)
+
         self.bundles = BundleStore(settings.home / "artifacts")
         self.limits = BundleLimits.from_settings(settings)
         self.functions = FunctionStore(self.engine)
@@ -100,6 +99,9 @@ class Platform:
         self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
         self.quotas = QuotaGate(default_quotas(settings))
+        self.membership = Membership(ReplicaLeases(self.engine, self.replica_id, LEASE_S, shared=not self.exclusive),
+                                     exclusive=self.exclusive, on_lapse=on_lapse, on_view=self.quotas.set_replicas,
+                                     name=replica_name)
         self.quota_store = QuotaStore(self.engine)
         self.prom.registry.register(QuotaCollector(self.quotas))
         self.dispatcher = Dispatcher(self.writer, self.quotas, on_result=self._task_ended,

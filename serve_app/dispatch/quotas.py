@@ -1,6 +1,9 @@
 """Per-tenant quota enforcement in the replica's memory: running and queued counts, the invocation token bucket,
 refusals counted by quota, and their Prometheus figures. No database round trip per invocation: the operator's
 overrides are applied when set here and reloaded every QUOTA_REFRESH_S (for changes made through another replica).
+With several API replicas each enforces an even part of a tenant's concurrency, queue and rate (Quotas.shared_by):
+the load balancer spreads requests evenly, so together they hold the limit, at the cost of refusing a little early
+when one replica gets more than its share.
 """
 
 from __future__ import annotations
@@ -44,14 +47,27 @@ class QuotaGate:
 
     def __init__(self, defaults: Quotas) -> None:
         self.defaults = defaults
+        self.replicas = 1  # API replicas sharing the tenants' traffic: each enforces its part of the limits
         self._loads: dict[str, TenantLoad] = {}
         self._overrides: dict[str, dict[str, int | None]] = {}
+
+    def _limits(self, tenant: str) -> Quotas:
+        return self.defaults.with_overrides(self._overrides.get(tenant, {})).shared_by(self.replicas)
+
+    def set_replicas(self, replicas: int) -> None:
+        """The number of live API replicas changed: each tenant's part of its limits here follows."""
+        if replicas == self.replicas:
+            return
+        self.replicas = replicas
+        for tenant, load in self._loads.items():
+            load.limits = self._limits(tenant)
+            load.tokens = min(load.tokens, float(load.limits.burst))
 
     def load(self, tenant: str) -> TenantLoad:
         """A tenant's load (created with its limits on first use)."""
         got = self._loads.get(tenant)
         if got is None:
-            limits = self.defaults.with_overrides(self._overrides.get(tenant, {}))
+            limits = self._limits(tenant)
             got = self._loads[tenant] = TenantLoad(limits, float(limits.burst), time.monotonic())
         return got
 
@@ -100,7 +116,7 @@ class QuotaGate:
         self._overrides[tenant] = dict(overrides)
         load = self.load(tenant)
         load.refill(time.monotonic())
-        load.limits = self.defaults.with_overrides(overrides)
+        load.limits = self._limits(tenant)
         load.tokens = min(load.tokens, float(load.limits.burst))
 
     def replace_overrides(self, every: dict[str, dict[str, int | None]]) -> None:

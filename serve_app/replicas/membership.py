@@ -45,11 +45,12 @@ class Membership:
     here, and a lapsed lease is simply renewed)."""
 
     def __init__(self, leases: ReplicaLeases, *, exclusive: bool, on_lapse: Callable[[], None],
-                 name: Callable[[], str] = lambda: "") -> None:
+                 on_view: Callable[[int], None] = lambda live: None, name: Callable[[], str] = lambda: "") -> None:
         self.leases = leases
         self.me = leases.me
         self.exclusive = exclusive
         self.on_lapse = on_lapse  # the lease ran out before it was renewed: another replica may hold our tasks
+        self.on_view = on_view  # the number of live replicas, after every refresh
         self.name = name
         self.homes: list[str] = [self.me]  # the live replicas that are homes, sorted
         self.live: list[str] = [self.me]
@@ -77,6 +78,7 @@ class Membership:
         self.live = sorted({r for r, _ in live} | {self.me})
         mature = sorted(r for r, ok in live if ok)
         self.homes = mature or self.live[:1]  # all starting together: the first by id, the same everywhere
+        self.on_view(1 if self.exclusive else len(self.live))
 
     def home(self, namespace: str, function: str) -> str:
         """The replica that dispatches this function's invocations."""

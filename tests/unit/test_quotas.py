@@ -73,3 +73,25 @@ def test_new_overrides_apply_at_once_and_the_figures_carry_the_tenant() -> None:
     assert 'cloudfn_quota_limit{quota="concurrency",tenant="t"} 2.0' in text
     assert 'cloudfn_quota_used{quota="queued_tasks",tenant="t"} 1.0' in text
     assert 'cloudfn_quota_rejections_total{quota="burst",tenant="t"} 0.0' in text
+
+
+def test_replicas_each_enforce_an_even_part_that_together_holds_the_limit() -> None:
+    limits = Quotas(concurrency=9, queued_tasks=100, functions=5, bundle_bytes=10**6, invocations_per_s=10, burst=7)
+    part = limits.shared_by(2)
+    assert (part.concurrency, part.queued_tasks, part.invocations_per_s, part.burst) == (4, 50, 5, 3)
+    assert (part.functions, part.bundle_bytes) == (5, 10**6), "counted in the database, not split"
+    assert limits.shared_by(20).concurrency == 1 and limits.shared_by(20).queued_tasks == 5
+    gates = [QuotaGate(limits) for _ in range(2)]
+    for g in gates:
+        g.set_replicas(2)
+    admitted = 0
+    for g in gates:  # a burst spread over both replicas: together they accept the burst, not twice it
+        while True:
+            try:
+                g.admit("t")
+            except QuotaExceeded:
+                break
+            admitted += 1
+    assert admitted == 2 * 3 <= limits.burst
+    gates[0].set_replicas(1)  # the other replica is gone: this one's part grows back to the whole
+    assert gates[0].load("t").limits == limits
