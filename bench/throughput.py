@@ -78,11 +78,12 @@ def burst_wait(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any
             "persisted": persisted_executions(plat, "hello") - before, "client_cpu_ms_per_req": client_cpu_ms / n}
 
 
-def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, Any]:
-    """N asynchronous invocations of hello (202 + task id), then `GET /v1/tasks/{id}` until each has ended;
+def burst_async(plat: PlatformProcess, n: int, concurrency: int, function: str = "hello") -> dict[str, Any]:
+    """N asynchronous invocations of `function` (202 + task id), then `GET /v1/tasks/{id}` until each has ended;
     submit-to-finish latency from the records' finished_at."""
-    before = persisted_executions(plat, "hello")
-    reqs = [("POST", "/v1/functions/hello/invocations", json.dumps({"name": f"n{i}"}).encode()) for i in range(n)]
+    before = persisted_executions(plat, function)
+    reqs = [("POST", f"/v1/functions/{function}/invocations", json.dumps({"name": f"n{i}"}).encode())
+            for i in range(n)]
     out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
     t0 = min(sent for sent, _, _, _ in out)
     t_submitted = max(answered for _, answered, _, _ in out)
@@ -107,7 +108,7 @@ def burst_async(plat: PlatformProcess, n: int, concurrency: int) -> dict[str, An
             "accept_per_s": n / (t_submitted - t0), "wall_s": last - t0, "per_s": n / (last - t0),
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "succeeded": sum(1 for t in submitted if statuses[t] == "succeeded"),
-            "persisted": persisted_executions(plat, "hello") - before}
+            "persisted": persisted_executions(plat, function) - before}
 
 
 def sequential(plat: PlatformProcess, n: int) -> dict[str, Any]:

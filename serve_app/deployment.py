@@ -1,4 +1,5 @@
-"""The Ray Serve deployment hosting the FastAPI app (one replica: its caches and queues are authoritative).
+"""The Ray Serve deployment hosting the FastAPI app (one replica by default; several share the work through
+`serve_app.replicas`).
 
 The decorator's options are the defaults; configs/serve.yaml states the same ones and `cloudfn up` applies the
 file's (tests/unit/test_configs.py checks they agree). `app_builder` is the entry for `serve deploy`."""

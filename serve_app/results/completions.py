@@ -2,8 +2,9 @@
 
 The writer publishes the ids of terminal results right after their transaction commits, so a reader that
 registered before reading the row either saw the ended task or is woken by the commit that ends it; nothing
-polls the database in a loop. Only readers in the same replica are woken: with several API replicas, the
-writer must also `NOTIFY` a channel that every replica `LISTEN`s on (not done; one replica today).
+polls the database in a loop. With several API replicas the writer also `NOTIFY`s the ended ids in the same
+transaction and every replica's listener (`serve_app.replicas.notices`) publishes them here, so a reader is woken
+on whichever replica it waits.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""Throughput per API replica count, and the spec's 10,000 executions as one burst.
+
+    .venv/bin/python -m bench.replicas [--replicas 1,2] [--n 2000] [--rounds 3] [--burst 10000]
+
+For each replica count, starts the platform as `cloudfn up` does with CLOUDFN_API_REPLICAS set (one platform at a
+time: this is a 2-core machine), warms it, then measures `--rounds` rounds of bench.throughput's bursts (`?wait=`
+and asynchronous, every execution persisted and counted in PostgreSQL), one asynchronous burst of `--burst`
+invocations (all terminal, time from the first request to the last finished_at), and the first burst of a
+function deployed just before against its next one (`first_over_steady`). Then raw Ray in the same run as
+the floor. Prints JSON lines, and a `median` line per replica count with its ratio to one replica and to raw Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import uvloop
+
+from bench.httpload import run_many
+from bench.platform_proc import PlatformProcess, zip_handler
+from bench.throughput import burst_async, burst_wait, raw_ray
+
+
+def emit(**kw: Any) -> None:
+    """One JSON line."""
+    print(json.dumps(kw), flush=True)
+
+
+def measure(replicas: int, n: int, rounds: int, burst: int, concurrency: int, wait_concurrency: int) -> dict[str, Any]:
+    """The medians of one replica count's rounds, and its big burst."""
+    waits, asyncs = [], []
+    with PlatformProcess(extra_env={"CLOUDFN_API_REPLICAS": str(replicas)}) as plat:
+        warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
+        uvloop.run(run_many(plat.url, plat.key, warm, max(concurrency, wait_concurrency)))
+        time.sleep(8)  # every replica has been live long enough to be a home
+        for _ in range(rounds):
+            waits.append(burst_wait(plat, n, wait_concurrency))
+            emit(bench="replicas_burst", replicas=replicas, **waits[-1])
+            asyncs.append(burst_async(plat, n, concurrency))
+            emit(bench="replicas_burst", replicas=replicas, **asyncs[-1])
+            time.sleep(5)
+        big = burst_async(plat, burst, concurrency) if burst else None
+        if big is not None:
+            emit(bench="replicas_big_burst", replicas=replicas, **big)
+        first, steady = first_burst(plat, n, concurrency)
+        emit(bench="first_burst_after_deploy", replicas=replicas, first=first, steady=steady,
+             first_over_steady=first["per_s"] / steady["per_s"])
+    med = statistics.median
+    return {"replicas": replicas, "first_burst_over_steady": first["per_s"] / steady["per_s"],
+            "wait_per_s": med(x["per_s"] for x in waits),
+            "async_per_s": med(x["per_s"] for x in asyncs),
+            "async_accept_per_s": med(x["accept_per_s"] for x in asyncs),
+            "async_p50_ms": med(x["p50_ms"] for x in asyncs),
+            "lost": sum(x["n"] - x["persisted"] for x in waits + asyncs),
+            "big_burst": None if big is None else {"n": big["n"], "all_terminal_s": big["wall_s"],
+                                                   "succeeded": big["succeeded"], "persisted": big["persisted"]}}
+
+
+def first_burst(plat: PlatformProcess, n: int, concurrency: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Deploy a new function and burst it at once (its first burst), then again once it is warm (steady)."""
+    name = f"fresh{time.time_ns() % 10**9}"
+    src = "def handler(event, context):\n    return {'hello': event.get('name')}\n"
+    with plat.client(timeout=120) as c:
+        r = c.post("/v1/functions", data={"name": name},
+                   files={"archive": ("f.zip", zip_handler(src), "application/zip")})
+        r.raise_for_status()
+    first = burst_async(plat, n, concurrency, name)
+    time.sleep(5)
+    return first, burst_async(plat, n, concurrency, name)
+
+
+def main() -> None:
+    """Run every replica count, then raw Ray; print JSON lines."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--replicas", default="1,2", help="comma-separated replica counts")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--burst", type=int, default=10000, help="one asynchronous burst this big per count (0: none)")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--wait-concurrency", type=int, default=128)
+    a = ap.parse_args()
+    emit(bench="machine", cores=2, note="shared 2-core machine: compare medians and ratios from the same run")
+    rows = [measure(int(k), a.n, a.rounds, a.burst, a.concurrency, a.wait_concurrency) for k in a.replicas.split(",")]
+    floor = raw_ray(a.n)
+    emit(bench="raw_ray", **floor)
+    one = rows[0]
+    for row in rows:
+        emit(bench="median", **row, raw_ray_per_s=floor["per_s"],
+             async_over_one_replica=row["async_per_s"] / one["async_per_s"],
+             wait_over_one_replica=row["wait_per_s"] / one["wait_per_s"],
+             async_over_raw_ray=row["async_per_s"] / floor["per_s"])
+
+
+if __name__ == "__main__":
+    main()
