@@ -206,3 +206,13 @@ METRIC_BOUNDS = (("started_at", 1e9, 1e10), ("finished_at", 1e9, 1e10), ("durati
                  ("cpu_ms", 0.0, 8.64e7 * 1024), ("peak_memory_mb", 0.0, 1 << 20), ("queue_ms", 0.0, 8.64e7 * 30),
                  ("input_bytes", 0, 2**31 - 1), ("output_bytes", 0, 2**31 - 1), ("attempt", 1, 1000),
                  ("cpu_wait_ms", 0.0, 8.64e7), ("version", 1, INT32_MAX))
+
+
+def masked_destinations(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config as the API shows it: completion destinations' secrets as `***`."""
+    out = dict(config)
+    for key in DESTINATION_KEYS:
+        dest = out.get(key)
+        if isinstance(dest, dict) and ("secret_sealed" in dest or "secret" in dest):
+            out[key] = {k: v for k, v in dest.items() if k not in ("secret", "secret_sealed")} | {"secret": "***"}
+    return out

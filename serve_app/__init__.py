@@ -6,9 +6,10 @@ paths, the one error mapping) → `accept` (admission: the sandbox gate; the tas
 `Platform.invoke`'s) → `dispatch` (per-function queues, runners, express lanes) → `write` (the group-commit
 writer) → `feed` (lake, detectors, completion destinations). `results` answers reads and waits, `catalog` knows
 the functions' versions, `control` holds the control-plane services (deploy parsing, pipelines); the task
-repository is `core.db.tasks`. `replicas` lets several API replicas share the work (leases, each function's home
-replica, hand-offs and ended-task notices over LISTEN/NOTIFY). `platform` is the composition root, `deployment` the Serve deployment, and `cli` (the
-command line and the launcher) talks to the app over HTTP only and is imported by none of the others.
+repository is `core.db.tasks`. `replicas` lets several API replicas share the work (leases, each function's
+home replica, hand-offs and ended-task notices over LISTEN/NOTIFY). `platform` is the composition root,
+`deployment` the Serve deployment, and `cli` (the command line and the launcher) talks to the app over HTTP only
+and is imported by none of the others.
 
 The hot path, for whoever tunes it: the dispatcher runs each batch through a runner (`dispatch.runners`: the shared
 warm host, Ray tasks in the version's runtime_env, the bridge, or the express lane, one interface); `POST

@@ -29,8 +29,10 @@ from core.bundles import BundleLimits, BundleStore, validate_and_repack
 from core.db.audit import Change, record_alone
 from core.db.deliveries import DeliveryLog
 from core.db.engine import make_async_engine
+from core.db.functions import FunctionStore
 from core.db.keys import KeyRow, KeyStore, hash_key
 from core.db.leases import ReplicaLeases
+from core.db.pipelines import PipelineStore
 from core.db.quotas import QuotaStore
 from core.db.tasks import METRIC_KEYS, TaskStore
 from core.errors import (
@@ -48,8 +50,9 @@ from core.settings import Settings
 from serve_app.accept.sandbox_gate import SandboxGate
 from serve_app.catalog import destination_config
 from serve_app.catalog.destination_config import executor_config
+from serve_app.catalog.registry import MAX_AGE_S as REGISTRY_MAX_AGE_S
 from serve_app.catalog.registry import FunctionRuntime, Registry
-from serve_app.control.functions import FunctionStore, parse_config, parse_handler, parse_name
+from serve_app.control.functions import parse_config, parse_handler, parse_name
 from serve_app.control.pipelines import Pipelines, parse_steps
 from serve_app.dispatch.dispatcher import Dispatcher, Pending
 from serve_app.dispatch.lanes import Lanes
@@ -88,14 +91,15 @@ class Platform:
         self.functions = FunctionStore(self.engine)
         self.tasks = TaskStore(self.engine, sandbox_label())
         self.secrets = SecretBox(settings.home / "secrets.key")
-        self.registry = Registry(self.engine, self._build_remote, self.secrets)
+        self.registry = Registry(self.functions, self._build_remote, self.secrets,
+                                 max_age_s=None if self.exclusive else REGISTRY_MAX_AGE_S)
         self.completions = Completions()
         self.prom = PromRegistry()  # the replica's Prometheus figures, fed from the dispatcher, writer and feed
         self.writer = GroupCommitWriter(database_url, self.replica_id, notify=not self.exclusive,
                                         on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
         self.notices = Notices(database_url, self.replica_id, on_ended=self.completions.publish,
-                               on_handed=self._handed)
+                               on_handed=self._handed, on_changed=self.registry.invalidate)
         self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
         self.quotas = QuotaGate(default_quotas(settings))
@@ -106,7 +110,7 @@ class Platform:
         self.prom.registry.register(QuotaCollector(self.quotas))
         self.dispatcher = Dispatcher(self.writer, self.quotas, on_result=self._task_ended,
                                      runner_for=self._runner_for, on_dispatch=self.prom.observe_dispatch)
-        self.pipelines = Pipelines(self.engine, self.registry, self.tasks, self.writer, self.dispatcher)
+        self.pipelines = Pipelines(PipelineStore(self.engine), self.registry, self.writer, self.dispatcher)
         self.destinations = Destinations(self.tasks, DeliveryLog(self.engine), self.registry,
                                          self._invoke_for_destination)
         self.lanes = Lanes(self._lane_actor, idle_s=max(float(settings.keep_warm_s), 1.0))
@@ -149,7 +153,8 @@ class Platform:
         await self.alerts.configure.remote(self.channels, self.alerting)
         await asyncio.gather(*(d.stats.remote() for d in self.detectors))  # ready before we report healthy
         self.monitoring = MonitoringFeed(self.lake, self.prom, flush_s=self.settings.lake_flush_s,
-                                         detectors=self.detectors, shard_of=handles.shard_of)
+                                         detectors=self.detectors, shard_of=handles.shard_of,
+                                         compacts=self.membership.leads)
         self.writer.start()
         await self.membership.start()
         if not self.exclusive:

@@ -54,16 +54,6 @@ def unseal(stored: dict[str, Any], box: SecretBox) -> dict[str, Any]:
     return out
 
 
-def masked(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config as the API shows it: destination secrets as `***`."""
-    out = dict(config)
-    for key in DESTINATION_KEYS:
-        dest = out.get(key)
-        if isinstance(dest, dict) and ("secret_sealed" in dest or "secret" in dest):
-            out[key] = {k: v for k, v in dest.items() if k not in ("secret", "secret_sealed")} | {"secret": "***"}
-    return out
-
-
 def executor_config(cfg: FunctionConfig) -> dict[str, Any]:
     """The config an executor gets: destinations (and their secrets) stay in the API replica."""
     return cfg.model_dump(mode="json", exclude=set(DESTINATION_KEYS))

@@ -1,20 +1,21 @@
-"""The replica's cache of active function versions, each with its Ray task options built once."""
+"""The replica's cache of active function versions, each with its Ray task options built once. A change made on
+any replica is announced at its commit (core.db.functions.CATALOG_CHANNEL) and forgotten here; with several
+replicas an entry is also reloaded after MAX_AGE_S, in case a notice was lost while the listener reconnected."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from core.db.tables import Function, FunctionVersion
-from core.errors import Conflict, NotFound
+from core.db.functions import FunctionStore
+from core.errors import Conflict
 from core.models import FunctionConfig
 from core.secrets import SecretBox
 from serve_app.catalog.destination_config import executor_config, unseal
 
 SEALED_KEYS = ("env_sealed", "env_names")
+MAX_AGE_S = 5.0
 
 
 def _env_id(env: dict[str, str]) -> str:
@@ -40,6 +41,7 @@ class FunctionRuntime:
     config_dict: dict[str, Any]
     remote: Any = field(default=None, repr=False)  # a TaskRunner: Ray tasks in this version's runtime_env
     env_id: str = ""
+    loaded_at: float = field(default_factory=time.monotonic, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -51,9 +53,11 @@ class FunctionRuntime:
 class Registry:
     """Resolves (namespace, name[, version]) to a FunctionRuntime; invalidated on every change."""
 
-    def __init__(self, engine: AsyncEngine, build_remote: Any, secrets: SecretBox) -> None:
-        self.engine = engine
+    def __init__(self, functions: FunctionStore, build_remote: Any, secrets: SecretBox, *,
+                 max_age_s: float | None = None) -> None:
+        self.functions = functions
         self.secrets = secrets
+        self.max_age_s = max_age_s  # None: entries live until invalidated (the only replica makes every change)
         self.build_remote = build_remote  # (sha256, FunctionConfig) -> TaskRunner of the version
         self._active: dict[tuple[str, str], FunctionRuntime] = {}
         self._versions: dict[tuple[str, str, int], FunctionRuntime] = {}
@@ -68,6 +72,8 @@ class Registry:
                       *, require_active: bool = True) -> FunctionRuntime:
         """The runtime for the active (or a given) version; NotFound / Conflict otherwise."""
         rt = self._active.get((namespace, name))
+        if rt is not None and self.max_age_s is not None and time.monotonic() - rt.loaded_at > self.max_age_s:
+            rt = None
         if rt is None:
             rt = await self._load(namespace, name, None)
             self._active[(namespace, name)] = rt
@@ -82,18 +88,7 @@ class Registry:
         return vrt
 
     async def _load(self, namespace: str, name: str, version: int | None) -> FunctionRuntime:
-        async with self.engine.connect() as conn:
-            fn = (await conn.execute(select(Function).where(
-                Function.namespace == namespace, Function.name == name, Function.deleted_at.is_(None)))).first()
-            if fn is None:
-                raise NotFound(f"no function named {name!r}")
-            want = version if version is not None else fn.active_version
-            if want is None:
-                raise Conflict(f"function {name!r} has no active version")
-            ver = (await conn.execute(select(FunctionVersion).where(
-                FunctionVersion.function_id == fn.id, FunctionVersion.version == want))).first()
-            if ver is None:
-                raise NotFound(f"function {name!r} has no version {want}")
+        fn, ver = await self.functions.runtime_rows(namespace, name, version)
         stored = unseal({k: v for k, v in ver.config.items() if k not in SEALED_KEYS}, self.secrets)
         env = {**self.secrets.open(ver.config.get("env_sealed")), **self.secrets.open(fn.env_encrypted)}
         cfg = FunctionConfig.model_validate({**stored, "env": env})

@@ -17,17 +17,11 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from core.access import Caller
-from core.db.audit import Change, record
-from core.db.tables import Pipeline, Task
-from core.db.tasks import TaskStore
+from core.db.audit import Change
+from core.db.pipelines import PipelineStore
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import NAME_PATTERN, NAME_RE
 from serve_app.catalog.registry import Registry
@@ -73,11 +67,10 @@ def parse_steps(raw: Any) -> list[dict[str, Any]]:
 class Pipelines:
     """Pipeline definitions, runs and their continuations."""
 
-    def __init__(self, engine: AsyncEngine, registry: Registry, tasks: TaskStore, writer: GroupCommitWriter,
+    def __init__(self, store: PipelineStore, registry: Registry, writer: GroupCommitWriter,
                  dispatcher: Dispatcher) -> None:
-        self.engine = engine
+        self.store = store
         self.registry = registry
-        self.tasks = tasks
         self.writer = writer
         self.dispatcher = dispatcher
         self.runs: dict[str, Run] = {}
@@ -92,23 +85,13 @@ class Pipelines:
         steps = parse_steps(body.get("steps"))
         for s in steps:
             await self.registry.resolve(caller.namespace, s["function"], s["version"], require_active=False)
-        stmt = pg_insert(Pipeline).values(namespace=caller.namespace, name=name, steps=steps)
-        stmt = stmt.on_conflict_do_update(index_elements=["namespace", "name"],
-                                          set_={"steps": stmt.excluded.steps, "updated_at": datetime.now(UTC)})
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt)
-            await record(conn, Change(caller, "pipelines.create", f"pipeline/{name}", detail={"steps": steps}))
+        await self.store.save(caller.namespace, name, steps,
+                              Change(caller, "pipelines.create", f"pipeline/{name}", detail={"steps": steps}))
         return await self.get(caller, name)
 
     async def get(self, caller: Caller, name: str) -> dict[str, Any]:
         """A pipeline definition."""
-        async with self.tasks.sessions() as s:
-            row = (await s.execute(select(Pipeline).where(
-                Pipeline.namespace == caller.namespace, Pipeline.name == name))).scalar()
-        if row is None:
-            raise NotFound(f"no pipeline named {name!r}")
-        return {"name": row.name, "steps": row.steps, "created_at": row.created_at.isoformat(),
-                "updated_at": row.updated_at.isoformat()}
+        return await self.store.get(caller.namespace, name)
 
     async def start(self, caller: Caller, label: str, plan: list[dict[str, Any]], event_json: bytes,
                     idempotency_key: str | None = None) -> tuple[str, asyncio.Future[TaskResult]]:
@@ -175,37 +158,31 @@ class Pipelines:
             run.done.set_result(final)
 
     async def _load(self, run_id: str) -> Run | None:
-        async with self.tasks.sessions() as s:
-            t = (await s.execute(select(Task).where(Task.id == run_id, Task.kind == "pipeline"))).scalar()
-        if t is None or not t.plan:
+        t = await self.store.run(run_id)
+        if t is None or t.kind != "pipeline" or not t.plan:
             return None
         run = self.runs[run_id] = Run(t.namespace, list(t.plan), (t.started_at or t.created_at).timestamp())
         return run
 
     async def resume(self, caller: Caller, run_id: str) -> dict[str, Any]:
         """Rerun a failed run from its failed step with that step's stored input."""
-        async with self.tasks.sessions() as s:
-            t = (await s.execute(select(Task).where(Task.id == run_id, Task.namespace == caller.namespace))).scalar()
-            if t is None:
-                raise NotFound(f"no task with id {run_id!r}")
-            if t.kind != "pipeline":
-                raise Conflict("only a pipeline run can be resumed; redrive a failed task with "
-                               "POST /v1/dead-letters/{task_id}/redrive")
-            if t.status not in ("failed", "timed_out", "cancelled"):
-                raise Conflict(f"the run is {t.status}; only a failed run can be resumed")
-            failed = (await s.execute(select(Task).where(Task.parent_id == run_id).order_by(
-                Task.step_index.desc(), Task.created_at.desc()).limit(1))).scalar()
+        t = await self.store.run(run_id, caller.namespace)
+        if t is None:
+            raise NotFound(f"no task with id {run_id!r}")
+        if t.kind != "pipeline":
+            raise Conflict("only a pipeline run can be resumed; redrive a failed task with "
+                           "POST /v1/dead-letters/{task_id}/redrive")
+        if t.status not in ("failed", "timed_out", "cancelled"):
+            raise Conflict(f"the run is {t.status}; only a failed run can be resumed")
+        failed = await self.store.last_step(run_id)
         if failed is None or failed.step_index is None:
             raise Conflict("the run has no failed step to resume from")
         k = failed.step_index
         run = Run(t.namespace, list(t.plan or []), time.time())
         step = run.plan[k]
         rt = await self.registry.resolve(t.namespace, step["function"], step["version"])
-        async with self.engine.begin() as conn:
-            await conn.execute(text("UPDATE tasks SET status = 'running', error = NULL, finished_at = NULL,"
-                                    " attempt = attempt + 1, owner = :owner WHERE id = :id"),
-                               {"id": run_id, "owner": self.writer.owner})
-            await record(conn, Change(caller, "tasks.resume", f"task/{run_id}", detail={"from_step": k}))
+        await self.store.reopen(run_id, self.writer.owner,
+                                Change(caller, "tasks.resume", f"task/{run_id}", detail={"from_step": k}))
         self.runs[run_id] = run
         child = await self._submit_step(run_id, run, k, rt, json.dumps(failed.input).encode())
         return {"task_id": run_id, "status": "running", "resumed_from_step": k, "step_task_id": child}
@@ -215,26 +192,19 @@ class Pipelines:
         a previous process."""
         if not run_ids:
             return
-        async with self.tasks.sessions() as s:
-            open_runs = (await s.execute(select(Task).where(
-                Task.id.in_(list(run_ids)), Task.kind == "pipeline",
-                Task.status.in_(("queued", "running"))))).scalars().all()
-            for t in open_runs:
-                run = self.runs[t.id] = Run(t.namespace, list(t.plan or []),
-                                            (t.started_at or t.created_at).timestamp())
-                last = (await s.execute(select(Task).where(Task.parent_id == t.id).order_by(
-                    Task.step_index.desc(), Task.created_at.desc()).limit(1))).scalar()
-                if last is None:  # died before its first step was written: start it now
-                    try:
-                        rt = await self.registry.resolve(t.namespace, run.plan[0]["function"],
-                                                           run.plan[0]["version"])
-                        await self._submit_step(t.id, run, 0, rt, json.dumps(t.input).encode())
-                    except Exception as exc:
-                        await self._end(t.id, run, TaskResult(t.id, "failed", None, {
-                            "type": type(exc).__name__, "message": str(exc), "stack": [], "step": 0}, None,
-                            run.started_at, time.time(), 1, None))
-                elif last.status in ("succeeded", "failed", "timed_out", "cancelled"):
-                    await self._advance(t.id, last.step_index or 0, last.id, TaskResult(
-                        last.id, last.status, None if last.output is None else json.dumps(last.output), last.error,
-                        None, None, time.time(), last.attempt, None))
-                # an open last step was resubmitted by the platform's recovery with its parent id
+        for t in await self.store.open_runs(run_ids):
+            run = self.runs[t.id] = Run(t.namespace, list(t.plan or []), (t.started_at or t.created_at).timestamp())
+            last = await self.store.last_step(t.id)
+            if last is None:  # died before its first step was written: start it now
+                try:
+                    rt = await self.registry.resolve(t.namespace, run.plan[0]["function"], run.plan[0]["version"])
+                    await self._submit_step(t.id, run, 0, rt, json.dumps(t.input).encode())
+                except Exception as exc:
+                    await self._end(t.id, run, TaskResult(t.id, "failed", None, {
+                        "type": type(exc).__name__, "message": str(exc), "stack": [], "step": 0}, None,
+                        run.started_at, time.time(), 1, None))
+            elif last.status in ("succeeded", "failed", "timed_out", "cancelled"):
+                await self._advance(t.id, last.step_index or 0, last.id, TaskResult(
+                    last.id, last.status, None if last.output is None else json.dumps(last.output), last.error,
+                    None, None, time.time(), last.attempt, None))
+            # an open last step was resubmitted by the platform's recovery with its parent id

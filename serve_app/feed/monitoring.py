@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from analytics.lake import Lake
@@ -21,8 +22,9 @@ class MonitoringFeed:
     """Fans committed results out to Prometheus, the lake and the detectors."""
 
     def __init__(self, lake: Lake, prom: PromRegistry, *, flush_s: float = 2.0, detectors: list[Any] | None = None,
-                 shard_of: Any = None) -> None:
+                 shard_of: Any = None, compacts: Callable[[], bool] = lambda: True) -> None:
         self.lake = lake
+        self.compacts = compacts  # whether this replica is the lake's compactor now (one at a time)
         self.prom = prom
         self.flush_s = flush_s
         self.detectors = detectors or []
@@ -117,7 +119,7 @@ class MonitoringFeed:
                 continue
             last_flush = time.monotonic()
             self.flush()
-            if time.monotonic() - self._last_compact > 60:
+            if time.monotonic() - self._last_compact > 60 and self.compacts():
                 self._last_compact = time.monotonic()
                 try:
                     self.lake.compact(time.strftime("%Y-%m-%d", time.gmtime()))

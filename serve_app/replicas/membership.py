@@ -86,6 +86,11 @@ class Membership:
             return self.homes[0] if not self.exclusive else self.me
         return rendezvous(self.homes, f"{namespace}/{function}")
 
+    def leads(self) -> bool:
+        """Whether this replica does the one-at-a-time chores (the lake's compaction) now: the first live replica
+        by id (views agree within RENEW_S; the local lake's compaction also holds an exclusive lock)."""
+        return self.exclusive or self.live[0] == self.me
+
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(RENEW_S)

@@ -1,4 +1,5 @@
-"""LISTEN for other replicas' notices: tasks handed to this replica and tasks that ended anywhere.
+"""LISTEN for other replicas' notices: tasks handed to this replica, tasks that ended anywhere, and functions
+changed anywhere (deployed, activated, rolled back, deleted, their env replaced).
 
 One psycopg connection per replica listens on both channels; it reconnects with a growing backoff when the
 database goes away. A notice lost meanwhile costs no task: a hand-off is found again by the dispatcher's scan
@@ -14,20 +15,23 @@ from collections.abc import Callable
 import psycopg
 
 from core.db.engine import libpq_url
+from core.db.functions import CATALOG_CHANNEL
 from serve_app.write.writer import ENDED_CHANNEL, HANDOFF_CHANNEL
 
 log = logging.getLogger(__name__)
 
 
 class Notices:
-    """Calls `on_ended(ids)` for every ended-tasks notice and `on_handed(ids)` for hand-offs to `me`."""
+    """Calls `on_ended(ids)` for every ended-tasks notice, `on_handed(ids)` for hand-offs to `me` and
+    `on_changed(namespace, name)` for every function changed."""
 
     def __init__(self, database_url: str, me: str, *, on_ended: Callable[[list[str]], None],
-                 on_handed: Callable[[list[str]], None]) -> None:
+                 on_handed: Callable[[list[str]], None], on_changed: Callable[[str, str], None]) -> None:
         self.dsn = libpq_url(database_url)
         self.me = me
         self.on_ended = on_ended
         self.on_handed = on_handed
+        self.on_changed = on_changed
         self.listening = asyncio.Event()  # set while subscribed (for tests and health)
         self._task: asyncio.Task[None] | None = None
 
@@ -47,6 +51,7 @@ class Notices:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {ENDED_CHANNEL}")
                     await conn.execute(f"LISTEN {HANDOFF_CHANNEL}")
+                    await conn.execute(f"LISTEN {CATALOG_CHANNEL}")
                     self.listening.set()
                     backoff = 0.1
                     async for notice in conn.notifies():
@@ -67,5 +72,8 @@ class Notices:
                 to, _, ids = payload.partition("|")
                 if to == self.me:
                     self.on_handed([i for i in ids.split(",") if i])
+            elif channel == CATALOG_CHANNEL:
+                namespace, _, name = payload.partition("/")
+                self.on_changed(namespace, name)
         except Exception:
             log.exception("replica notice on %s not handled", channel)

@@ -149,6 +149,7 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
     the task (no delivery row) and sends it again, with the same webhook-id."""
     from core.db.deliveries import DeliveryLog
     from core.db.engine import make_async_engine
+    from core.db.functions import FunctionStore
     from core.db.tasks import TaskStore
     from serve_app.catalog.registry import Registry
     from serve_app.feed.destinations import Destinations
@@ -165,7 +166,7 @@ def test_a_restart_delivers_what_was_left_undelivered(api: httpx.Client, api_ser
 
     async def next_start() -> None:
         engine = make_async_engine(database_url, pool_size=2)
-        registry = Registry(engine, lambda sha, cfg: None, api_server.platform.secrets)
+        registry = Registry(FunctionStore(engine), lambda sha, cfg: None, api_server.platform.secrets)
 
         async def no_invoke(*_: Any) -> str:
             raise AssertionError("a webhook destination invokes no function")

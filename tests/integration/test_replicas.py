@@ -180,6 +180,23 @@ def test_waits_and_reads_answer_on_either_replica(pair: Pair) -> None:
     assert batch[0] == pair.client(pair.a).get(f"/v1/tasks/{t}").json()
 
 
+def test_a_deploy_on_one_replica_is_served_at_once_by_the_other(pair: Pair) -> None:
+    name = pair.homed("rep-ver", pair.b)
+    v = "def handler(event, context):\n    return {'v': %d}\n"
+    assert deploy(pair.client(pair.a), name, files={"main.py": v % 1}).status_code == 201
+    first = invoke(pair.client(pair.b), name, {}, params={"wait": 30}).json()
+    assert first["output"] == {"v": 1} and first["version"] == 1
+    assert ("default", name) in pair.b.platform.registry._active  # B holds version 1 in its cache
+    assert deploy(pair.client(pair.a), name, files={"main.py": v % 2}).status_code == 201
+    deadline = time.monotonic() + 10
+    while ("default", name) in pair.b.platform.registry._active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ("default", name) not in pair.b.platform.registry._active, "B was not told of the deploy on A"
+    for server in (pair.a, pair.b):
+        r = invoke(pair.client(server), name, {}, params={"wait": 30}).json()
+        assert r["output"] == {"v": 2} and r["version"] == 2, r
+
+
 def test_a_dead_replicas_tasks_are_taken_over_by_the_other(pair: Pair, database_url: str) -> None:
     name = pair.homed("rep-die", pair.b)
     assert deploy(pair.client(pair.a), name, files={"main.py": SLEEPER},
