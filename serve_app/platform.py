@@ -99,7 +99,8 @@ class Platform:
                                         on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
         self.notices = Notices(database_url, self.replica_id, on_ended=self.completions.publish,
-                               on_handed=self._handed, on_changed=self.registry.invalidate)
+                               on_handed=self._handed, on_changed=self.registry.invalidate,
+                               on_revoked=self.forget_key)
         self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
         self.quotas = QuotaGate(default_quotas(settings))
@@ -208,7 +209,8 @@ class Platform:
         return Caller(namespace=key.namespace, role=key.role, key_id=key.id, key_name=key.name)
 
     def forget_key(self, digest: str) -> None:
-        """Drop a revoked key from this replica's cache (other replicas drop it within KEY_CACHE_S)."""
+        """Drop a revoked key from this replica's cache (other replicas drop it when its revocation's notice
+        reaches them, and within KEY_CACHE_S in any case)."""
         self._keys.pop(digest, None)
 
     async def audit(self, change: Change) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -51,6 +51,14 @@ def key_view(k: Any) -> dict[str, Any]:
 def tenant_view(t: Any) -> dict[str, Any]:
     """The API shape of a tenant."""
     return {"name": t.name, "created_at": t.created_at.isoformat(), "created_by": t.created_by}
+
+
+REVOKED_CHANNEL = "cloudfn_key_revoked"  # payload: the SHA-256 digest of a key just revoked
+
+
+async def announce_revoked(conn: AsyncConnection, digest: str) -> None:
+    """Tell every API replica, at this transaction's commit, to forget a revoked key it may have cached."""
+    await conn.execute(text("SELECT pg_notify(:ch, :d)"), {"ch": REVOKED_CHANNEL, "d": digest})
 
 
 class KeyStore:
@@ -135,6 +143,7 @@ class KeyStore:
             await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC)))
             await record(conn, Change(caller, "keys.revoke", f"key/{key_id}", namespace=row.namespace,
                                       detail={"name": row.name, "role": row.role}))
+            await announce_revoked(conn, row.key_hash)
             done = (await conn.execute(select(ApiKey).where(ApiKey.id == key_id))).one()
         return key_view(done), row.key_hash
 
@@ -146,6 +155,7 @@ class KeyStore:
                 raise Conflict(f"key {key_id} expired at {row.expires_at.isoformat()}; its successor would be "
                                "expired too: create a new key with POST /v1/keys")
             await conn.execute(update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC)))
+            await announce_revoked(conn, row.key_hash)
             out = await self._insert_key(conn, caller, tenant=row.namespace, role=Role[row.role], name=row.name,
                                          expires_at=row.expires_at)
             await record(conn, Change(caller, "keys.rotate", f"key/{key_id}", namespace=row.namespace,

@@ -1,5 +1,5 @@
-"""LISTEN for other replicas' notices: tasks handed to this replica, tasks that ended anywhere, and functions
-changed anywhere (deployed, activated, rolled back, deleted, their env replaced).
+"""LISTEN for other replicas' notices: tasks handed to this replica, tasks that ended anywhere, functions
+changed anywhere (deployed, activated, rolled back, deleted, their env replaced) and keys revoked anywhere.
 
 One psycopg connection per replica listens on both channels; it reconnects with a growing backoff when the
 database goes away. A notice lost meanwhile costs no task: a hand-off is found again by the dispatcher's scan
@@ -16,22 +16,25 @@ import psycopg
 
 from core.db.engine import libpq_url
 from core.db.functions import CATALOG_CHANNEL
+from core.db.keys import REVOKED_CHANNEL
 from serve_app.write.writer import ENDED_CHANNEL, HANDOFF_CHANNEL
 
 log = logging.getLogger(__name__)
 
 
 class Notices:
-    """Calls `on_ended(ids)` for every ended-tasks notice, `on_handed(ids)` for hand-offs to `me` and
-    `on_changed(namespace, name)` for every function changed."""
+    """Calls `on_ended(ids)` for every ended-tasks notice, `on_handed(ids)` for hand-offs to `me`,
+    `on_changed(namespace, name)` for every function changed and `on_revoked(digest)` for every key revoked."""
 
     def __init__(self, database_url: str, me: str, *, on_ended: Callable[[list[str]], None],
-                 on_handed: Callable[[list[str]], None], on_changed: Callable[[str, str], None]) -> None:
+                 on_handed: Callable[[list[str]], None], on_changed: Callable[[str, str], None],
+                 on_revoked: Callable[[str], None]) -> None:
         self.dsn = libpq_url(database_url)
         self.me = me
         self.on_ended = on_ended
         self.on_handed = on_handed
         self.on_changed = on_changed
+        self.on_revoked = on_revoked
         self.listening = asyncio.Event()  # set while subscribed (for tests and health)
         self._task: asyncio.Task[None] | None = None
 
@@ -52,6 +55,7 @@ class Notices:
                     await conn.execute(f"LISTEN {ENDED_CHANNEL}")
                     await conn.execute(f"LISTEN {HANDOFF_CHANNEL}")
                     await conn.execute(f"LISTEN {CATALOG_CHANNEL}")
+                    await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
                     self.listening.set()
                     backoff = 0.1
                     async for notice in conn.notifies():
@@ -75,5 +79,7 @@ class Notices:
             elif channel == CATALOG_CHANNEL:
                 namespace, _, name = payload.partition("/")
                 self.on_changed(namespace, name)
+            elif channel == REVOKED_CHANNEL:
+                self.on_revoked(payload)
         except Exception:
             log.exception("replica notice on %s not handled", channel)

@@ -197,6 +197,25 @@ def test_a_deploy_on_one_replica_is_served_at_once_by_the_other(pair: Pair) -> N
         assert r["output"] == {"v": 2} and r["version"] == 2, r
 
 
+def test_a_key_revoked_on_one_replica_is_refused_on_the_other(pair: Pair) -> None:
+    from serve_app.platform import KEY_CACHE_S
+
+    made = pair.client(pair.a).post("/v1/keys", json={"tenant": "default", "role": "viewer", "name": "rep-rev"})
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{pair.b.url}/v1/functions", headers=headers).status_code == 200  # B caches the key
+    assert pair.client(pair.a).delete(f"/v1/keys/{made.json()['id']}").status_code in (200, 204)
+    refused_at = None
+    deadline = time.monotonic() + KEY_CACHE_S + 1  # the cache's own bound; the revocation's notice is sooner
+    while time.monotonic() < deadline:
+        if httpx.get(f"{pair.b.url}/v1/functions", headers=headers).status_code == 401:
+            refused_at = time.monotonic()
+            break
+        time.sleep(0.05)
+    assert refused_at is not None, "B still accepted a key revoked on A"
+
+
 def test_a_dead_replicas_tasks_are_taken_over_by_the_other(pair: Pair, database_url: str) -> None:
     name = pair.homed("rep-die", pair.b)
     assert deploy(pair.client(pair.a), name, files={"main.py": SLEEPER},
