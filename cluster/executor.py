@@ -195,6 +195,11 @@ class WarmHost:
         """Kill the child running that invocation (it ends `cancelled`); False if it runs nowhere here."""
         return get_pool().cancel(task_id)
 
+    def prewarm(self, sha256: str, box: list[Any], common: dict[str, Any], count: int) -> int:
+        """Have `count` warm children of a version ready here (at its activation); how many were started."""
+        return get_pool().prewarm(key=common["key"], code_dir=bundle_dir(sha256, box), handler=common["handler"],
+                                  config=_config(common["key"], common["config"]), count=count)
+
     def ping(self) -> int:
         """Liveness: this host's pid."""
         return os.getpid()

@@ -54,7 +54,7 @@ from serve_app.catalog.registry import MAX_AGE_S as REGISTRY_MAX_AGE_S
 from serve_app.catalog.registry import FunctionRuntime, Registry
 from serve_app.control.functions import parse_config, parse_handler, parse_name
 from serve_app.control.pipelines import Pipelines, parse_steps
-from serve_app.dispatch.dispatcher import Dispatcher, Pending
+from serve_app.dispatch.dispatcher import Dispatcher, Pending, batch_common
 from serve_app.dispatch.lanes import Lanes
 from serve_app.dispatch.quotas import QUOTA_REFRESH_S, QuotaCollector, QuotaGate
 from serve_app.dispatch.runners import Runner, TaskRunner, when_answered
@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 WARM_HOST_SLOTS = 16  # calls of one version its warm host runs at once (a burst beyond goes to Ray tasks)
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
 ORPHAN_SCAN_S = 5.0  # a hand-off whose notice was lost is picked up after this long
+PREWARM_MIN = 2  # warm children a version activated without recent traffic gets ahead of its first call
+PREWARM_WAIT_S = 10.0  # how long an activation waits for its warm children
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
 LOST = {"type": "ExecutorLost", "message": "the API replica holding this task stopped while it was running; its "
         "executor was lost", "stack": []}
@@ -124,6 +126,8 @@ class Platform:
         self._last_pending: dict[str, Pending] = {}
         self._remotes: dict[tuple[str, float], TaskRunner] = {}  # each version's tasks in its own runtime_env
         self._bridges: dict[tuple[str, float], TaskRunner] = {}  # ... from the bundle's bytes until they start
+        self._workers_up: set[tuple[str, float]] = set()  # versions whose own runtime_env worker answered
+        self._workers_starting: set[tuple[str, float]] = set()
         self.keys = KeyStore(self.engine)
         self._keys: dict[str, tuple[KeyRow | None, float]] = {}  # digest -> (live key or None, cached until)
         self.lake = open_lake(settings.lake_location)
@@ -157,6 +161,8 @@ class Platform:
                                          detectors=self.detectors, shard_of=handles.shard_of,
                                          compacts=self.membership.leads)
         self.writer.start()
+        if self.hosts is not None:
+            self.hosts.start_all()
         await self.membership.start()
         if not self.exclusive:
             self.notices.start()
@@ -304,6 +310,7 @@ class Platform:
                                                change=Change(caller, "functions.deploy", f"function/{name}"),
                                                quotas=quotas)
         self.registry.invalidate(caller.namespace, name)
+        await self._prewarm(caller.namespace, name)
         return out
 
     async def _start_workers(self, sha256: str, cfg: FunctionConfig, package: Any) -> None:
@@ -312,7 +319,10 @@ class Platform:
         key = (sha256, cfg.cpus)
         known = key in self._remotes  # this content already ran here: its workers exist or are starting
         runner = await asyncio.to_thread(self._build_remote, sha256, cfg)
-        if known or key in self._bridges or self.hosts is not None:  # a warm host serves it from the start
+        if self.hosts is not None:  # a warm host serves it from the start; its own worker starts meanwhile
+            self._start_own_worker(key, runner)
+            return
+        if known or key in self._bridges:
             return
         self._bridges[key] = TaskRunner(execute_package.options(num_cpus=cfg.cpus), (package, sha256))
 
@@ -325,14 +335,56 @@ class Platform:
 
         when_answered(runner.submit({}, []), started, not_started)
 
-    def _runner_for(self, rt: FunctionRuntime, short: bool) -> Runner:
+    async def _prewarm(self, namespace: str, name: str) -> None:
+        """Start a just-activated version's warm children before its first burst, on its host here if this
+        replica is the function's home: as many as the function's calls that ran at once lately (its previous
+        version's traffic), at least PREWARM_MIN. Bounded by PREWARM_WAIT_S; a failure only costs cold starts."""
+        if self.hosts is None or self.membership.home(namespace, name) != self.replica_id:
+            return
+        try:
+            rt = await self.registry.resolve(namespace, name)
+            box = self._packages.get(rt.sha256)
+            if box is None:
+                return
+            count = max(PREWARM_MIN, self.dispatcher.recent_peak(namespace, name))
+            await asyncio.wait_for(self.hosts.prewarm((rt.sha256, rt.config.cpus), box, batch_common(rt), count),
+                                   PREWARM_WAIT_S)
+        except Exception as exc:
+            log.warning("function %s/%s: warm children not started ahead of demand: %r", namespace, name, exc)
+
+    def _start_own_worker(self, key: tuple[str, float], runner: TaskRunner) -> None:
+        """Start a version's own runtime_env worker (an empty batch) once, without waiting; when it answers,
+        the version's overflow beyond its host's slots may go to Ray tasks in its runtime_env."""
+        if key in self._workers_up or key in self._workers_starting:
+            return
+        self._workers_starting.add(key)
+
+        def up() -> None:
+            self._workers_starting.discard(key)
+            self._workers_up.add(key)
+
+        def not_up(exc: BaseException | None) -> None:
+            self._workers_starting.discard(key)  # the next overflow tries again
+            log.warning("version %s: its runtime_env worker did not start (%r)", key[0][:12], exc)
+
+        when_answered(runner.submit({}, []), up, not_up)
+
+    def _runner_for(self, rt: FunctionRuntime, short: bool, may_wait: bool) -> Runner | None:
         """Where a version's next batch runs: its shared warm host if it can take it, else its bridge while
-        its own workers start, else (short and idle) its express lane, else Ray tasks in its runtime_env."""
+        its own workers start, else (short and idle) its express lane, else Ray tasks in its runtime_env. With
+        warm hosts, a version whose own runtime_env worker has not answered yet waits for its host (None) when
+        one of its calls runs (`may_wait`): a call sent to a worker that is still starting would wait for it
+        (~1 s) while the host's slots free within milliseconds, so a new version's first burst runs at the
+        steady rate. That worker is started at deploy (and here, for a version deployed by another replica)."""
         key = (rt.sha256, rt.config.cpus)
         box = self._packages.get(rt.sha256)
         host = self.hosts.runner(key, box) if self.hosts is not None and box is not None else None
         if host is not None:
             return host
+        if self.hosts is not None and key not in self._workers_up:
+            self._start_own_worker(key, rt.remote)
+            if may_wait:
+                return None
         bridge = self._bridges.get(key)
         if bridge is not None:
             return bridge
@@ -350,6 +402,8 @@ class Platform:
         op = "functions.activate" if state == "active" else "functions.deactivate"
         out = await self.functions.set_state(caller.namespace, name, state, Change(caller, op, f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
+        if state == "active":
+            await self._prewarm(caller.namespace, name)
         return out
 
     async def set_env(self, caller: Caller, name: str, env: object) -> dict[str, Any]:
@@ -366,6 +420,7 @@ class Platform:
         out = await self.functions.set_active_version(caller.namespace, name, version,
                                                       Change(caller, "functions.rollback", f"function/{name}"))
         self.registry.invalidate(caller.namespace, name)
+        await self._prewarm(caller.namespace, name)
         return out
 
     async def delete(self, caller: Caller, name: str) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,30 @@ class SandboxPool:
         rest = calls[len(outs):]
         return outs + (self.invoke_many(key=key, code_dir=code_dir, handler=handler, config=config, calls=rest)
                        if rest else [])
+
+    def prewarm(self, *, key: str, code_dir: Path, handler: str, config: FunctionConfig, count: int) -> int:
+        """Start children of `key`, in parallel, until `count` of them are warm (each initialised as a cold start
+        does: its jail made, the handler's module imported), so that a burst right after a version's activation
+        finds them ready; the number started. A child that fails to start is dropped (its call then cold-starts
+        and reports the failure)."""
+        with self._lock:
+            have = sum(1 for c in self._idle if c.key == key) + sum(1 for c in self._busy if c.key == key)
+        need = max(0, min(count, self.max_warm) - have)
+        if need == 0:
+            return 0
+        ctx = InvocationContext("prewarm", "0", "prewarm", config.memory_mb, "", "", "", time.time() + config.timeout_s)
+
+        def start_one() -> int:
+            started = self._cold_start(key, code_dir, handler, config, ctx, 0)
+            if isinstance(started, ExecutionOutcome):
+                return 0
+            child = started[0]
+            child.running = set()
+            self._checkin(child)
+            return 1
+
+        with ThreadPoolExecutor(need, thread_name_prefix="cloudfn-prewarm") as pool:
+            return sum(pool.map(lambda _: start_one(), range(need)))
 
     def check_handler(self, *, key: str, code_dir: Path, handler: str,
                       config: FunctionConfig) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average b
 BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
 SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
 SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
+PEAK_WINDOW_S = 600.0  # how long a function's peak of concurrent calls is remembered
 LIMIT_ERRORS = {"TimeoutError", "MemoryLimitExceeded", "CpuLimitExceeded", "FileSizeLimitExceeded",
                 "OutputLimitExceeded"}
 
@@ -68,6 +69,15 @@ class FnQueue:
     running: int = 0
     reserved: int = 0  # admitted, being persisted, not yet queued
     pump_scheduled: bool = False
+    calls: int = 0  # executor calls (batches) running now: each uses one warm child
+    peak_calls: int = 0  # the most running at once lately (see Dispatcher.recent_peak)
+    peak_at: float = 0.0
+
+
+def batch_common(rt: FunctionRuntime) -> dict[str, Any]:
+    """What every invocation of a batch of this version shares, as its executor reads it."""
+    return {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
+            "handler": rt.handler, "config": rt.config_dict}
 
 
 def retryable(result: TaskResult, rt: FunctionRuntime, attempt: int) -> bool:
@@ -87,12 +97,14 @@ class Dispatcher:
 
     def __init__(self, writer: GroupCommitWriter, quotas: QuotaGate,
                  on_result: Callable[[Pending, TaskResult], None] | None = None, *,
-                 runner_for: Callable[[FunctionRuntime, bool], Runner] = lambda rt, short: rt.remote,
+                 runner_for: Callable[[FunctionRuntime, bool, bool], Runner | None] = (
+                     lambda rt, short, may_wait: rt.remote),
                  on_dispatch: Callable[[str, str, int], None] | None = None) -> None:
         self.writer = writer
         self.quotas = quotas
         self.on_result = on_result
-        # where a version's next batch runs, given whether its executions are short (see Platform._runner_for)
+        # where a version's next batch runs, given whether its executions are short and whether it may wait for
+        # one of its running calls to end (None: wait; see Platform._runner_for)
         self.runner_for = runner_for
         self.on_dispatch = on_dispatch  # (tenant, function, invocations in the Ray task)
         self._queues: dict[tuple[str, str], FnQueue] = {}
@@ -138,6 +150,13 @@ class Dispatcher:
     def inflight(self, task_id: str) -> Pending | None:
         """The in-flight invocation with this id, if this replica holds it."""
         return self._inflight.get(task_id)
+
+    def recent_peak(self, namespace: str, name: str) -> int:
+        """The most executor calls of this function that ran at once in the last PEAK_WINDOW_S (0: none)."""
+        q = self._queues.get((namespace, name))
+        if q is None or time.monotonic() - q.peak_at > PEAK_WINDOW_S:
+            return 0
+        return q.peak_calls
 
     def inflight_ids(self) -> list[str]:
         """The ids of every invocation this replica holds (queued, running or backing off)."""
@@ -186,17 +205,24 @@ class Dispatcher:
             if room <= 0:  # the tenant's concurrency quota: wait for one of its invocations to end
                 self._held.setdefault(first.rt.namespace, {})[(first.rt.namespace, first.rt.name)] = None
                 return
+            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0)
+            if runner is None:  # better to wait for one of its running calls: that call's end pumps again
+                return
             q.waiting.popleft()
             batch = [first]
             size = min(self._batch_size(first.rt, limit), limit - q.running, room)
             while len(batch) < size and q.waiting and q.waiting[0].rt.key == first.rt.key:
                 batch.append(q.waiting.popleft())
             q.running += len(batch)
+            q.calls += 1
+            now = time.monotonic()
+            if q.calls >= q.peak_calls or now - q.peak_at > PEAK_WINDOW_S:
+                q.peak_calls, q.peak_at = q.calls, now
             tenant.running += len(batch)
             tenant.queued -= len(batch)
             if self.on_dispatch is not None:
                 self.on_dispatch(first.rt.namespace, first.rt.name, len(batch))
-            t = asyncio.get_running_loop().create_task(self._run(q, batch))
+            t = asyncio.get_running_loop().create_task(self._run(q, batch, runner))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
@@ -238,13 +264,11 @@ class Dispatcher:
                 samples += 1
         self._speed[key] = (samples, mean_ms)
 
-    async def _run(self, q: FnQueue, batch: list[Pending]) -> None:
+    async def _run(self, q: FnQueue, batch: list[Pending], runner: Runner) -> None:
         rt = batch[0].rt
         dispatched = time.time()
-        common = {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
-                  "handler": rt.handler, "config": rt.config_dict}
+        common = batch_common(rt)
         ref = None
-        runner = self.runner_for(rt, self._short(rt))
         try:
             ref = runner.submit(common, [(p.task_id, p.event_json) for p in batch])
             for p in batch:
@@ -270,6 +294,7 @@ class Dispatcher:
             for p in batch:
                 p.ref = p.runner = None
             q.running -= len(batch)
+            q.calls -= 1
             self.quotas.load(rt.namespace).running -= len(batch)
             held = self._held.get(rt.namespace)
             if held:  # the tenant's queues held back by its quota go first, then this one (no queue starves)

@@ -108,6 +108,22 @@ class WarmHosts:
             return None
         return HostRunner(self, host, key, box)
 
+    async def prewarm(self, key: tuple[str, float], box: list[Any], common: dict[str, Any], count: int) -> int:
+        """Have `count` (at most `slots`) warm children of a version ready on its host; how many were started
+        (0 if its host is not ready)."""
+        host = self.hosts[zlib.crc32(key[0].encode()) % self.count]
+        if host is None or host.dead or not host.ready:
+            return 0
+        return int(await host.actor.prewarm.remote(key[0], box, common, min(count, self.slots)))
+
+    def start_all(self) -> None:
+        """Start every host now (at the replica's start), so that a version's first call finds its host ready
+        instead of going to a Ray worker that must start for its runtime_env."""
+        self._ensure_pinger()
+        for i, h in enumerate(self.hosts):
+            if h is None or h.dead:
+                self._start(i)
+
     def lost(self, host: Host) -> None:
         """Forget a host that died (the next demand starts another)."""
         host.dead = True
