@@ -65,6 +65,10 @@ def pair(settings: Any, database_url: str, ray_cluster: Any, admin_key: str) -> 
     p.a.stop()
     if p.b.thread.is_alive():
         p.b.stop()
+    for server in (p.a, p.b):  # their warm hosts (and so their children) belong to this process: stop them too
+        for host in server.platform.hosts.hosts if server.platform.hosts is not None else []:
+            if host is not None:
+                host.kill()
 
 
 def sql(database_url: str, query: str, **params: Any) -> list[Any]:
