@@ -2,6 +2,7 @@
 tasks (`CLOUDFN_WARM_HOSTS=0`), optionally against another source tree, all up at once and measured in turn.
 
     .venv/bin/python -m bench.hot_path_cpu [--n 2000] [--concurrency 128] [--rounds 3] [--baseline-tree DIR]
+                                           [--idle-s 20] [--arm NAME:KEY=VALUE,...]
 
 On a 2-core host a burst is CPU-bound, so CPU time per invocation (user + system, from /proc, of every process
 of the platform: API replica, hosts, workers, lanes, sandboxed children, PostgreSQL...) is what decides
@@ -65,9 +66,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline-tree", type=Path, help="a third arm: a platform from this source tree")
+    ap.add_argument("--idle-s", type=float, default=0.0, help="first, each platform's CPU while idle this long")
+    ap.add_argument("--arm", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                    help="a further arm: this tree with these environment variables")
     a = ap.parse_args()
     arms: dict[str, PlatformProcess] = {"hosts": PlatformProcess(),
                                         "no_hosts": PlatformProcess({"CLOUDFN_WARM_HOSTS": "0"})}
+    for spec in a.arm:  # e.g. hosts_keep_workers:CLOUDFN_IDLE_WORKER_S=600
+        name, _, assignments = spec.partition(":")
+        arms[name] = PlatformProcess(dict(kv.split("=", 1) for kv in assignments.split(",") if kv))
     if a.baseline_tree is not None:
         arms["baseline_tree"] = PlatformProcess({"PYTHONPATH": str(a.baseline_tree)}, root=a.baseline_tree)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
@@ -78,6 +85,16 @@ def main() -> None:
         for plat in arms.values():  # steady state: workers, hosts and children as the bursts use them
             warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000  # `cloudfn up` deploys it
             uvloop.run(run_many(plat.url, plat.key, warm, a.concurrency))
+        if a.idle_s > 0:  # what each platform burns doing nothing (pings, budget ticks, monitoring)
+            before = {name: cpu_by_pid(plat) for name, plat in arms.items()}
+            time.sleep(a.idle_s)
+            for name, plat in arms.items():
+                idle: dict[str, float] = defaultdict(float)
+                for pid, (kind, cpu) in cpu_by_pid(plat).items():
+                    idle[kind] += cpu - before[name].get(pid, (kind, 0.0))[1]
+                emit(bench="hot_path_cpu_idle", arm=name, idle_s=a.idle_s,
+                     cpu_ms_per_s=round(sum(idle.values()) * 1000 / a.idle_s, 1),
+                     by_kind={k: round(v * 1000 / a.idle_s, 1) for k, v in sorted(idle.items())})
         names = list(arms)
         for i in range(a.rounds):
             order = names[i % len(names):] + names[: i % len(names)]  # who goes first rotates by round
