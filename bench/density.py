@@ -1,7 +1,7 @@
 """Density: what keeping N functions warm costs, by proportional set size (shared pages counted once).
 
     .venv/bin/python -m bench.density [--n 10 50 200] [--idle-s 15] [--burst 8] [--budget-mb M]
-                                      [--baseline-tree /path/to/main]
+                                      [--baseline-tree /path/to/main] [--min-available-mib 4096]
 
 For each N: start the platform as `cloudfn up` does, deploy N small functions of a few kinds, call each a few
 times, burst a few of them, let the platform go idle, then read PSS (`/proc/<pid>/smaps_rollup`) of every
@@ -10,6 +10,10 @@ functions, idle Ray workers, express lanes, sandboxed children, PostgreSQL, Ray/
 per warm function, and the host's warm state from /metrics. Then the latency of warm calls (the most recently
 used functions), of the least recently used function (evicted first: with `--budget-mb` small enough, its call
 is a cold start after eviction) and of a function never called. Prints JSON lines, then a table.
+
+The host is shared: warming stops early when the machine's available memory falls under
+`--min-available-mib` (a tree that keeps a Ray worker per version cannot hold 200 functions on 24 GiB); the
+run then reports how many functions it warmed (`warmed`) and per-function figures are divided by that count.
 """
 
 from __future__ import annotations
@@ -144,9 +148,16 @@ def warm_metrics(c: httpx.Client) -> dict[str, float]:
     return out
 
 
-def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path | None = None) -> dict[str, Any]:
+def available_mib() -> float:
+    """The machine's available memory (MemAvailable), in MiB."""
+    return float(psutil.virtual_memory().available) / 2**20
+
+
+def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path | None = None,
+        min_available_mib: float = 0.0) -> dict[str, Any]:
     """One platform, N functions: PSS by kind and per warm function; warm, least recently used and cold
-    latency (with a small `budget_mb`, the least recently used function was evicted)."""
+    latency (with a small `budget_mb`, the least recently used function was evicted). Warming stops once the
+    machine has less than `min_available_mib` available; `warmed` says how many were."""
     kinds = list(KINDS)
     env = {"CLOUDFN_WARM_MEMORY_MB": str(budget_mb)} if budget_mb else {}
     if tree is not None:
@@ -160,35 +171,48 @@ def run(n: int, idle_s: float, burst_n: int, budget_mb: int | None, tree: Path |
         for i in range(SAMPLES):
             deploy(c, f"never-called-{i}", kinds[i % len(kinds)])
         deploy_s = time.perf_counter() - t0
+        warmed = 0
         for name in names:
+            if available_mib() < min_available_mib:
+                emit(bench="density", n=n, tree=str(tree or "this"), stopped_warming_at=warmed,
+                     available_mib=round(available_mib()))
+                break
             for _ in range(3):
                 call(c, name)
-        for name in names[: max(1, n // 10)]:
+            warmed += 1
+        names = names[:warmed]
+        for name in names[: max(1, warmed // 10)]:
             burst(c, name, burst_n)
         time.sleep(idle_s)
         idle = measure(plat)
         state = warm_metrics(c)
         # the least recently used (after the burst ones): the first evicted, if any was; one call each
-        lru = [call(c, names[(max(1, n // 10) + i) % n]) for i in range(SAMPLES)]
+        lru = [call(c, names[(max(1, warmed // 10) + i) % warmed]) for i in range(SAMPLES)]
         warm = [call(c, names[-1 - (i % 5)]) for i in range(60)]  # the five most recently used
         cold = [call(c, f"never-called-{i}") for i in range(SAMPLES)]
         fn_kinds = ("ray_worker_fn", "ray_worker_idle", "express_lane", "warm_host", "sandbox_child")
         held = sum(idle.get(k, {}).get("pss_mib", 0.0) for k in fn_kinds)
         platform_mib = sum(v["pss_mib"] for k, v in idle.items() if k not in fn_kinds)
-        return {"n": n, "tree": str(tree or "this"), "budget_mb": budget_mb, "deploy_s": round(deploy_s, 1),
+        return {"n": n, "warmed": warmed, "tree": str(tree or "this"), "budget_mb": budget_mb,
+                "deploy_s": round(deploy_s, 1), "available_mib_idle": round(available_mib()),
                 "before_functions": base,
                 "idle": idle, "warm_state": state, "functions_mib": round(held, 1),
-                "per_warm_function_mib": round(held / n, 1), "platform_mib": round(platform_mib, 1),
+                "per_warm_function_mib": round(held / warmed, 1), "platform_mib": round(platform_mib, 1),
                 "warm_p50_ms": round(statistics.median(warm), 2),
                 "lru_ms": round(statistics.median(lru), 1), "lru_all_ms": [round(x, 1) for x in lru],
                 "cold_ms": round(statistics.median(cold), 1), "cold_all_ms": [round(x, 1) for x in cold]}
 
 
+def column(r: dict[str, Any]) -> str:
+    """A run's column title: N (warmed/N when it stopped early), `base` for the baseline tree."""
+    n = f"N={r['n']}" if r["warmed"] == r["n"] else f"N={r['warmed']}/{r['n']}"
+    return n + (" base" if r["tree"] != "this" else "")
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """The figures side by side, per N."""
     kinds = sorted({k for r in results for k in r["idle"]})
-    head = "| kind | " + " | ".join(f"N={r['n']}{' base' if r['tree'] != 'this' else ''} MiB (procs)"
-                                   for r in results) + " |"
+    head = "| kind | " + " | ".join(f"{column(r)} MiB (procs)" for r in results) + " |"
     rows = [head, "|" + "---|" * (len(results) + 1)]
     for k in kinds:
         cells = [f"{r['idle'].get(k, {}).get('pss_mib', 0):.0f} ({r['idle'].get(k, {}).get('processes', 0):.0f})"
@@ -209,11 +233,17 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=8)
     ap.add_argument("--budget-mb", type=int, default=None, help="CLOUDFN_WARM_MEMORY_MB (default: the platform's)")
     ap.add_argument("--baseline-tree", type=Path, help="for each N, first the same run of a platform from this tree")
+    ap.add_argument("--baseline-only", action="store_true", help="with --baseline-tree: only the baseline's runs")
+    ap.add_argument("--min-available-mib", type=float, default=4096.0,
+                    help="stop warming functions when the machine has less memory available than this")
     args = ap.parse_args()
     results = []
     for n in args.n:
-        for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
-            r = run(n, args.idle_s, args.burst, args.budget_mb, tree)
+        trees: list[Path | None] = [args.baseline_tree] if args.baseline_tree else []
+        if not (args.baseline_tree and args.baseline_only):
+            trees.append(None)
+        for tree in trees:
+            r = run(n, args.idle_s, args.burst, args.budget_mb, tree, args.min_available_mib)
             emit(**{k: v for k, v in r.items() if k != "before_functions"})
             results.append(r)
     print(table(results))

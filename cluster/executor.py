@@ -185,11 +185,13 @@ class WarmHost:
 
     def __init__(self) -> None:
         get_pool("warm_host")
+        self.bundles = Bundles()
 
-    def run(self, sha256: str, box: list[Any], common: dict[str, Any],
+    def run(self, sha256: str, box: list[Any] | None, common: dict[str, Any],
             items: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
-        """Run one batch of a version (its bundle: `box[0]`, an object ref fetched only if not yet extracted)."""
-        return run_batch(common, items, bundle_dir(sha256, box))
+        """Run one batch of a version (its bundle: `box[0]`, an object ref fetched only if not yet extracted;
+        None once a call of the version has answered here)."""
+        return run_batch(common, items, self.bundles.path(sha256, box))
 
     def cancel(self, task_id: str) -> bool:
         """Kill the child running that invocation (it ends `cancelled`); False if it runs nowhere here."""
@@ -205,7 +207,22 @@ class WarmHost:
         return os.getpid()
 
 
-def bundle_dir(sha256: str, box: list[Any]) -> Path:
-    """The version's extracted bundle on this node, fetching its bytes from the object store the first time."""
-    target = bundles_root() / sha256
-    return target if target.is_dir() else unpacked(sha256, ray.get(box[0]))
+class Bundles:
+    """The versions' bundles a warm host was sent: extracted on its node, their object refs kept so that a
+    bundle removed from the node is fetched again even when a call comes without its ref."""
+
+    def __init__(self) -> None:
+        self.refs: dict[str, Any] = {}  # sha256 -> object ref of the bundle's bytes
+
+    def path(self, sha256: str, box: list[Any] | None) -> Path:
+        """The version's extracted bundle, fetched from the object store if not on this node (LookupError: not
+        here and never sent; the platform then replaces the host, and the new one is sent the ref)."""
+        if box is not None:
+            self.refs.setdefault(sha256, box[0])
+        target = bundles_root() / sha256
+        if target.is_dir():
+            return target
+        ref = self.refs.get(sha256)
+        if ref is None:
+            raise LookupError(f"bundle {sha256[:12]} is not on this node and its object ref was never sent here")
+        return unpacked(sha256, ray.get(ref))

@@ -68,6 +68,8 @@ def test_many_versions_stay_warm_on_a_few_shared_hosts(api: httpx.Client, api_se
         assert seconds[n]["output"]["child"] == firsts[n]["output"]["child"]
         assert seconds[n]["metrics"]["cold_start"] is False
     assert len({firsts[n]["output"]["child"] for n in names}) == len(names)  # one child per version
+    # every version's bundle is known to be on its host: its later calls go without the object ref
+    assert sum(len(h.bundles) for h in hosts.hosts if h is not None) >= len(names)
     assert len(hosts.hosts) <= 2  # a host per core, not a worker per version
     deadline = time.monotonic() + 30  # the hosts publish their warm children to the ledger each second
     while metric(api, "cloudfn_warm_functions") < len(names) and time.monotonic() < deadline:
@@ -148,11 +150,12 @@ def test_a_host_under_a_tiny_budget_keeps_the_most_recent_and_evicted_versions_a
         data = zip_files({"main.py": TOKEN.format(name=name)})
         versions[name] = (hashlib.sha256(data).hexdigest(), [ray.put(data)])
 
-    def run(name: str, i: int) -> dict[str, Any]:
+    def run(name: str, i: int, send_bundle: bool = True) -> dict[str, Any]:
         sha, box = versions[name]
         common = {"key": f"t/{name}/{sha}", "namespace": "t", "function": name, "version": 1,
                   "handler": "main.handler", "config": FunctionConfig(timeout_s=30).model_dump(mode="json")}
-        out = ray.get(host.run.remote(sha, box, common, [(f"task-{name}-{i}", b'{"i": %d}' % i)]), timeout=120)
+        out = ray.get(host.run.remote(sha, box if send_bundle else None, common,
+                                      [(f"task-{name}-{i}", b'{"i": %d}' % i)]), timeout=120)
         assert out[0]["status"] == "succeeded", out
         return dict(out[0])
 
@@ -175,8 +178,10 @@ def test_a_host_under_a_tiny_budget_keeps_the_most_recent_and_evicted_versions_a
         assert again["cold_start"] and json_output(again)["fn"] == "eva"
         assert json_output(again)["child"] != json_output(first["eva"])["child"]
         assert warm_keys({"eva"}) == {"eva"}
-        warm = run("eva", 3)
+        warm = run("eva", 3, send_bundle=False)  # as the platform calls a host that has the bundle
         assert not warm["cold_start"] and json_output(warm)["child"] == json_output(again)["child"]
+        cold = run("evb", 4, send_bundle=False)  # evicted earlier: a cold start, and no ref needed for it
+        assert cold["cold_start"] and json_output(cold)["fn"] == "evb"
     finally:
         ray.kill(host)
         shutil.rmtree(root, ignore_errors=True)
@@ -187,3 +192,29 @@ def json_output(out: dict[str, Any]) -> dict[str, Any]:
     import json
 
     return dict(json.loads(out["output_json"]))
+
+
+def test_a_host_fetches_a_removed_bundle_again_from_the_ref_it_kept(ray_cluster: Any, tmp_path: Path,
+                                                                    monkeypatch: Any) -> None:
+    import hashlib
+    import shutil
+    import tempfile
+
+    import pytest
+    import ray
+
+    from cluster.executor import Bundles, bundles_root
+    from tests.conftest import zip_files
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own bundles root
+    source = TOKEN.format(name="kept")
+    data = zip_files({"main.py": source})
+    sha = hashlib.sha256(data).hexdigest()
+    bundles = Bundles()
+    first = bundles.path(sha, [ray.put(data)])
+    assert first.parent == bundles_root() and (first / "main.py").read_text() == source
+    shutil.rmtree(first)  # gone from the node (e.g. /tmp cleaned)
+    again = bundles.path(sha, None)  # a call without the ref: fetched from the one the host kept
+    assert again == first and (again / "main.py").read_text() == source
+    with pytest.raises(LookupError, match="never sent"):
+        Bundles().path("0" * 64, None)  # never sent to this host, not on the node
