@@ -3,8 +3,6 @@ columns (a few hundred bucket points and the anomaly markers), never the figures
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
@@ -19,8 +17,8 @@ HEIGHT = 210
 
 
 class Chart:
-    """One metric over time: a line with a dot per bucket, the metric's anomalies as red markers explained on
-    hover (metric, observed value, expected range, detector, score)."""
+    """One metric over time: a line with a dot per bucket (hover: its figures), the metric's anomalies as red
+    markers explained on hover (metric, observed value, expected range, detector, score)."""
 
     def __init__(self, title: str) -> None:
         self.series = ColumnDataSource({f: [] for f in SERIES_FIELDS})
@@ -33,12 +31,10 @@ class Chart:
         self.figure.line("time", "value", source=self.series, color=BLUE, line_width=1.5)
         dots = self.figure.scatter("time", "value", source=self.series, color=BLUE, size=4)
         red = self.figure.scatter("time", "value", source=self.marks, color=RED, size=11, marker="circle",
-                                  line_color="white", legend_label="anomaly", name="anomaly-marks")
-        self.figure.legend.location = "top_left"
-        self.figure.legend.visible = False
+                                  line_color="white", name="anomaly-marks")
         self.figure.add_tools(HoverTool(renderers=[red], tooltips=MARK_TOOLTIPS, description="anomaly",
                                         attachment="above"),
-                              HoverTool(renderers=[dots], description="bucket", mode="vline",
+                              HoverTool(renderers=[dots], description="bucket",
                                         tooltips=[("bucket", "@time{%F %T}"), ("value", "@value{0.[000]}"),
                                                   ("executions", "@count"), ("errors", "@errors")],
                                         formatters={"@time": "datetime"}))
@@ -48,7 +44,6 @@ class Chart:
         self.series.data = {"time": _ms(df["time"]), "value": _floats(df[column]),
                             "count": [int(c) for c in df["count"]], "errors": [int(e) for e in df["errors"]]}
         self.marks.data = {c: (_ms(marks[c]) if c == "time" else list(marks[c])) for c in MARK_COLUMNS}
-        self.figure.legend.visible = not marks.empty
 
 
 def _ms(times: pd.Series) -> list[float]:

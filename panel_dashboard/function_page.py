@@ -186,7 +186,7 @@ class ChartsView:
             marks = marks_frame(anomalies, metrics, start)
             marked += len(marks)
             self.charts[title].draw(df, col, marks)
-        self.note.object = f"{total:,} executions over {window} · {marked} anomalies marked"
+        self.note.object = f"{total:,} executions over {window} · {marked} anomalies marked (red; hover for why)"
 
 
 class AnomaliesView:

@@ -188,6 +188,16 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
         row.first.wait_for(timeout=WAIT_MS)
         assert "1 – 10" in row.first.inner_text() and "0.990" in row.first.inner_text()
         s.page.locator(".charts-note").get_by_text("1 anomalies marked").wait_for(timeout=WAIT_MS)
+        # its red marker on the duration chart explains it on hover (Bokeh draws the tooltip as DOM elements)
+        x, y = _marker_position(s.page)
+        s.page.mouse.move(x, y)
+        tip = s.page.locator(".bk-Tooltip .bk-tooltip-content", has_text="console-test")
+        tip.first.wait_for(timeout=WAIT_MS)
+        shown = " ".join(tip.first.inner_text().split())
+        for want in ("metric: duration_ms", "observed: 900", "expected: 1 – 10", "detector: console-test",
+                     "score: 0.990", "outlier"):
+            assert want in shown, (want, shown)
+        s.shot("anomaly-hover")
         s.page.locator(".feedback-anomaly select").select_option(str(anomaly))
         s.click(".feedback-fp")
         s.outcome(".feedback-outcome", "false_positive")
@@ -275,6 +285,31 @@ def test_a_viewer_sees_the_data_but_no_management_controls(console: str, browser
         assert s.page.locator(f"{control}:visible").count() == 0, control
     s.shot("function-viewer")
     assert not s.errors, s.errors
+
+
+MARKER_JS = """() => {
+  const views = [...Bokeh.index.query(v => v.model.name === "anomaly-marks" && v.glyph.sx.length > 0)];
+  if (views.length !== 1) return null;
+  const v = views[0];
+  v.parent.el.scrollIntoView({block: "center"});
+  const box = v.parent.el.getBoundingClientRect();
+  return [box.left + v.glyph.sx[0], box.top + v.glyph.sy[0]];
+}"""
+
+
+def _marker_position(page: Any) -> tuple[float, float]:
+    """Where, in the viewport, the one drawn anomaly marker is (Bokeh's view of the marks renderer)."""
+    got: list[Any] = []
+
+    def drawn() -> bool:
+        got[:] = page.evaluate(MARKER_JS) or []
+        return bool(got)
+
+    for _ in range(60):
+        if drawn():
+            return float(got[0]), float(got[1])
+        page.wait_for_timeout(250)
+    raise AssertionError("no single drawn anomaly marker on the page's charts")
 
 
 def _record_anomaly(database_url: str, tenant: str, fn: str, task_id: str) -> int:
