@@ -65,23 +65,30 @@ def template(login: Login, main: list[Any]) -> pn.Column:
 
 
 def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.Column:
-    """The tenant's functions (live figures), deploy, alerts with silencing, notifications and silences."""
+    """The tenant's functions (live figures), deploy, alerts with silencing, notifications and silences. The first
+    paint carries the functions; the rest is laid out once the page is shown."""
     header, functions, executions = HeaderView(store), FunctionsView(store), ExecutionsView(store)
     alerts, silences, notifications = AlertsView(store), SilencesView(store), NotificationsView(store)
     parts: list[View | SilenceView] = [header, functions, executions, alerts, silences, notifications]
-    main: list[Any] = [header.panel, functions.panel]
+    below: list[Any] = []
     alert_column: Any = alerts.panel
     if may_manage(login):
         silence = SilenceView(actions, login)
         parts.append(silence)
-        main.append(DeployView(actions).panel)
+        below.append(DeployView(actions).panel)
         alert_column = pn.Column(alerts.panel, silence.panel, sizing_mode="stretch_width")
-    main += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
-             executions.panel]
+    below += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
+              executions.panel]
+    rest = pn.Column(sizing_mode="stretch_width")
     refresher = Refresher(store, parts)
     refresher.refresh()
     pn.state.add_periodic_callback(refresher.refresh, period=REFRESH_MS)
-    return template(login, main)
+
+    def shown() -> None:
+        rest.objects = below
+
+    pn.state.onload(shown)
+    return template(login, [header.panel, functions.panel, rest])
 
 
 def function_page(name: str, store: DataStore, actions: Actions, login: Login) -> pn.Column:

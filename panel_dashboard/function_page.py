@@ -11,7 +11,7 @@ from bokeh.models.widgets.tables import NumberFormatter
 
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import Login
-from panel_dashboard.charts import Chart
+from panel_dashboard.charts import Chart, TimeAxis
 from panel_dashboard.client import ApiRefused
 from panel_dashboard.console import Outcome, may_invoke, may_manage
 from panel_dashboard.frames import (
@@ -151,7 +151,8 @@ class ChartsView:
         self.window = pn.widgets.RadioButtonGroup(label="Window", options=list(WINDOWS), value=DEFAULT_WINDOW,
                                                   css_classes=["window-pick"])
         self.note = pn.pane.Markdown("", css_classes=["charts-note"])
-        self.charts = {title: Chart(title) for title in CHARTS}
+        axis = TimeAxis()
+        self.charts = {title: Chart(title, axis) for title in CHARTS}
         self._drawn: tuple[Any, ...] | None = None
         self.window.param.watch(lambda _e: self._ask(), "value")
         self.panel = pn.Column("### Over time (from the lake)", pn.Row(self.window, self.note),
@@ -271,16 +272,19 @@ class FunctionPage:
         self.charts = ChartsView(name, store)
         self.anomalies = AnomaliesView(name, actions, may_manage(login))
         self.executions = FunctionExecutionsView(name, store)
-        parts: list[Any] = [self.summary, self.charts.panel, self.anomalies.panel]
+        self.below: list[Any] = [self.anomalies.panel]
         if self.manage:
-            parts.append(self.manage.panel)
+            self.below.append(self.manage.panel)
         if self.invoke:
-            parts.append(self.invoke.panel)
-        parts.append(self.executions.panel)
-        self.panel = pn.Column(*parts, sizing_mode="stretch_width")
+            self.below.append(self.invoke.panel)
+        self.below.append(self.executions.panel)
+        self.rest = pn.Column(sizing_mode="stretch_width")
+        self.panel = pn.Column(self.summary, self.charts.panel, self.rest, sizing_mode="stretch_width")
 
     async def load(self) -> None:
-        """What is fetched once per page (the versions)."""
+        """Once the page is shown: lay out what is below the charts (the first paint carries only the summary and
+        the charts), then fetch the versions."""
+        self.rest.objects = self.below
         if self.manage:
             await self.manage.load()
 
