@@ -80,6 +80,10 @@ class Actions:
             "matchers": matchers, "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=hours)).isoformat(),
             "createdBy": by, "comment": comment or f"silenced from the console (alert {alert.get('id')})"}))
 
+    async def acknowledge(self, alert_id: int) -> Record:
+        """Say a firing alert is being handled (the API records who and when)."""
+        return dict(await self.client.call("POST", f"/v1/alerts/{alert_id}/ack"))
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()

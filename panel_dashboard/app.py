@@ -10,7 +10,7 @@ import panel as pn
 
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import LOGOUT_URL, Login
-from panel_dashboard.console import DeployView, SilenceView, may_manage
+from panel_dashboard.console import AlertActionsView, DeployView, may_manage
 from panel_dashboard.function_page import FunctionPage
 from panel_dashboard.store import DataStore, Snapshot
 from panel_dashboard.views import (
@@ -69,11 +69,11 @@ def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.Column
     paint carries the functions; the rest is laid out once the page is shown."""
     header, functions, executions = HeaderView(store), FunctionsView(store), ExecutionsView(store)
     alerts, silences, notifications = AlertsView(store), SilencesView(store), NotificationsView(store)
-    parts: list[View | SilenceView] = [header, functions, executions, alerts, silences, notifications]
+    parts: list[View | AlertActionsView] = [header, functions, executions, alerts, silences, notifications]
     below: list[Any] = []
     alert_column: Any = alerts.panel
     if may_manage(login):
-        silence = SilenceView(actions, login)
+        silence = AlertActionsView(actions, login)
         parts.append(silence)
         below.append(DeployView(actions).panel)
         alert_column = pn.Column(alerts.panel, silence.panel, sizing_mode="stretch_width")

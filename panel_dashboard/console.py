@@ -1,4 +1,4 @@
-"""The console's management widgets on the main page: deploy an upload, and silence an alert."""
+"""The console's management widgets on the main page: deploy an upload, and acknowledge or silence an alert."""
 
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ class DeployView:
             self.button.disabled = False
 
 
-class SilenceView:
-    """Create a silence from a firing alert: pick it, say for how long and why (developer and up)."""
+class AlertActionsView:
+    """Pick a firing alert, then acknowledge it, or create a silence from it for how long and why (developer and
+    up)."""
 
     def __init__(self, actions: Actions, login: Login) -> None:
         self.actions = actions
@@ -77,9 +78,12 @@ class SilenceView:
                                             css_classes=["silence-comment"])
         self.button = pn.widgets.Button(label="Silence", color="warning", width=110,
                                         css_classes=["silence-button"])
-        self.outcome = Outcome("silence-outcome")
+        self.outcome = Outcome("alert-outcome")
+        self.ack = pn.widgets.Button(label="Acknowledge", color="primary", width=130, css_classes=["ack-button"])
         self.button.on_click(self._silence)
-        row = pn.Row(self.pick, self.hours, self.comment, pn.Column(pn.Spacer(height=18), self.button))
+        self.ack.on_click(self._acknowledge)
+        row = pn.Row(self.pick, pn.Column(pn.Spacer(height=18), self.ack), self.hours, self.comment,
+                     pn.Column(pn.Spacer(height=18), self.button))
         self.panel = pn.Column(row, self.outcome.pane, sizing_mode="stretch_width")
 
     def update(self, snap: Snapshot) -> None:
@@ -89,6 +93,18 @@ class SilenceView:
         options = list(self.alerts)
         if options != self.pick.options:
             self.pick.options = options
+
+    async def _acknowledge(self, _event: Any) -> None:
+        alert = self.alerts.get(self.pick.value or "")
+        if alert is None:
+            self.outcome.refused(ApiRefused(0, "pick a firing alert to acknowledge"))
+            return
+        try:
+            body = await self.actions.acknowledge(int(alert["id"]))
+            again = " (it already was)" if body.get("already_acknowledged") else ""
+            self.outcome.ok(f"Alert **#{body.get('id')}** acknowledged by **{body.get('acknowledged_by')}**{again}")
+        except Exception as exc:
+            self.outcome.refused(exc)
 
     async def _silence(self, _event: Any) -> None:
         alert = self.alerts.get(self.pick.value or "")

@@ -224,8 +224,8 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
     assert not s.errors, s.errors
 
 
-def test_a_developer_silences_a_firing_alert_and_sees_its_notifications(console: str, browser: Any, team: Team,
-                                                                        api_server: ApiServer) -> None:
+def test_a_developer_acknowledges_and_silences_a_firing_alert(console: str, browser: Any, team: Team,
+                                                              api_server: ApiServer) -> None:
     fn = "console-alerting"
     api = team.as_developer(api_server)
     hook = WebhookSink(SECRET)
@@ -246,9 +246,17 @@ def test_a_developer_silences_a_firing_alert_and_sees_its_notifications(console:
         s.page.locator(".tabulator-cell", has_text="console-busy").first.wait_for(timeout=90_000)  # notification
         s.page.locator(".silence-alert select").select_option(label=s.page.locator(
             ".silence-alert select option", has_text="console-busy").first.inner_text())
+        # acknowledge it: who and when show in the alerts table and through the API
+        s.click(".ack-button")
+        s.outcome(".alert-outcome", "acknowledged by console-developer")
+        firing = [a for a in api.get("/v1/alerts", params={"state": "firing"}).json()["alerts"]
+                  if a["labels"].get("alertname") == "console-busy"]
+        assert firing and firing[0]["acknowledged_by"] == "console-developer" and firing[0]["acknowledged_at"]
+        s.page.locator(".tabulator-cell", has_text="console-developer at").first.wait_for(timeout=WAIT_MS)
+        s.shot("alert-acknowledged")
         s.page.locator(".silence-comment input").fill("deploying a fix")
         s.click(".silence-button")
-        s.outcome(".silence-outcome", "created")
+        s.outcome(".alert-outcome", "created")
         silences = api.get("/v1/silences").json()
         mine = [x for x in silences if x.get("comment") == "deploying a fix"]
         assert len(mine) == 1, silences
@@ -274,12 +282,14 @@ def test_a_viewer_sees_the_data_but_no_management_controls(console: str, browser
     s.login(team.viewer)
     s.page.locator(".who").get_by_text("viewer", exact=True).wait_for(timeout=WAIT_MS)
     s.page.locator(".tabulator-cell", has_text=fn).first.wait_for(timeout=WAIT_MS)
-    for control in (".deploy-button", ".silence-button"):
+    s.page.get_by_text("Newest executions").first.wait_for(timeout=WAIT_MS)  # the part laid out once shown
+    for control in (".deploy-button", ".silence-button", ".ack-button"):
         assert s.page.locator(control).count() == 0, control
     s.shot("overview-viewer")
     s.page.goto(f"{console}/function?name={fn}")
     s.page.locator(".function-summary").get_by_text("active version").wait_for(timeout=WAIT_MS)
     s.page.locator(".charts-note").wait_for(timeout=WAIT_MS)
+    s.page.get_by_text("Newest executions").first.wait_for(timeout=WAIT_MS)
     for control in (".activate-button", ".deactivate-button", ".rollback-button", ".delete-button",
                     ".invoke-button", ".feedback-fp", ".feedback-confirmed"):
         assert s.page.locator(f"{control}:visible").count() == 0, control
