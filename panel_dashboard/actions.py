@@ -21,7 +21,7 @@ class Actions:
     async def deploy(self, name: str, archive: bytes | None, filename: str, config: str) -> Record:
         """Upload ARCHIVE (a ZIP) as a new version of NAME, with CONFIG (JSON text, may be empty)."""
         if not archive:
-            raise ApiRefused(0, "choose a ZIP file to upload")
+            raise ApiRefused(0, "choose a ZIP file or a folder to upload")
         data = {"name": name.strip()}
         if config.strip():
             parse_json(config, "config")  # say what is wrong before uploading

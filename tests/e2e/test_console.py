@@ -224,6 +224,38 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
     assert not s.errors, s.errors
 
 
+def test_a_developer_deploys_a_folder_by_clicks(console: str, browser: Any, team: Team, api_server: ApiServer,
+                                               tmp_path: Path) -> None:
+    fn = "console-folder"
+    folder = tmp_path / "greeter"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "__pycache__").mkdir()
+    (folder / "main.py").write_text("from lib.words import greet\n\ndef handler(event, context):\n"
+                                    "    return {'said': greet(event.get('name'))}\n")
+    (folder / "lib" / "__init__.py").write_text("")
+    (folder / "lib" / "words.py").write_text("def greet(name):\n    return f'hello {name} from a folder'\n")
+    (folder / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"not code")
+    api = team.as_developer(api_server)
+    s = Session(browser, console)
+    try:
+        s.login(team.developer)
+        s.page.locator(".deploy-name input").fill(fn)
+        s.page.locator(".deploy-folder input[type=file]").set_input_files(str(folder))
+        s.page.wait_for_timeout(500)  # the files reach the server before the click
+        s.click(".deploy-button")
+        s.outcome(".deploy-outcome", "version 1")
+        s.page.locator(".tabulator-cell", has_text=fn).first.wait_for(timeout=WAIT_MS)
+        s.shot("folder-deployed")
+        r = api.post(f"/v1/functions/{fn}/invocations", params={"wait": 60}, json={"name": "ada"})
+        assert r.status_code == 200 and r.json()["output"] == {"said": "hello ada from a folder"}, r.text
+    except Exception:
+        s.page.screenshot(path=str(OUT / "failure-folder.png"), full_page=True)
+        raise
+    finally:
+        api.close()
+    assert not s.errors, s.errors
+
+
 def test_a_developer_acknowledges_and_silences_a_firing_alert(console: str, browser: Any, team: Team,
                                                               api_server: ApiServer) -> None:
     fn = "console-alerting"

@@ -138,6 +138,24 @@ def test_a_viewers_function_page_has_no_management_or_invoke_controls() -> None:
     assert "active version **2**" in viewer.summary.object
 
 
+def test_a_picked_folder_is_zipped_from_inside_it_without_caches_and_bad_paths_are_refused() -> None:
+    import io
+    import zipfile
+
+    from panel_dashboard.bundle import zip_folder
+
+    data = zip_folder(["greeter/main.py", "greeter/lib/util.py", "greeter/__pycache__/main.cpython-311.pyc",
+                       "greeter/lib/util.cpython-311.pyc"], [b"import lib.util", b"X = 1", b"junk", b"junk"])
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert sorted(z.namelist()) == ["lib/util.py", "main.py"] and z.read("lib/util.py") == b"X = 1"
+    for paths, why in ((["greeter/../../etc/passwd"], "not inside it"), (["/etc/passwd"], "not inside it"),
+                       (["greeter/__pycache__/a.pyc"], "no files")):
+        with pytest.raises(ApiRefused, match=why):
+            zip_folder(paths, [b"x"])
+    with pytest.raises(ApiRefused, match="incomplete"):
+        zip_folder(["greeter/main.py"], [])
+
+
 def test_logs_and_refusals_are_shown_as_text_not_markup() -> None:
     from panel_dashboard.console import Outcome
     from panel_dashboard.function_page import logs_html
