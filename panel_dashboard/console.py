@@ -50,15 +50,18 @@ class DeployView:
         self.button = pn.widgets.Button(label="Deploy", color="primary", width=120, css_classes=["deploy-button"])
         self.outcome = Outcome("deploy-outcome")
         self.picked = "archive"
-        self.archive.param.watch(lambda _e: self._pick("archive"), "value")
-        self.folder.param.watch(lambda _e: self._pick("folder"), ["value", "filename"])
+        self.archive.param.watch(self._archive_picked, "value")
+        self.folder.param.watch(self._folder_picked, ["value", "filename"])
         self.button.on_click(self._deploy)
         self.panel = pn.Column("### Deploy", pn.Row(self.name, pn.Column("ZIP archive", self.archive),
                                                     pn.Column("or a folder", self.folder)),
                                self.config, self.button, self.outcome.pane, sizing_mode="stretch_width")
 
-    def _pick(self, which: str) -> None:
-        self.picked = which
+    def _archive_picked(self, *_events: Any) -> None:
+        self.picked = "archive"
+
+    def _folder_picked(self, *_events: Any) -> None:
+        self.picked = "folder"
 
     def upload(self) -> tuple[bytes | None, str]:
         """The bundle to send and its file name: the ZIP as picked, or the picked folder zipped."""
