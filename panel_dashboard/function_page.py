@@ -272,19 +272,17 @@ class FunctionPage:
         self.charts = ChartsView(name, store)
         self.anomalies = AnomaliesView(name, actions, may_manage(login))
         self.executions = FunctionExecutionsView(name, store)
-        self.below: list[Any] = [self.anomalies.panel]
+        parts: list[Any] = [self.summary, self.charts.panel, self.anomalies.panel]
         if self.manage:
-            self.below.append(self.manage.panel)
+            parts.append(self.manage.panel)
         if self.invoke:
-            self.below.append(self.invoke.panel)
-        self.below.append(self.executions.panel)
-        self.rest = pn.Column(sizing_mode="stretch_width")
-        self.panel = pn.Column(self.summary, self.charts.panel, self.rest, sizing_mode="stretch_width")
+            parts.append(self.invoke.panel)
+        parts.append(self.executions.panel)
+        # all laid out at once: a Tabulator laid out after the page was shown stayed empty when its rows came
+        self.panel = pn.Column(*parts, sizing_mode="stretch_width")
 
     async def load(self) -> None:
-        """Once the page is shown: lay out what is below the charts (the first paint carries only the summary and
-        the charts), then fetch the versions."""
-        self.rest.objects = self.below
+        """What is fetched once per page (the versions)."""
         if self.manage:
             await self.manage.load()
 
