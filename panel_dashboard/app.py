@@ -65,30 +65,24 @@ def template(login: Login, main: list[Any]) -> pn.Column:
 
 
 def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.Column:
-    """The tenant's functions (live figures), deploy, alerts with silencing, notifications and silences. The first
-    paint carries the functions; the rest is laid out once the page is shown."""
+    """The tenant's functions (live figures), deploy, alerts with acknowledging and silencing, notifications and
+    silences. All laid out at once: a Tabulator laid out after the page was shown stayed empty when rows came."""
     header, functions, executions = HeaderView(store), FunctionsView(store), ExecutionsView(store)
     alerts, silences, notifications = AlertsView(store), SilencesView(store), NotificationsView(store)
     parts: list[View | AlertActionsView] = [header, functions, executions, alerts, silences, notifications]
-    below: list[Any] = []
+    main: list[Any] = [header.panel, functions.panel]
     alert_column: Any = alerts.panel
     if may_manage(login):
-        silence = AlertActionsView(actions, login)
-        parts.append(silence)
-        below.append(DeployView(actions).panel)
-        alert_column = pn.Column(alerts.panel, silence.panel, sizing_mode="stretch_width")
-    below += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
-              executions.panel]
-    rest = pn.Column(sizing_mode="stretch_width")
+        alert_actions = AlertActionsView(actions, login)
+        parts.append(alert_actions)
+        main.append(DeployView(actions).panel)
+        alert_column = pn.Column(alerts.panel, alert_actions.panel, sizing_mode="stretch_width")
+    main += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
+             executions.panel]
     refresher = Refresher(store, parts)
     refresher.refresh()
     pn.state.add_periodic_callback(refresher.refresh, period=REFRESH_MS)
-
-    def shown() -> None:
-        rest.objects = below
-
-    pn.state.onload(shown)
-    return template(login, [header.panel, functions.panel, rest])
+    return template(login, main)
 
 
 def function_page(name: str, store: DataStore, actions: Actions, login: Login) -> pn.Column:
