@@ -21,7 +21,7 @@ class Actions:
     async def deploy(self, name: str, archive: bytes | None, filename: str, config: str) -> Record:
         """Upload ARCHIVE (a ZIP) as a new version of NAME, with CONFIG (JSON text, may be empty)."""
         if not archive:
-            raise ApiRefused(0, "choose a ZIP file to upload")
+            raise ApiRefused(0, "choose a ZIP file or a folder to upload")
         data = {"name": name.strip()}
         if config.strip():
             parse_json(config, "config")  # say what is wrong before uploading
@@ -79,6 +79,10 @@ class Actions:
         return dict(await self.client.call("POST", "/v1/silences", json={
             "matchers": matchers, "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=hours)).isoformat(),
             "createdBy": by, "comment": comment or f"silenced from the console (alert {alert.get('id')})"}))
+
+    async def acknowledge(self, alert_id: int) -> Record:
+        """Say a firing alert is being handled (the API records who and when)."""
+        return dict(await self.client.call("POST", f"/v1/alerts/{alert_id}/ack"))
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -10,7 +10,7 @@ import panel as pn
 
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import LOGOUT_URL, Login
-from panel_dashboard.console import DeployView, SilenceView, may_manage
+from panel_dashboard.console import AlertActionsView, DeployView, may_manage
 from panel_dashboard.function_page import FunctionPage
 from panel_dashboard.store import DataStore, Snapshot
 from panel_dashboard.views import (
@@ -26,6 +26,8 @@ from panel_dashboard.views import (
 REFRESH_MS = 250  # a session only compares a version number unless the poller has news
 
 pn.extension("tabulator", sizing_mode="stretch_width")
+BAR_CSS = (".bar{background:#0969da;color:#fff;font:600 20px system-ui,sans-serif;padding:14px 20px;"
+           "margin-bottom:6px}")
 
 
 class Refresher:
@@ -53,24 +55,28 @@ def who(login: Login) -> pn.pane.Markdown:
                             f"[log out]({LOGOUT_URL.lstrip('/')})", css_classes=["who"], margin=(0, 10))
 
 
-def template(login: Login, main: list[Any]) -> pn.template.FastListTemplate:
-    """The page frame."""
-    return pn.template.FastListTemplate(title=f"CloudFunctions · {login.tenant}", accent="#0969da",
-                                        theme_toggle=False, main=[who(login), *main])
+def template(login: Login, main: list[Any]) -> pn.Column:
+    """The page frame: a title bar and the logged-in line above MAIN (no Panel template: its web components cost
+    a page load a few hundred milliseconds of script for a header)."""
+    bar = pn.pane.HTML(f"<div class='bar'>CloudFunctions · {html.escape(login.tenant)}</div>",
+                       stylesheets=[BAR_CSS], sizing_mode="stretch_width", margin=0)
+    return pn.Column(bar, who(login), *main, sizing_mode="stretch_width", margin=(0, 0, 24, 0),
+                     styles={"max-width": "1500px", "margin": "0 auto"})
 
 
-def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.template.FastListTemplate:
-    """The tenant's functions (live figures), deploy, alerts with silencing, notifications and silences."""
+def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.Column:
+    """The tenant's functions (live figures), deploy, alerts with acknowledging and silencing, notifications and
+    silences. All laid out at once: a Tabulator laid out after the page was shown stayed empty when rows came."""
     header, functions, executions = HeaderView(store), FunctionsView(store), ExecutionsView(store)
     alerts, silences, notifications = AlertsView(store), SilencesView(store), NotificationsView(store)
-    parts: list[View | SilenceView] = [header, functions, executions, alerts, silences, notifications]
+    parts: list[View | AlertActionsView] = [header, functions, executions, alerts, silences, notifications]
     main: list[Any] = [header.panel, functions.panel]
     alert_column: Any = alerts.panel
     if may_manage(login):
-        silence = SilenceView(actions, login)
-        parts.append(silence)
+        alert_actions = AlertActionsView(actions, login)
+        parts.append(alert_actions)
         main.append(DeployView(actions).panel)
-        alert_column = pn.Column(alerts.panel, silence.panel, sizing_mode="stretch_width")
+        alert_column = pn.Column(alerts.panel, alert_actions.panel, sizing_mode="stretch_width")
     main += [alert_column, pn.Row(notifications.panel, silences.panel, sizing_mode="stretch_width"),
              executions.panel]
     refresher = Refresher(store, parts)
@@ -79,7 +85,7 @@ def overview_page(store: DataStore, actions: Actions, login: Login) -> pn.templa
     return template(login, main)
 
 
-def function_page(name: str, store: DataStore, actions: Actions, login: Login) -> pn.template.FastListTemplate:
+def function_page(name: str, store: DataStore, actions: Actions, login: Login) -> pn.Column:
     """One function's page (see function_page.FunctionPage)."""
     header = HeaderView(store)
     page = FunctionPage(name, store, actions, login)

@@ -1,4 +1,4 @@
-"""The console's management widgets on the main page: deploy an upload, and silence an alert."""
+"""The console's management widgets on the main page: deploy an upload, and acknowledge or silence an alert."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import panel as pn
 from core.access import Role
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import Login
+from panel_dashboard.bundle import zip_folder
 from panel_dashboard.client import ApiRefused
 from panel_dashboard.store import Snapshot
 
@@ -35,28 +36,50 @@ class Outcome:
 
 
 class DeployView:
-    """Upload a ZIP with a JSON config as a new version of a function (developer and up)."""
+    """Upload a ZIP, or a folder (zipped here), with a JSON config as a new version of a function (developer and
+    up); whichever of the two was picked last is deployed."""
 
     def __init__(self, actions: Actions) -> None:
         self.actions = actions
         self.name = pn.widgets.TextInput(label="Function name", placeholder="my-function", width=240,
                                          css_classes=["deploy-name"])
         self.archive = pn.widgets.FileInput(accept=".zip", multiple=False, css_classes=["deploy-archive"])
+        self.folder = pn.widgets.FileInput(directory=True, css_classes=["deploy-folder"])
         self.config = pn.widgets.TextAreaInput(label="Config (JSON)", value=EXAMPLE_CONFIG, height=80,
                                                css_classes=["deploy-config"], sizing_mode="stretch_width")
         self.button = pn.widgets.Button(label="Deploy", color="primary", width=120, css_classes=["deploy-button"])
         self.outcome = Outcome("deploy-outcome")
+        self.picked = "archive"
+        self.archive.param.watch(self._archive_picked, "value")
+        self.folder.param.watch(self._folder_picked, ["value", "filename"])
         self.button.on_click(self._deploy)
-        self.panel = pn.Column("### Deploy", pn.Row(self.name, pn.Column("ZIP archive", self.archive)),
+        self.panel = pn.Column("### Deploy", pn.Row(self.name, pn.Column("ZIP archive", self.archive),
+                                                    pn.Column("or a folder", self.folder)),
                                self.config, self.button, self.outcome.pane, sizing_mode="stretch_width")
+
+    def _archive_picked(self, *_events: Any) -> None:
+        self.picked = "archive"
+
+    def _folder_picked(self, *_events: Any) -> None:
+        self.picked = "folder"
+
+    def upload(self) -> tuple[bytes | None, str]:
+        """The bundle to send and its file name: the ZIP as picked, or the picked folder zipped."""
+        if self.picked == "folder":
+            paths, contents = self.folder.filename, self.folder.value
+            paths = [paths] if isinstance(paths, str) else list(paths or [])
+            contents = [contents] if isinstance(contents, bytes) else list(contents or [])
+            folder = paths[0].replace("\\", "/").split("/")[0] if paths else "folder"
+            return zip_folder(paths, contents), f"{folder}.zip"
+        raw = self.archive.value
+        return (raw if isinstance(raw, bytes) else None), str(self.archive.filename or "")
 
     async def _deploy(self, _event: Any) -> None:
         """Send the upload; say which version it made, or why not."""
         self.button.disabled = True
         try:
-            raw = self.archive.value
-            v = await self.actions.deploy(self.name.value or "", raw if isinstance(raw, bytes) else None,
-                                          str(self.archive.filename or ""), self.config.value or "")
+            archive, filename = self.upload()
+            v = await self.actions.deploy(self.name.value or "", archive, filename, self.config.value or "")
             self.outcome.ok(f"Deployed **{v.get('name')}** version **{v.get('version')}** ({v.get('state', '')})")
         except Exception as exc:  # a refusal is shown, never raised into the session
             self.outcome.refused(exc)
@@ -64,8 +87,9 @@ class DeployView:
             self.button.disabled = False
 
 
-class SilenceView:
-    """Create a silence from a firing alert: pick it, say for how long and why (developer and up)."""
+class AlertActionsView:
+    """Pick a firing alert, then acknowledge it, or create a silence from it for how long and why (developer and
+    up)."""
 
     def __init__(self, actions: Actions, login: Login) -> None:
         self.actions = actions
@@ -77,9 +101,12 @@ class SilenceView:
                                             css_classes=["silence-comment"])
         self.button = pn.widgets.Button(label="Silence", color="warning", width=110,
                                         css_classes=["silence-button"])
-        self.outcome = Outcome("silence-outcome")
+        self.outcome = Outcome("alert-outcome")
+        self.ack = pn.widgets.Button(label="Acknowledge", color="primary", width=130, css_classes=["ack-button"])
         self.button.on_click(self._silence)
-        row = pn.Row(self.pick, self.hours, self.comment, pn.Column(pn.Spacer(height=18), self.button))
+        self.ack.on_click(self._acknowledge)
+        row = pn.Row(self.pick, pn.Column(pn.Spacer(height=18), self.ack), self.hours, self.comment,
+                     pn.Column(pn.Spacer(height=18), self.button))
         self.panel = pn.Column(row, self.outcome.pane, sizing_mode="stretch_width")
 
     def update(self, snap: Snapshot) -> None:
@@ -89,6 +116,18 @@ class SilenceView:
         options = list(self.alerts)
         if options != self.pick.options:
             self.pick.options = options
+
+    async def _acknowledge(self, _event: Any) -> None:
+        alert = self.alerts.get(self.pick.value or "")
+        if alert is None:
+            self.outcome.refused(ApiRefused(0, "pick a firing alert to acknowledge"))
+            return
+        try:
+            body = await self.actions.acknowledge(int(alert["id"]))
+            again = " (it already was)" if body.get("already_acknowledged") else ""
+            self.outcome.ok(f"Alert **#{body.get('id')}** acknowledged by **{body.get('acknowledged_by')}**{again}")
+        except Exception as exc:
+            self.outcome.refused(exc)
 
     async def _silence(self, _event: Any) -> None:
         alert = self.alerts.get(self.pick.value or "")

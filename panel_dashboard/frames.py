@@ -11,7 +11,7 @@ DASH = "—"
 
 EXECUTION_COLUMNS = ["task_id", "function", "version", "status", "duration_ms", "memory_mb", "created", "finished"]
 FUNCTION_COLUMNS = ["function", "state", "version", "runs (1h)", "error rate", "p95 ms"]
-ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery"]
+ALERT_COLUMNS = ["alert", "function", "rule", "value", "since", "last delivery", "acknowledged"]
 SILENCE_COLUMNS = ["silence", "matchers", "state", "ends", "by", "comment"]
 NOTIFICATION_COLUMNS = ["time", "alert", "functions", "status", "channel", "delivery", "attempts"]
 
@@ -78,7 +78,9 @@ def alerts_frame(alerts: list[Record]) -> pd.DataFrame:
         rows.append({"alert": str(a.get("id", "")), "function": a.get("function", ""),
                      "rule": str(a.get("rule_id", "")), "value": _fmt(a.get("value"), ".4g"),
                      "since": _clock(a.get("started_at")),
-                     "last delivery": f"{last.get('channel', '')} {last.get('status', '')}".strip() or DASH})
+                     "last delivery": f"{last.get('channel', '')} {last.get('status', '')}".strip() or DASH,
+                     "acknowledged": (f"{a['acknowledged_by']} at {_clock(a.get('acknowledged_at'))}"
+                                      if a.get("acknowledged_by") else DASH)})
     return pd.DataFrame(rows, columns=ALERT_COLUMNS)
 
 

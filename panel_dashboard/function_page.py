@@ -6,14 +6,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
-import holoviews as hv
-import hvplot.pandas  # noqa: F401  (registers DataFrame.hvplot)
-import pandas as pd
 import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter
 
 from panel_dashboard.actions import Actions
 from panel_dashboard.auth import Login
+from panel_dashboard.charts import Chart, TimeAxis
 from panel_dashboard.client import ApiRefused
 from panel_dashboard.console import Outcome, may_invoke, may_manage
 from panel_dashboard.frames import (
@@ -153,11 +151,13 @@ class ChartsView:
         self.window = pn.widgets.RadioButtonGroup(label="Window", options=list(WINDOWS), value=DEFAULT_WINDOW,
                                                   css_classes=["window-pick"])
         self.note = pn.pane.Markdown("", css_classes=["charts-note"])
-        self.charts = {title: pn.pane.HoloViews(None, sizing_mode="stretch_width", height=210) for title in CHARTS}
+        axis = TimeAxis()
+        self.charts = {title: Chart(title, axis) for title in CHARTS}
         self._drawn: tuple[Any, ...] | None = None
         self.window.param.watch(lambda _e: self._ask(), "value")
         self.panel = pn.Column("### Over time (from the lake)", pn.Row(self.window, self.note),
-                               pn.GridBox(*self.charts.values(), ncols=2, sizing_mode="stretch_width"),
+                               pn.GridBox(*(pn.pane.Bokeh(c.figure, sizing_mode="stretch_width")
+                                            for c in self.charts.values()), ncols=2, sizing_mode="stretch_width"),
                                sizing_mode="stretch_width")
 
     def _ask(self) -> None:
@@ -186,8 +186,8 @@ class ChartsView:
         for title, (col, metrics) in CHARTS.items():
             marks = marks_frame(anomalies, metrics, start)
             marked += len(marks)
-            self.charts[title].object = _chart(df, marks, col, title)
-        self.note.object = f"{total:,} executions over {window} · {marked} anomalies marked"
+            self.charts[title].draw(df, col, marks)
+        self.note.object = f"{total:,} executions over {window} · {marked} anomalies marked (red; hover for why)"
 
 
 class AnomaliesView:
@@ -278,6 +278,7 @@ class FunctionPage:
         if self.invoke:
             parts.append(self.invoke.panel)
         parts.append(self.executions.panel)
+        # all laid out at once: a Tabulator laid out after the page was shown stayed empty when its rows came
         self.panel = pn.Column(*parts, sizing_mode="stretch_width")
 
     async def load(self) -> None:
@@ -305,14 +306,3 @@ def logs_html(text: str) -> str:
     """What a task printed, escaped, as a preformatted block (a log may hold anything, markup included)."""
     body = html.escape(text.strip()) or "(nothing printed)"
     return f"<b>Logs</b><pre style='background:#f6f8fa;padding:8px;white-space:pre-wrap'>{body}</pre>"
-
-
-def _chart(df: pd.DataFrame, marks: pd.DataFrame, col: str, title: str) -> hv.Overlay:
-    """One figure per bucket as a line with dots (a lone bucket still shows), the anomalies of its metric as red
-    points explained on hover (metric, observed, expected range, detector, score)."""
-    line = df.hvplot.line(x="time", y=col, ylabel=title, xlabel="time (UTC)", color="#0969da", title=title)
-    dots = df.hvplot.scatter(x="time", y=col, color="#0969da", size=12, hover_cols=["count", "errors"])
-    red = marks.hvplot.scatter(x="time", y="value", color="red", size=80, label="anomaly",
-                               hover_cols=["metric", "observed", "expected", "detector", "score", "kind", "id"])
-    return (line * dots * red).opts(responsive=True, height=210, legend_position="top_left",
-                                    show_legend=not marks.empty)

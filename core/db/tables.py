@@ -281,6 +281,8 @@ class Alert(Base):
     started_at: Mapped[datetime] = mapped_column(TS)
     resolved_at: Mapped[datetime | None] = mapped_column(TS)
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))  # the acknowledging key's name
+    acknowledged_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class AlertDelivery(Base):

@@ -13,12 +13,13 @@ from actors.handles import shard_of
 from analytics.aggregates import function_metrics, parse_window, timeseries
 from analytics.alerting import parse_rule
 from cluster.sandbox.warm import host_metrics
+from core.db.alert_acks import acknowledge_alert
 from core.db.audit import Change, record
 from core.db.tables import Alert, AlertDelivery, AlertRule
 from core.db.tables import Anomaly as AnomalyRow
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from serve_app.http.dependencies import CallerDep, PlatformDep
-from serve_app.http.params import AnomalyId, RuleId, RuleIdQuery
+from serve_app.http.params import AlertId, AnomalyId, RuleId, RuleIdQuery
 
 
 def _window(text: str) -> float:
@@ -184,4 +185,19 @@ def register(app: FastAPI) -> None:
                             "labels": (a.details or {}).get("labels", {}),
                             "value": a.value, "started_at": a.started_at.isoformat(),
                             "resolved_at": a.resolved_at.isoformat() if a.resolved_at else None,
+                            "acknowledged_by": a.acknowledged_by,
+                            "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None,
                             "deliveries": by_alert.get(a.id, [])} for a in rows]}
+
+    @app.post("/v1/alerts/{alert_id}/ack")
+    async def ack_alert(p: PlatformDep, c: CallerDep, alert_id: AlertId) -> dict[str, Any]:
+        by = c.key_name or (f"key {c.key_id}" if c.key_id is not None else c.namespace)
+        ack = await acknowledge_alert(p.engine, c.namespace, alert_id, by, datetime.now(UTC),
+                                      Change(c, "alerts.ack", f"alert/{alert_id}"))
+        if ack is None:
+            raise NotFound(f"no alert with id {alert_id}")
+        if ack.state != "firing":
+            raise Conflict(f"alert {alert_id} is {ack.state}, not firing: only a firing alert can be acknowledged")
+        return {"id": alert_id, "state": ack.state, "acknowledged_by": ack.acknowledged_by,
+                "acknowledged_at": ack.acknowledged_at.isoformat() if ack.acknowledged_at else None,
+                "already_acknowledged": not ack.changed}

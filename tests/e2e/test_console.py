@@ -188,6 +188,16 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
         row.first.wait_for(timeout=WAIT_MS)
         assert "1 – 10" in row.first.inner_text() and "0.990" in row.first.inner_text()
         s.page.locator(".charts-note").get_by_text("1 anomalies marked").wait_for(timeout=WAIT_MS)
+        # its red marker on the duration chart explains it on hover (Bokeh draws the tooltip as DOM elements)
+        x, y = _marker_position(s.page)
+        s.page.mouse.move(x, y)
+        tip = s.page.locator(".bk-Tooltip .bk-tooltip-content", has_text="console-test")
+        tip.first.wait_for(timeout=WAIT_MS)
+        shown = " ".join(tip.first.inner_text().split())
+        for want in ("metric: duration_ms", "observed: 900", "expected: 1 – 10", "detector: console-test",
+                     "score: 0.990", "outlier"):
+            assert want in shown, (want, shown)
+        s.shot("anomaly-hover")
         s.page.locator(".feedback-anomaly select").select_option(str(anomaly))
         s.click(".feedback-fp")
         s.outcome(".feedback-outcome", "false_positive")
@@ -214,8 +224,40 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
     assert not s.errors, s.errors
 
 
-def test_a_developer_silences_a_firing_alert_and_sees_its_notifications(console: str, browser: Any, team: Team,
-                                                                        api_server: ApiServer) -> None:
+def test_a_developer_deploys_a_folder_by_clicks(console: str, browser: Any, team: Team, api_server: ApiServer,
+                                               tmp_path: Path) -> None:
+    fn = "console-folder"
+    folder = tmp_path / "greeter"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "__pycache__").mkdir()
+    (folder / "main.py").write_text("from lib.words import greet\n\ndef handler(event, context):\n"
+                                    "    return {'said': greet(event.get('name'))}\n")
+    (folder / "lib" / "__init__.py").write_text("")
+    (folder / "lib" / "words.py").write_text("def greet(name):\n    return f'hello {name} from a folder'\n")
+    (folder / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"not code")
+    api = team.as_developer(api_server)
+    s = Session(browser, console)
+    try:
+        s.login(team.developer)
+        s.page.locator(".deploy-name input").fill(fn)
+        s.page.locator(".deploy-folder input[type=file]").set_input_files(str(folder))
+        s.page.wait_for_timeout(500)  # the files reach the server before the click
+        s.click(".deploy-button")
+        s.outcome(".deploy-outcome", "version 1")
+        s.page.locator(".tabulator-cell", has_text=fn).first.wait_for(timeout=WAIT_MS)
+        s.shot("folder-deployed")
+        r = api.post(f"/v1/functions/{fn}/invocations", params={"wait": 60}, json={"name": "ada"})
+        assert r.status_code == 200 and r.json()["output"] == {"said": "hello ada from a folder"}, r.text
+    except Exception:
+        s.page.screenshot(path=str(OUT / "failure-folder.png"), full_page=True)
+        raise
+    finally:
+        api.close()
+    assert not s.errors, s.errors
+
+
+def test_a_developer_acknowledges_and_silences_a_firing_alert(console: str, browser: Any, team: Team,
+                                                              api_server: ApiServer) -> None:
     fn = "console-alerting"
     api = team.as_developer(api_server)
     hook = WebhookSink(SECRET)
@@ -236,9 +278,17 @@ def test_a_developer_silences_a_firing_alert_and_sees_its_notifications(console:
         s.page.locator(".tabulator-cell", has_text="console-busy").first.wait_for(timeout=90_000)  # notification
         s.page.locator(".silence-alert select").select_option(label=s.page.locator(
             ".silence-alert select option", has_text="console-busy").first.inner_text())
+        # acknowledge it: who and when show in the alerts table and through the API
+        s.click(".ack-button")
+        s.outcome(".alert-outcome", "acknowledged by console-developer")
+        firing = [a for a in api.get("/v1/alerts", params={"state": "firing"}).json()["alerts"]
+                  if a["labels"].get("alertname") == "console-busy"]
+        assert firing and firing[0]["acknowledged_by"] == "console-developer" and firing[0]["acknowledged_at"]
+        s.page.locator(".tabulator-cell", has_text="console-developer at").first.wait_for(timeout=WAIT_MS)
+        s.shot("alert-acknowledged")
         s.page.locator(".silence-comment input").fill("deploying a fix")
         s.click(".silence-button")
-        s.outcome(".silence-outcome", "created")
+        s.outcome(".alert-outcome", "created")
         silences = api.get("/v1/silences").json()
         mine = [x for x in silences if x.get("comment") == "deploying a fix"]
         assert len(mine) == 1, silences
@@ -264,17 +314,44 @@ def test_a_viewer_sees_the_data_but_no_management_controls(console: str, browser
     s.login(team.viewer)
     s.page.locator(".who").get_by_text("viewer", exact=True).wait_for(timeout=WAIT_MS)
     s.page.locator(".tabulator-cell", has_text=fn).first.wait_for(timeout=WAIT_MS)
-    for control in (".deploy-button", ".silence-button"):
+    s.page.get_by_text("Newest executions").first.wait_for(timeout=WAIT_MS)  # the part laid out once shown
+    for control in (".deploy-button", ".silence-button", ".ack-button"):
         assert s.page.locator(control).count() == 0, control
     s.shot("overview-viewer")
     s.page.goto(f"{console}/function?name={fn}")
     s.page.locator(".function-summary").get_by_text("active version").wait_for(timeout=WAIT_MS)
     s.page.locator(".charts-note").wait_for(timeout=WAIT_MS)
+    s.page.get_by_text("Newest executions").first.wait_for(timeout=WAIT_MS)
     for control in (".activate-button", ".deactivate-button", ".rollback-button", ".delete-button",
                     ".invoke-button", ".feedback-fp", ".feedback-confirmed"):
         assert s.page.locator(f"{control}:visible").count() == 0, control
     s.shot("function-viewer")
     assert not s.errors, s.errors
+
+
+MARKER_JS = """() => {
+  const views = [...Bokeh.index.query(v => v.model.name === "anomaly-marks" && v.glyph.sx.length > 0)];
+  if (views.length !== 1) return null;
+  const v = views[0];
+  v.parent.el.scrollIntoView({block: "center"});
+  const box = v.parent.el.getBoundingClientRect();
+  return [box.left + v.glyph.sx[0], box.top + v.glyph.sy[0]];
+}"""
+
+
+def _marker_position(page: Any) -> tuple[float, float]:
+    """Where, in the viewport, the one drawn anomaly marker is (Bokeh's view of the marks renderer)."""
+    got: list[Any] = []
+
+    def drawn() -> bool:
+        got[:] = page.evaluate(MARKER_JS) or []
+        return bool(got)
+
+    for _ in range(60):
+        if drawn():
+            return float(got[0]), float(got[1])
+        page.wait_for_timeout(250)
+    raise AssertionError("no single drawn anomaly marker on the page's charts")
 
 
 def _record_anomaly(database_url: str, tenant: str, fn: str, task_id: str) -> int:

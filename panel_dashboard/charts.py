@@ -1,0 +1,75 @@
+"""The function page's four time charts as Bokeh figures built once per page: a redraw replaces their sources'
+columns (a few hundred bucket points and the anomaly markers), never the figures themselves. The charts share
+one time axis (panning one pans all), and its ticker and formatter, so a page holds few Bokeh models."""
+
+from __future__ import annotations
+
+import pandas as pd
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    DatetimeAxis,
+    DatetimeTicker,
+    DatetimeTickFormatter,
+    Grid,
+    HoverTool,
+)
+from bokeh.plotting import figure
+
+from panel_dashboard.frames import MARK_COLUMNS
+
+SERIES_FIELDS = ("time", "value", "count", "errors")
+MARK_TOOLTIPS = [("anomaly", "@kind (#@id)"), ("metric", "@metric"), ("observed", "@observed"),
+                 ("expected", "@expected"), ("detector", "@detector"), ("score", "@score")]
+BUCKET_TOOLTIPS = [("bucket", "@time{%F %T}"), ("value", "@value{0.[000]}"), ("executions", "@count"),
+                   ("errors", "@errors")]
+BLUE, RED = "#0969da", "#cf222e"
+HEIGHT = 210
+
+
+class TimeAxis:
+    """What the charts of one page share: the time range, its ticker and its label formatter."""
+
+    def __init__(self) -> None:
+        self.range = DataRange1d()
+        self.ticker = DatetimeTicker()
+        self.formatter = DatetimeTickFormatter()
+
+
+class Chart:
+    """One metric over time: a line with a dot per bucket (hover: its figures), the metric's anomalies as red
+    markers explained on hover (metric, observed value, expected range, detector, score)."""
+
+    def __init__(self, title: str, axis: TimeAxis) -> None:
+        self.series = ColumnDataSource({f: [] for f in SERIES_FIELDS})
+        self.marks = ColumnDataSource({f: [] for f in MARK_COLUMNS})
+        self.figure = figure(title=title, x_axis_type=None, x_range=axis.range, height=HEIGHT,
+                             sizing_mode="stretch_width", tools="xpan,reset", toolbar_location="right",
+                             y_axis_label=title, name=f"chart {title}")
+        self.figure.toolbar.autohide = True
+        self.figure.add_layout(DatetimeAxis(ticker=axis.ticker, formatter=axis.formatter, axis_label="time (UTC)"),
+                               "below")
+        self.figure.add_layout(Grid(dimension=0, ticker=axis.ticker))
+        self.figure.line("time", "value", source=self.series, color=BLUE, line_width=1.5)
+        dots = self.figure.scatter("time", "value", source=self.series, color=BLUE, size=4)
+        red = self.figure.scatter("time", "value", source=self.marks, color=RED, size=11, line_color="white",
+                                  name="anomaly-marks")
+        self.figure.add_tools(HoverTool(renderers=[red], tooltips=MARK_TOOLTIPS, description="anomaly"),
+                              HoverTool(renderers=[dots], tooltips=BUCKET_TOOLTIPS, description="bucket",
+                                        formatters={"@time": "datetime"}))
+
+    def draw(self, df: pd.DataFrame, column: str, marks: pd.DataFrame) -> None:
+        """Show COLUMN of the bucket frame DF and the anomaly MARKS (both with naive-UTC `time`)."""
+        self.series.data = {"time": _ms(df["time"]), "value": _floats(df[column]),
+                            "count": [int(c) for c in df["count"]], "errors": [int(e) for e in df["errors"]]}
+        self.marks.data = {c: (_ms(marks[c]) if c == "time" else list(marks[c])) for c in MARK_COLUMNS}
+
+
+def _ms(times: pd.Series) -> list[float]:
+    """Naive-UTC timestamps as milliseconds since the epoch (what a Bokeh datetime axis plots)."""
+    return [float(t.value) / 1e6 for t in pd.to_datetime(times)]
+
+
+def _floats(values: pd.Series) -> list[float]:
+    """A column as floats, NaN for a missing value (Bokeh leaves a gap)."""
+    return [float(v) for v in values.astype(float)]
