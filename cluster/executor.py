@@ -199,8 +199,9 @@ class WarmHost:
 
     def prewarm(self, sha256: str, box: list[Any], common: dict[str, Any], count: int) -> int:
         """Have `count` warm children of a version ready here (at its activation); how many were started."""
-        return get_pool().prewarm(key=common["key"], code_dir=bundle_dir(sha256, box), handler=common["handler"],
-                                  config=_config(common["key"], common["config"]), count=count)
+        return get_pool().prewarm(key=common["key"], code_dir=self.bundles.path(sha256, box),
+                                  handler=common["handler"], config=_config(common["key"], common["config"]),
+                                  count=count)
 
     def ping(self) -> int:
         """Liveness: this host's pid."""

@@ -121,7 +121,9 @@ class WarmHosts:
         host = self.hosts[zlib.crc32(key[0].encode()) % self.count]
         if host is None or host.dead or not host.ready:
             return 0
-        return int(await host.actor.prewarm.remote(key[0], box, common, min(count, self.slots)))
+        started = int(await host.actor.prewarm.remote(key[0], box, common, min(count, self.slots)))
+        host.bundles.add(key[0])  # it keeps the ref it was sent: later calls need not carry it
+        return started
 
     def start_all(self) -> None:
         """Start every host now (at the replica's start), so that a version's first call finds its host ready

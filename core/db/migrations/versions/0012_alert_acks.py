@@ -1,13 +1,13 @@
 """Who acknowledged a firing alert, and when.
 
 Revision ID: 0012
-Revises: 0010 (the coordinator chains it after 0011 when merging)
+Revises: 0011
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
