@@ -372,16 +372,17 @@ class Platform:
     def _runner_for(self, rt: FunctionRuntime, short: bool, may_wait: bool) -> Runner | None:
         """Where a version's next batch runs: its shared warm host if it can take it, else its bridge while
         its own workers start, else (short and idle) its express lane, else Ray tasks in its runtime_env. With
-        warm hosts, a version whose own runtime_env worker has not answered yet waits for its host (None) when
-        one of its calls runs (`may_wait`): a call sent to a worker that is still starting would wait for it
-        (~1 s) while the host's slots free within milliseconds, so a new version's first burst runs at the
-        steady rate. That worker is started at deploy (and here, for a version deployed by another replica)."""
+        warm hosts, when one of its calls runs (`may_wait`), a short version (its batches end within
+        milliseconds) and one whose own runtime_env worker has not answered yet wait for a slot on the host
+        (None) instead of spilling to Ray tasks: such a task may wait for a worker to start (~1 s each, one per
+        concurrent task), while a host slot frees within milliseconds, so a new version's first burst runs at
+        the steady rate. That worker is started at deploy (and here, for a version deployed elsewhere)."""
         key = (rt.sha256, rt.config.cpus)
         box = self._packages.get(rt.sha256)
         host = self.hosts.runner(key, box) if self.hosts is not None and box is not None else None
         if host is not None:
             return host
-        if self.hosts is not None and key not in self._workers_up:
+        if self.hosts is not None and (short or key not in self._workers_up):
             self._start_own_worker(key, rt.remote)
             if may_wait:
                 return None
