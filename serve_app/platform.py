@@ -679,8 +679,10 @@ class Platform:
                 await self.recover()
                 if time.monotonic() - scanned >= ORPHAN_SCAN_S:
                     scanned = time.monotonic()
-                    rows = await self.membership.leases.held_queued(self.dispatcher.inflight_ids(), ORPHAN_SCAN_S)
-                    await self._submit_rows([r for r in rows if r[0] not in self._taken])
+                    ids = await self.membership.leases.queued_ids(ORPHAN_SCAN_S)
+                    lost = [i for i in ids if i not in self._taken and self.dispatcher.inflight(i) is None]
+                    if lost:
+                        await self._submit_rows(await self.membership.leases.handed(lost))
             except Exception as exc:  # the database may be restarting: try again next round
                 log.warning("claiming orphaned tasks failed: %r", exc)
 

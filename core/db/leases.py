@@ -134,14 +134,14 @@ class ReplicaLeases:
                 QUEUED_COLUMNS + " WHERE id = ANY(CAST(:ids AS text[])) AND owner = :me AND status = 'queued'"
                 " AND kind = 'function' ORDER BY created_at"), {"ids": list(ids), "me": self.me})).all())
 
-    async def held_queued(self, exclude: Sequence[str], older_than_s: float) -> list[Any]:
-        """Queued function tasks this replica owns but does not hold in memory (a hand-off whose notice was
-        lost), older than `older_than_s`."""
+    async def queued_ids(self, older_than_s: float, limit: int = 20000) -> list[str]:
+        """The ids of queued function tasks this replica owns, queued longer than `older_than_s` (the caller
+        picks out those it does not hold in memory: hand-offs whose notice was lost)."""
         async with self.engine.connect() as conn:
-            return list((await conn.execute(text(
-                QUEUED_COLUMNS + " WHERE owner = :me AND status = 'queued' AND kind = 'function'"
-                " AND created_at < now() - make_interval(secs => :s) AND NOT (id = ANY(CAST(:ex AS text[])))"
-                " ORDER BY created_at LIMIT 5000"), {"me": self.me, "s": older_than_s, "ex": list(exclude)})).all())
+            return [str(i) for i in (await conn.execute(text(
+                "SELECT id FROM tasks WHERE owner = :me AND status = 'queued' AND kind = 'function'"
+                " AND created_at < now() - make_interval(secs => :s) ORDER BY created_at LIMIT :n"),
+                {"me": self.me, "s": older_than_s, "n": limit})).scalars().all()]
 
 
 async def _max_retries(conn: Any, running: list[Any]) -> dict[tuple[int, int], int]:

@@ -158,10 +158,6 @@ class Dispatcher:
             return 0
         return q.peak_calls
 
-    def inflight_ids(self) -> list[str]:
-        """The ids of every invocation this replica holds (queued, running or backing off)."""
-        return list(self._inflight)
-
     def queue_depth(self, namespace: str, name: str) -> tuple[int, int]:
         """(running, waiting) of a function."""
         q = self._queues.get((namespace, name))
