@@ -32,6 +32,7 @@ from core.db.engine import make_async_engine
 from core.db.functions import FunctionStore
 from core.db.keys import KeyRow, KeyStore, hash_key
 from core.db.leases import ReplicaLeases
+from core.db.monitoring import MonitoringStore
 from core.db.pipelines import PipelineStore
 from core.db.quotas import QuotaStore
 from core.db.tasks import METRIC_KEYS, TaskStore
@@ -129,6 +130,7 @@ class Platform:
         self._workers_up: set[tuple[str, float]] = set()  # versions whose own runtime_env worker answered
         self._workers_starting: set[tuple[str, float]] = set()
         self.keys = KeyStore(self.engine)
+        self.monitoring_store = MonitoringStore(self.engine)  # anomalies, alert rules, alerts
         self._keys: dict[str, tuple[KeyRow | None, float]] = {}  # digest -> (live key or None, cached until)
         self.lake = open_lake(settings.lake_location)
         self.monitoring: MonitoringFeed | None = None

@@ -7,16 +7,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Query, Response
-from sqlalchemy import insert, select, update
 
 from actors.handles import shard_of
 from analytics.aggregates import function_metrics, parse_window, timeseries
 from analytics.alerting import parse_rule
 from cluster.sandbox.warm import host_metrics
 from core.db.alert_acks import acknowledge_alert
-from core.db.audit import Change, record
-from core.db.tables import Alert, AlertDelivery, AlertRule
-from core.db.tables import Anomaly as AnomalyRow
+from core.db.audit import Change
 from core.errors import Conflict, InvalidInput, NotFound
 from serve_app.http.dependencies import CallerDep, PlatformDep
 from serve_app.http.params import AlertId, AnomalyId, RuleId, RuleIdQuery
@@ -93,16 +90,8 @@ def register(app: FastAPI) -> None:
     async def anomalies(p: PlatformDep, c: CallerDep, function: str | None = None, since: str | None = None,
                         kind: str | None = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        q = select(AnomalyRow).where(AnomalyRow.namespace == c.namespace)
-        if function:
-            q = q.where(AnomalyRow.function == function)
-        if kind:
-            q = q.where(AnomalyRow.kind == kind)
-        if (t := _since(since)) is not None:
-            q = q.where(AnomalyRow.detected_at >= t)
-        async with p.tasks.sessions() as s:
-            rows = (await s.execute(q.order_by(AnomalyRow.detected_at.desc(), AnomalyRow.id.desc())
-                                    .limit(limit))).scalars().all()
+        rows = await p.monitoring_store.anomalies(c.namespace, function=function, kind=kind, since=_since(since),
+                                                  limit=limit)
         return {"anomalies": [anomaly_view(r) for r in rows]}
 
     @app.post("/v1/anomalies/{anomaly_id}/feedback")
@@ -111,14 +100,7 @@ def register(app: FastAPI) -> None:
         verdict = body.get("verdict")
         if verdict not in ("false_positive", "confirmed"):
             raise InvalidInput("verdict must be 'false_positive' or 'confirmed'")
-        async with p.engine.begin() as conn:
-            res = await conn.execute(update(AnomalyRow).where(
-                AnomalyRow.id == anomaly_id, AnomalyRow.namespace == c.namespace).values(feedback=verdict))
-            if res.rowcount == 0:
-                raise NotFound(f"no anomaly with id {anomaly_id}")
-            await record(conn, Change(c, "anomalies.feedback", f"anomaly/{anomaly_id}", detail={"verdict": verdict}))
-        async with p.tasks.sessions() as s:
-            fn = (await s.execute(select(AnomalyRow.function).where(AnomalyRow.id == anomaly_id))).scalar_one()
+        fn = await p.monitoring_store.set_feedback(c, anomaly_id, verdict)
         if p.detectors:
             await p.detectors[shard_of(c.namespace, fn, len(p.detectors))].feedback.remote(anomaly_id, verdict)
         return {"id": anomaly_id, "feedback": verdict}
@@ -134,48 +116,24 @@ def register(app: FastAPI) -> None:
             raise InvalidInput(f"channels: the rule has none, and {p.settings.alerting_config} routes nowhere (no "
                                "receivers); give the rule channels or configure receivers and a route there")
         await p.functions.get(c.namespace, spec.function)  # 404 for a rule on an unknown function
-        async with p.engine.begin() as conn:
-            rid = (await conn.execute(insert(AlertRule).values(
-                namespace=c.namespace, name=spec.name, function=spec.function,
-                spec=spec.model_dump(mode="json", exclude_none=True), state={}).returning(AlertRule.id))).scalar_one()
-            await record(conn, Change(c, "rules.create", f"alert-rule/{rid}", detail={"name": spec.name,
-                                                                                    "function": spec.function}))
-        async with p.tasks.sessions() as s:
-            row = (await s.execute(select(AlertRule).where(AlertRule.id == rid))).scalar_one()
+        row = await p.monitoring_store.create_rule(c, name=spec.name, function=spec.function,
+                                                   spec=spec.model_dump(mode="json", exclude_none=True))
         return rule_view(row)
 
     @app.get("/v1/alert-rules")
     async def list_rules(p: PlatformDep, c: CallerDep) -> dict[str, Any]:
-        async with p.tasks.sessions() as s:
-            rows = (await s.execute(select(AlertRule).where(
-                AlertRule.namespace == c.namespace, AlertRule.deleted_at.is_(None)).order_by(AlertRule.id))).scalars()
-            return {"rules": [rule_view(r) for r in rows]}
+        return {"rules": [rule_view(r) for r in await p.monitoring_store.rules(c.namespace)]}
 
     @app.delete("/v1/alert-rules/{rule_id}", status_code=204)
     async def delete_rule(p: PlatformDep, c: CallerDep, rule_id: RuleId) -> Response:
-        async with p.engine.begin() as conn:
-            res = await conn.execute(update(AlertRule).where(
-                AlertRule.id == rule_id, AlertRule.namespace == c.namespace, AlertRule.deleted_at.is_(None)
-            ).values(deleted_at=datetime.now(UTC)))
-            if res.rowcount == 0:
-                raise NotFound(f"no alert rule with id {rule_id}")
-            await record(conn, Change(c, "rules.delete", f"alert-rule/{rule_id}"))
+        await p.monitoring_store.delete_rule(c, rule_id)
         return Response(status_code=204)
 
     @app.get("/v1/alerts")
     async def alerts(p: PlatformDep, c: CallerDep, state: Literal["firing", "resolved"] | None = None,
                      rule_id: RuleIdQuery = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        q = select(Alert).where(Alert.namespace == c.namespace)
-        if state:
-            q = q.where(Alert.state == state)
-        if rule_id is not None:
-            q = q.where(Alert.rule_id == rule_id)
-        async with p.tasks.sessions() as s:
-            rows = (await s.execute(q.order_by(Alert.started_at.desc()).limit(limit))).scalars().all()
-            ids = [a.id for a in rows]
-            deliveries = (await s.execute(select(AlertDelivery).where(AlertDelivery.alert_id.in_(ids))
-                                          .order_by(AlertDelivery.id))).scalars().all() if ids else []
+        rows, deliveries = await p.monitoring_store.alerts(c.namespace, state=state, rule_id=rule_id, limit=limit)
         by_alert: dict[int, list[dict[str, Any]]] = {}
         for d in deliveries:
             by_alert.setdefault(d.alert_id, []).append({
