@@ -72,7 +72,6 @@ log = logging.getLogger(__name__)
 WARM_HOST_SLOTS = 16  # calls of one version its warm host runs at once (a burst beyond goes to Ray tasks)
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
 ORPHAN_SCAN_S = 5.0  # a hand-off whose notice was lost is picked up after this long
-PREWARM_MIN = 2  # warm children a version activated without recent traffic gets ahead of its first call
 PREWARM_WAIT_S = 10.0  # how long an activation waits for its warm children
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
 LOST = {"type": "ExecutorLost", "message": "the API replica holding this task stopped while it was running; its "
@@ -340,7 +339,7 @@ class Platform:
     async def _prewarm(self, namespace: str, name: str) -> None:
         """Start a just-activated version's warm children before its first burst, on its host here if this
         replica is the function's home: as many as the function's calls that ran at once lately (its previous
-        version's traffic), at least PREWARM_MIN. Bounded by PREWARM_WAIT_S; a failure only costs cold starts."""
+        version's traffic; none without). Bounded by PREWARM_WAIT_S; a failure only costs cold starts."""
         if self.hosts is None or self.membership.home(namespace, name) != self.replica_id:
             return
         try:
@@ -348,7 +347,9 @@ class Platform:
             box = self._packages.get(rt.sha256)
             if box is None:
                 return
-            count = max(PREWARM_MIN, self.dispatcher.recent_peak(namespace, name))
+            count = self.dispatcher.recent_peak(namespace, name)
+            if count == 0:  # no recent traffic to size it by: its children start on demand
+                return
             await asyncio.wait_for(self.hosts.prewarm((rt.sha256, rt.config.cpus), box, batch_common(rt), count),
                                    PREWARM_WAIT_S)
         except Exception as exc:
@@ -374,17 +375,18 @@ class Platform:
     def _runner_for(self, rt: FunctionRuntime, short: bool, may_wait: bool) -> Runner | None:
         """Where a version's next batch runs: its shared warm host if it can take it, else its bridge while
         its own workers start, else (short and idle) its express lane, else Ray tasks in its runtime_env. With
-        warm hosts, when one of its calls runs (`may_wait`), a short version (its batches end within
-        milliseconds) and one whose own runtime_env worker has not answered yet wait for a slot on the host
-        (None) instead of spilling to Ray tasks: such a task may wait for a worker to start (~1 s each, one per
-        concurrent task), while a host slot frees within milliseconds, so a new version's first burst runs at
-        the steady rate. That worker is started at deploy (and here, for a version deployed elsewhere)."""
+        warm hosts, a fast version (its executions, or its previous version's, end within milliseconds) whose
+        host is busy with its calls (`may_wait`) waits for a host slot (None) instead of spilling to Ray tasks:
+        such a task may wait for a worker to start (~1 s each, one per concurrent task) while a slot frees within
+        milliseconds, so a redeployed version's first burst runs at the steady rate. A slow version spills (its
+        tasks may run on any node). The version's own worker is started at deploy (and here, for a version
+        deployed elsewhere)."""
         key = (rt.sha256, rt.config.cpus)
         box = self._packages.get(rt.sha256)
         host = self.hosts.runner(key, box) if self.hosts is not None and box is not None else None
         if host is not None:
             return host
-        if self.hosts is not None and (short or key not in self._workers_up):
+        if self.hosts is not None:
             self._start_own_worker(key, rt.remote)
             if may_wait:
                 return None

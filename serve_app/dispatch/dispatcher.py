@@ -74,6 +74,11 @@ class FnQueue:
     peak_at: float = 0.0
 
 
+def _function_key(rt: FunctionRuntime) -> str:
+    """The key under which a function's latest speed is kept, whatever its version."""
+    return f"function:{rt.namespace}/{rt.name}"
+
+
 def batch_common(rt: FunctionRuntime) -> dict[str, Any]:
     """What every invocation of a batch of this version shares, as its executor reads it."""
     return {"key": rt.key, "namespace": rt.namespace, "function": rt.name, "version": rt.version,
@@ -201,8 +206,9 @@ class Dispatcher:
             if room <= 0:  # the tenant's concurrency quota: wait for one of its invocations to end
                 self._held.setdefault(first.rt.namespace, {})[(first.rt.namespace, first.rt.name)] = None
                 return
-            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0)
-            if runner is None:  # better to wait for one of its running calls: that call's end pumps again
+            # a fast version may rather wait for one of its running calls to end (that end pumps again)
+            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0 and self._fast(first.rt))
+            if runner is None:
                 return
             q.waiting.popleft()
             batch = [first]
@@ -237,28 +243,38 @@ class Dispatcher:
             if q is not None and q.waiting:
                 self._pump(q, q.waiting[0].rt.config.max_concurrency)
 
+    def _speed_of(self, rt: FunctionRuntime) -> tuple[int, float]:
+        """(executions seen, mean duration ms) of this version, else of the function's previous version: a new
+        version is expected to run like the one it replaces until it has run itself."""
+        return self._speed.get(rt.key) or self._speed.get(_function_key(rt), (0, 0.0))
+
+    def _fast(self, rt: FunctionRuntime) -> bool:
+        """True when this version's (or its function's) recent executions were short."""
+        samples, mean_ms = self._speed_of(rt)
+        return samples >= BATCH_MIN_SAMPLES and mean_ms <= BATCH_SHORT_MS
+
     def _short(self, rt: FunctionRuntime) -> bool:
         """True when this version's recent executions were short and it accepts batching (max_batch > 1)."""
-        samples, mean_ms = self._speed.get(rt.key, (0, 0.0))
-        return rt.config.max_batch != 1 and samples >= BATCH_MIN_SAMPLES and mean_ms <= BATCH_SHORT_MS
+        return rt.config.max_batch != 1 and self._fast(rt)
 
     def _batch_size(self, rt: FunctionRuntime, limit: int) -> int:
         """How many queued invocations of this version one Ray task may run: 1 unless its recent executions
         were short (then a batch is expected to end within BATCH_BUDGET_MS)."""
         if not self._short(rt):
             return 1
-        _, mean_ms = self._speed[rt.key]
+        _, mean_ms = self._speed_of(rt)
         per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
         return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
 
-    def _observe_speed(self, key: str, results: list[TaskResult]) -> None:
+    def _observe_speed(self, rt: FunctionRuntime, results: list[TaskResult]) -> None:
+        key = rt.key
         samples, mean_ms = self._speed.get(key, (0, 0.0))
         for r in results:
             if r.metrics is not None:
                 d = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
                 mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
                 samples += 1
-        self._speed[key] = (samples, mean_ms)
+        self._speed[key] = self._speed[_function_key(rt)] = (samples, mean_ms)
 
     async def _run(self, q: FnQueue, batch: list[Pending], runner: Runner) -> None:
         rt = batch[0].rt
@@ -299,7 +315,7 @@ class Dispatcher:
                 self._pump_held(rt.namespace)
             else:
                 self._pump(q, rt.config.max_concurrency)
-        self._observe_speed(rt.key, results)
+        self._observe_speed(rt, results)
         await asyncio.gather(*(self._settle(p, r) for p, r in zip(batch, results, strict=True)))
 
     async def _settle(self, p: Pending, result: TaskResult) -> None:
