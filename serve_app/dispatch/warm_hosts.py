@@ -58,10 +58,13 @@ class HostRunner:
         self.host = host
         self.key = key
         self.box = box
+        # the slot is taken when the runner is handed out, not at `submit`: a dispatcher pump hands out several
+        # runners before any of their batches is submitted, and each must count against the version's slots
+        host.inflight += 1
+        hosts.inflight[key] += 1
 
     def submit(self, common: dict[str, Any], items: list[tuple[str, bytes]]) -> Any:
-        """Send the batch to the host; `release` must follow."""
-        self.hosts.inflight[self.key] += 1
+        """Send the batch to the host (`release` must follow, submitted or not)."""
         box = None if self.key[0] in self.host.bundles else self.box
         return self.host.actor.run.remote(self.key[0], box, common, items)
 

@@ -5,6 +5,7 @@ shared warm hosts, bursts still parallel up to the cores, a host's death survive
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,26 @@ def test_a_host_fetches_a_removed_bundle_again_from_the_ref_it_kept(ray_cluster:
     assert again == first and (again / "main.py").read_text() == source
     with pytest.raises(LookupError, match="never sent"):
         Bundles().path("0" * 64, None)  # never sent to this host, not on the node
+
+
+def test_a_burst_starts_no_more_children_on_its_host_than_the_versions_slots(api: httpx.Client) -> None:
+    """One dispatch round hands out many runners before any batch is submitted: each must take one of the
+    version's host slots then, or a burst of N starts N children on the host (seen: 31 for 16 slots)."""
+    from cluster.sandbox.warm import WarmLedger, default_root
+    from serve_app.platform import WARM_HOST_SLOTS
+
+    assert deploy(api, "densslots", files={"main.py": TOKEN.format(name="densslots")},
+                  config={"max_batch": 1}).status_code == 201
+    assert call(api, "densslots", {})["status"] == "succeeded"
+    with ThreadPoolExecutor(3 * WARM_HOST_SLOTS) as pool:  # arriving together: they queue, one round takes them
+        tids = list(pool.map(lambda i: api.post("/v1/functions/densslots/invocations",
+                                                json={"sleep": 0.3, "i": i}).json()["task_id"],
+                             range(3 * WARM_HOST_SLOTS)))
+    recs = [wait_done(api, t) for t in tids]
+    assert all(r["status"] == "succeeded" for r in recs), recs
+    ledger = WarmLedger(default_root())
+    time.sleep(2.5)  # the host publishes its warm children to the ledger each second
+    state = ledger.read()
+    on_hosts = [c for c in state.children
+                if c.key.split("/")[1] == "densslots" and state.hosts.get(c.host, ("", 0))[0] == "warm_host"]
+    assert 1 <= len(on_hosts) <= WARM_HOST_SLOTS, on_hosts
