@@ -22,6 +22,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -89,15 +90,18 @@ def ruleset(allow: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
     return "\n".join(lines)
 
 
-def namespace_pid(pids: Callable[[], list[int]], timeout_s: float = 2.0) -> int:
-    """A process of the child that already lives in its own network namespace (bwrap creates it just after
-    start); the child waits for its init message, so nothing of the function runs meanwhile."""
+def namespace_pid(pids: Callable[[], list[int]], timeout_s: float = 5.0) -> int:
+    """A process of the child in its own network namespace once bwrap is done setting it up: one that bwrap
+    exec'd (its command, no longer bwrap). bwrap adds 127.0.0.1 to the namespace's loopback with NLM_F_EXCL;
+    slirp4netns --configure brings that loopback up, which makes the kernel add the address first, so
+    attaching earlier fails the jail now and then ("loopback: Failed RTM_NEWADDR"). The exec'd child waits for
+    its init message, so nothing of the function runs meanwhile."""
     own = os.readlink("/proc/self/ns/net")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in pids():
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/ns/net") != own:
+                if os.readlink(f"/proc/{pid}/ns/net") != own and Path(f"/proc/{pid}/comm").read_text() != "bwrap\n":
                     return pid
         time.sleep(0.002)
     raise EgressUnavailable("the child's network namespace did not appear")

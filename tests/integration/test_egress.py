@@ -137,3 +137,33 @@ def test_the_egress_stack_ends_with_its_child(pool: SandboxPool, code: Path, the
     time.sleep(0.5)
     after = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "slirp4netns"}
     assert len(after) < len(before), (before, after)
+
+
+def test_the_stack_attaches_only_once_bwrap_is_done_with_the_namespace() -> None:
+    """slirp4netns --configure brings the namespace's loopback up (the kernel then adds 127.0.0.1), and
+    bwrap adds that address itself with NLM_F_EXCL: attached while bwrap still sets the namespace up, the jail
+    failed now and then ("loopback: Failed RTM_NEWADDR"). A process named bwrap in its own namespace is not
+    picked; the one it execs is."""
+    import subprocess
+
+    from cluster.sandbox.egress import namespace_pid
+
+    script = "printf bwrap > /proc/self/comm; sleep 0.5; exec sleep 30"
+    proc = subprocess.Popen(["unshare", "--net", "sh", "-c", script])
+    try:
+        pid = namespace_pid(lambda: [proc.pid])
+        assert Path(f"/proc/{pid}/comm").read_text() == "sleep\n"
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_network_children_started_together_all_start(pool: SandboxPool, code: Path, the_world: World,
+                                                     host_server: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:
+        outs = list(ex.map(lambda i: run(pool, code, the_world, host_server, network=True,
+                                         key=f"egress/many/{i}/{uuid.uuid4().hex}"), range(16)))
+    assert all(o["public"] == "reached" for o in outs), outs
