@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -743,12 +744,20 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float; one beyond a double's range (1e999) is refused, not read as infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond the range of a double")
+    return value
+
+
 def parse_event(body: bytes) -> bytes:
     """The invocation body must be JSON (empty means null)."""
     if not body.strip():
         return b"null"
     try:
-        json.loads(body, parse_constant=_not_json)
+        json.loads(body, parse_constant=_not_json, parse_float=_finite)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput(f"the invocation body is not valid JSON: {exc}") from None
     except RecursionError:

@@ -234,9 +234,11 @@ def test_malformed_ids_are_4xx(api: httpx.Client, bystander: list[str], method: 
     assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
 
 
-@pytest.mark.parametrize("body", [b"NaN", b'{"x": Infinity}', b"[" * 100000 + b"]" * 100000, b'{"a": "\\u0000"}'])
+@pytest.mark.parametrize("body", [b"NaN", b'{"x": Infinity}', b'{"x": 1e999}', b"[-1.5e400]",
+                                  b"[" * 100000 + b"]" * 100000, b'{"a": "\\u0000"}'])
 def test_odd_invocation_bodies(api: httpx.Client, bystander: list[str], body: bytes) -> None:
-    """Not JSON (NaN, Infinity, nesting beyond the parser) is a 400; a NUL escape is JSON and round-trips."""
+    """Not JSON (NaN, Infinity, nesting beyond the parser) and numbers beyond a double (which Python reads as
+    infinity) are a 400; a NUL escape is JSON and round-trips."""
     r = api.post("/v1/functions/bystander/invocations", params={"wait": 30}, content=body,
                  headers={"Content-Type": "application/json"})
     if body.startswith(b'{"a"'):
