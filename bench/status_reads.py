@@ -32,6 +32,9 @@ def finished_ids(plat: PlatformProcess, n: int, concurrency: int) -> list[str]:
     reqs = [("POST", "/v1/functions/hello/invocations", json.dumps({"name": f"r{i}"}).encode()) for i in range(n)]
     out = uvloop.run(run_many(plat.url, plat.key, reqs, concurrency))
     ids = [decode(body)["task_id"] for _, _, status, body in out if status == 202]
+    if len(ids) < n:  # say why instead of measuring nothing
+        refused = [(status, body[:200]) for _, _, status, body in out if status != 202]
+        raise SystemExit(f"{plat.url}: {len(refused)} of {n} invocations not accepted, e.g. {refused[:3]}")
     pending = list(ids)
     while pending:
         time.sleep(0.5)
