@@ -151,7 +151,7 @@ def live_execution(plat: PlatformProcess, ctx: Any, api: httpx.Client, reps: int
         done = time.perf_counter()
         task = r.json()
         assert task["status"] == "succeeded", task
-        page.locator(".function-executions .tabulator-row", has_text=task["task_id"]).wait_for(timeout=TIMEOUT_MS)
+        page.locator(".function-executions tr.row", has_text=task["task_id"]).wait_for(timeout=TIMEOUT_MS)
         if i:  # the first one also waits for the table's first fill
             lags.append(time.perf_counter() - done)
         time.sleep(random.Random(i).random())  # not in phase with the poller
