@@ -98,6 +98,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/v1/functions/{name}/invocations"): "functions.invoke",
     ("GET", "/v1/functions/{name}/metrics"): "metrics.read",
     ("GET", "/v1/functions/{name}/timeseries"): "metrics.read",
+    ("GET", "/v1/metrics"): "metrics.read",
     ("GET", "/metrics"): "metrics.read",
     ("GET", "/v1/tasks"): "tasks.read",
     ("GET", "/v1/tasks/{task_id}"): "tasks.read",

@@ -13,7 +13,10 @@ from bokeh.models import (
     DatetimeTickFormatter,
     Grid,
     HoverTool,
+    Line,
+    Scatter,
 )
+from bokeh.models.renderers import GlyphRenderer
 from bokeh.plotting import figure
 
 from panel_dashboard.frames import MARK_COLUMNS
@@ -37,8 +40,8 @@ class TimeAxis:
 
 
 class Chart:
-    """One metric over time: a line with a dot per bucket (hover: its figures), the metric's anomalies as red
-    markers explained on hover (metric, observed value, expected range, detector, score)."""
+    """One metric over time: a line through the buckets (hover: the nearest bucket's figures), the metric's
+    anomalies as red markers explained on hover (metric, observed value, expected range, detector, score)."""
 
     def __init__(self, title: str, axis: TimeAxis) -> None:
         self.series = ColumnDataSource({f: [] for f in SERIES_FIELDS})
@@ -50,13 +53,19 @@ class Chart:
         self.figure.add_layout(DatetimeAxis(ticker=axis.ticker, formatter=axis.formatter, axis_label="time (UTC)"),
                                "below")
         self.figure.add_layout(Grid(dimension=0, ticker=axis.ticker))
-        self.figure.line("time", "value", source=self.series, color=BLUE, line_width=1.5)
-        dots = self.figure.scatter("time", "value", source=self.series, color=BLUE, size=4)
-        red = self.figure.scatter("time", "value", source=self.marks, color=RED, size=11, line_color="white",
-                                  name="anomaly-marks")
+        # renderers made directly: the figure's glyph methods also make a selection and a muted copy of every
+        # glyph in Python, models BokehJS makes itself when left "auto"
+        line = GlyphRenderer(data_source=self.series, glyph=Line(x="time", y="value", line_color=BLUE,
+                                                                 line_width=1.5))
+        red = GlyphRenderer(data_source=self.marks, glyph=Scatter(x="time", y="value", fill_color=RED,
+                                                                  line_color="white", size=11),
+                            name="anomaly-marks")
+        self.figure.renderers.extend([line, red])
+        # a bucket's figures on hover anywhere above or below it (the line's nearest point), an anomaly's
+        # explanation on its marker
         self.figure.add_tools(HoverTool(renderers=[red], tooltips=MARK_TOOLTIPS, description="anomaly"),
-                              HoverTool(renderers=[dots], tooltips=BUCKET_TOOLTIPS, description="bucket",
-                                        formatters={"@time": "datetime"}))
+                              HoverTool(renderers=[line], tooltips=BUCKET_TOOLTIPS, description="bucket",
+                                        mode="vline", formatters={"@time": "datetime"}))
 
     def draw(self, df: pd.DataFrame, column: str, marks: pd.DataFrame) -> None:
         """Show COLUMN of the bucket frame DF and the anomaly MARKS (both with naive-UTC `time`)."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Body, FastAPI, Query, Response
 
 from actors.handles import shard_of
-from analytics.aggregates import function_metrics, parse_window, timeseries
+from analytics.aggregates import function_metrics, functions_metrics, parse_window, timeseries
 from analytics.alerting import parse_rule
 from cluster.sandbox.warm import host_metrics
 from core.db.alert_acks import acknowledge_alert
@@ -63,6 +63,14 @@ def register(app: FastAPI) -> None:
         w = _window(window)
         pending = p.monitoring.pending() if p.monitoring else []
         return await asyncio.to_thread(function_metrics, p.lake, name, w, pending=pending, namespace=c.namespace)
+
+    @app.get("/v1/metrics")
+    async def every_function_metrics(p: PlatformDep, c: CallerDep, window: str = "1h") -> dict[str, Any]:
+        # the overview's figures for every function of the tenant in one lake query, not one request per function
+        w = _window(window)
+        pending = p.monitoring.pending() if p.monitoring else []
+        figures = await asyncio.to_thread(functions_metrics, p.lake, w, pending=pending, namespace=c.namespace)
+        return {"window_s": w, "functions": figures}
 
     @app.get("/v1/functions/{name}/timeseries")
     async def series(p: PlatformDep, c: CallerDep, name: str, window: str = "1h",

@@ -166,7 +166,7 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
         s.page.evaluate("window.__notReloaded = true")
         r = api.post(f"/v1/functions/{fn}/invocations", params={"wait": 60}, json={"name": "from the api"})
         assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
-        s.page.locator(".function-executions .tabulator-row", has_text=r.json()["task_id"]).wait_for(timeout=WAIT_MS)
+        s.page.locator(".function-executions tr.row", has_text=r.json()["task_id"]).wait_for(timeout=WAIT_MS)
         assert s.page.evaluate("window.__notReloaded === true")
         s.page.locator(".charts-note").get_by_text("executions over 1h").wait_for(timeout=WAIT_MS)
 
@@ -184,7 +184,7 @@ def test_a_developer_runs_the_function_lifecycle_by_clicks(console: str, browser
 
         # an anomaly (as the detector records it) is listed with its explanation; feedback by clicks
         anomaly = _record_anomaly(database_url, team.tenant, fn, r.json()["task_id"])
-        row = s.page.locator(".anomalies-table .tabulator-row", has_text="duration_ms")
+        row = s.page.locator(".anomalies-table tr.row", has_text="duration_ms")
         row.first.wait_for(timeout=WAIT_MS)
         assert "1 – 10" in row.first.inner_text() and "0.990" in row.first.inner_text()
         s.page.locator(".charts-note").get_by_text("1 anomalies marked").wait_for(timeout=WAIT_MS)

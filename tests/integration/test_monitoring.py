@@ -135,6 +135,13 @@ def test_lake_duckdb_and_postgres_agree(api: httpx.Client, api_server: Any, sett
     assert m["duration_ms"]["p95"] == pytest.approx(pg[3])
     assert m["peak_memory_mb"]["max"] == pytest.approx(pg[4])
     assert api.get("/v1/functions/lakefn/metrics", params={"window": "soon"}).status_code == 400
+    # the overview's figures of every function in one query: the same as the function's own
+    every = api.get("/v1/metrics", params={"window": "1h"}).json()
+    got = every["functions"]["lakefn"]
+    assert every["window_s"] == 3600 and (got["count"], got["errors"]) == (m["count"], m["errors"])
+    assert got["duration_ms"]["p95"] == pytest.approx(m["duration_ms"]["p95"])
+    assert got["peak_memory_mb"]["max"] == m["peak_memory_mb"]["max"]
+    assert api.get("/v1/metrics", params={"window": "soon"}).status_code == 400
 
 
 def test_prometheus_exposition_parses(api: httpx.Client) -> None:

@@ -149,6 +149,7 @@ def test_a_developer_of_tenant_a_cannot_read_invoke_change_or_see_tenant_b(api_s
         assert world.b_rule not in [r["id"] for r in dev.get("/v1/alert-rules").json()["rules"]]
         assert dev.get("/v1/alerts").status_code == 200
         assert dev.get("/v1/dead-letters", params={"function": "bfn"}).json()["dead_letters"] == []
+        assert "bfn" not in dev.get("/v1/metrics").json()["functions"]
         # /metrics: only A's own series (B's function ran, so B has series)
         fams = text_string_to_metric_families(dev.get("/metrics").text)
         tenants = {s.labels.get("tenant") for f in fams for s in f.samples}
@@ -166,6 +167,11 @@ def test_a_developer_of_tenant_a_cannot_read_invoke_change_or_see_tenant_b(api_s
         assert bdev.get("/v1/anomalies", params={"function": "bfn"}).json()["anomalies"][0]["feedback"] is None
         fams = text_string_to_metric_families(bdev.get("/metrics").text)
         assert {s.labels.get("tenant") for f in fams for s in f.samples} == {world.b}
+        # its own function's figures in the every-function answer once its run is in the lake or pending
+        deadline = time.monotonic() + 30
+        while "bfn" not in (every := bdev.get("/v1/metrics").json()["functions"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert every["bfn"]["count"] >= 1
 
 
 def test_a_tenant_admin_manages_only_its_own_keys(api_server: ApiServer, world: World) -> None:

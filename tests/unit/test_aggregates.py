@@ -20,6 +20,7 @@ from analytics.aggregates import (
     aggregate,
     check_metric_aggregate,
     function_metrics,
+    functions_metrics,
     parse_window,
     timeseries,
 )
@@ -231,6 +232,24 @@ def test_timeseries_buckets(lake: ParquetLake) -> None:
         timeseries(lake, "f", 86400, 1, now=NOW)
     with pytest.raises(ValueError, match="bucket_s"):
         timeseries(lake, "f", 600, 0, now=NOW)
+
+
+def test_every_functions_figures_in_one_query_equal_each_functions_own(lake: ParquetLake) -> None:
+    rng = random.Random(11)
+    rows = [rec(i, NOW - rng.uniform(0, 3599), function=rng.choice(["f", "g", "h"]), rng=rng) for i in range(1500)]
+    other_tenant = [rec(10_000 + i, NOW - 10, function="f", namespace="team-b") for i in range(20)]
+    old = [rec(20_000 + i, NOW - 7200, function="k") for i in range(5)]  # outside the window
+    lake.append(rows[:1000] + other_tenant + old + rows[900:1000])  # 100 rows written twice
+    every = functions_metrics(lake, 3600, now=NOW, pending=rows[1000:], namespace="default")
+    assert sorted(every) == ["f", "g", "h"]
+    for name in ("f", "g", "h"):
+        own = function_metrics(lake, name, 3600, now=NOW, pending=rows[1000:], namespace="default")
+        assert every[name]["function"] == name and every[name]["window_s"] == 3600
+        assert_matches(every[name], own)  # equal but for the order of summation
+        assert_matches(every[name], expected([r for r in rows if r.function == name], 3600))
+    assert functions_metrics(lake, 3600, now=NOW, namespace="team-b")["f"]["count"] == 20
+    assert functions_metrics(lake, 60, now=NOW - 7200 + 30)["k"]["count"] == 5
+    assert functions_metrics(lake, 3600, now=NOW, namespace="nobody") == {}
 
 
 def test_concurrent_calls_with_compaction(lake: ParquetLake) -> None:

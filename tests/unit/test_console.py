@@ -183,3 +183,33 @@ def test_the_charts_say_when_the_lake_could_not_answer_and_draw_when_it_did() ->
     assert duration.marks.data["detector"] == ["isolation-forest"] and duration.marks.data["time"] == [30_000.0]
     assert duration.marks.data["expected"] == ["1 – 10"]
     assert charts.charts["CPU (ms)"].marks.data["id"] == []
+
+
+def test_the_function_pages_tables_escape_every_cell_and_say_when_empty() -> None:
+    from panel_dashboard.tables import HtmlTable, one_decimal
+
+    table = HtmlTable(pd.DataFrame(columns=["task_id", "duration_ms"]), css="t", height=100,
+                      placeholder="No executions yet", formats={"duration_ms": one_decimal})
+    assert "No executions yet" in table.pane.object and "<tr class=\"row\">" not in table.pane.object
+    table.value = pd.DataFrame([{"task_id": "<img src=x onerror=alert(1)>", "duration_ms": 12.345},
+                                {"task_id": "t-2", "duration_ms": None}])
+    shown = table.pane.object
+    assert shown.count('<tr class="row">') == 2 and "No executions yet" not in shown
+    assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown
+    assert "<td class=num>12.3</td>" in shown and "<td class=num>—</td>" in shown
+
+
+def test_the_function_page_opens_with_its_charts_and_lays_out_the_rest_once_drawn() -> None:
+    from panel_dashboard.function_page import FunctionPage
+
+    store = DataStore(ApiClient(ApiConfig(NOWHERE, "cfk_d")))
+    page = FunctionPage("f", store, Actions(NOWHERE, "cfk_d"), login("d", role=Role.developer))
+    assert page.panel.objects == [page.summary, page.charts.panel, page.below] and page.below.objects == []
+    page.update(Snapshot(functions=[{"name": "f", "state": "active", "active_version": 1}],
+                         function_tasks={"f": [{"task_id": "t-1", "function": "f", "status": "succeeded"}]},
+                         anomalies={"f": [anomaly(1, "duration_ms", "outlier")]}, version=1))
+    page.lay_out_below()
+    page.lay_out_below()  # once
+    assert page.below.objects == [page.anomalies.panel, page.manage.panel, page.invoke.panel,  # type: ignore[union-attr]
+                                  page.executions.panel]
+    assert "t-1" in page.executions.table.pane.object and "isolation-forest" in page.anomalies.table.pane.object

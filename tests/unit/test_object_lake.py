@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from analytics.aggregates import function_metrics, timeseries
+from analytics.aggregates import function_metrics, functions_metrics, timeseries
 from analytics.jobs.retrain import read_history
 from analytics.lake import ParquetLake
 from analytics.lakes import open_lake
@@ -71,6 +71,10 @@ def test_write_list_read_back_and_aggregate_like_a_local_lake(s3_lake: ObjectSto
     assert remote["count"] == 120 and remote["errors"] == 14
     assert remote == function_metrics(local, "f", window, now=NOW)
     assert timeseries(s3_lake, "g", window, 600.0, now=NOW) == timeseries(local, "g", window, 600.0, now=NOW)
+    every = functions_metrics(s3_lake, window, now=NOW)
+    assert sorted(every) == ["f", "g"] and every["f"]["count"] == 120
+    assert {k: v["count"] for k, v in every.items()} == {k: v["count"] for k, v in
+                                                        functions_metrics(local, window, now=NOW).items()}
 
 
 def test_compaction_merges_files_and_keeps_every_row(s3_lake: ObjectStoreLake) -> None:
