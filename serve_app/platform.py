@@ -41,6 +41,7 @@ from core.errors import (
     Conflict,
     HandlerCheckFailed,
     InvalidInput,
+    NotFound,
     QuotaExceeded,
     SandboxUnavailableError,
     Unauthorized,
@@ -102,7 +103,7 @@ class Platform:
                                         on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
         self.notices = Notices(database_url, self.replica_id, on_ended=self.completions.publish,
-                               on_handed=self._handed, on_changed=self.registry.invalidate,
+                               on_handed=self._handed, on_changed=self._function_changed,
                                on_revoked=self.forget_key)
         self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
@@ -122,6 +123,7 @@ class Platform:
         self.hosts = WarmHosts(WarmHost.remote, hosts, WARM_HOST_SLOTS,  # type: ignore[attr-defined]
                                HOST_CONCURRENCY) if hosts else None
         self._packages: dict[str, list[Any]] = {}  # sha256 -> [object ref of the bundle] for the warm hosts
+        self._prewarms: dict[tuple[str, str], asyncio.Task[None]] = {}  # functions whose children are starting
         self._idem: dict[tuple[str, str, str], asyncio.Future[str]] = {}
         self._pip = asyncio.Semaphore(1)
         self._last_pending: dict[str, Pending] = {}
@@ -337,22 +339,42 @@ class Platform:
 
         when_answered(runner.submit({}, []), started, not_started)
 
+    def _function_changed(self, namespace: str, name: str) -> None:
+        """A function changed on some replica (its notice): forget the cached version; if this replica is its
+        home and it ran lately, start the active version's warm children here (the change may have been made
+        on another replica, which does not prewarm for a function homed elsewhere)."""
+        self.registry.invalidate(namespace, name)
+        if self.hosts is not None and self.dispatcher.recent_peak(namespace, name):
+            self._background(self._prewarm(namespace, name), f"prewarm of {namespace}/{name}")
+
     async def _prewarm(self, namespace: str, name: str) -> None:
         """Start a just-activated version's warm children before its first burst, on its host here if this
         replica is the function's home: as many as the function's calls that ran at once lately (its previous
-        version's traffic; none without). Bounded by PREWARM_WAIT_S; a failure only costs cold starts."""
+        version's traffic; none without). Bounded by PREWARM_WAIT_S; a failure only costs cold starts. The
+        activation and its notice share one start (whichever comes first)."""
         if self.hosts is None or self.membership.home(namespace, name) != self.replica_id:
             return
+        running = self._prewarms.get((namespace, name))
+        if running is None or running.done():
+            running = asyncio.get_running_loop().create_task(self._start_warm(namespace, name))
+            self._prewarms[(namespace, name)] = running
+            running.add_done_callback(lambda _: self._prewarms.pop((namespace, name), None))
+        await asyncio.shield(running)
+
+    async def _start_warm(self, namespace: str, name: str) -> None:
+        assert self.hosts is not None
         try:
+            count = self.dispatcher.recent_peak(namespace, name)
+            if count == 0:  # no recent traffic to size it by: its children start on demand
+                return
             rt = await self.registry.resolve(namespace, name)
             box = self._packages.get(rt.sha256)
             if box is None:
                 return
-            count = self.dispatcher.recent_peak(namespace, name)
-            if count == 0:  # no recent traffic to size it by: its children start on demand
-                return
             await asyncio.wait_for(self.hosts.prewarm((rt.sha256, rt.config.cpus), box, batch_common(rt), count),
                                    PREWARM_WAIT_S)
+        except (NotFound, Conflict):  # deleted or deactivated meanwhile
+            return
         except Exception as exc:
             log.warning("function %s/%s: warm children not started ahead of demand: %r", namespace, name, exc)
 
@@ -633,7 +655,7 @@ class Platform:
         return {"task_id": task_id, "status": "queued", "attempt": int(moved)}
 
     def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        """Run start-up work that must not hold up serving; a failure is logged."""
+        """Run work that must not hold up serving (start-up, warm children on a notice); a failure is logged."""
         def done(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
                 log.error("%s failed: %r", what, task.exception())

@@ -35,6 +35,7 @@ BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox 
 BATCH_BUDGET_MS = 20.0  # a batch's expected run time at most
 BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average below this
 BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
+UNTRIED_PATIENCE_S = 0.5  # how long a version of unknown speed (never run) waits for a host slot, not spilling
 SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
 SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
 PEAK_WINDOW_S = 600.0  # how long a function's peak of concurrent calls is remembered
@@ -72,6 +73,7 @@ class FnQueue:
     calls: int = 0  # executor calls (batches) running now: each uses one warm child
     peak_calls: int = 0  # the most running at once lately (see Dispatcher.recent_peak)
     peak_at: float = 0.0
+    untried_since: float = 0.0  # when a version of unknown speed was first dispatched (monotonic; 0: never)
 
 
 def _function_key(rt: FunctionRuntime) -> str:
@@ -207,8 +209,9 @@ class Dispatcher:
                 self._held.setdefault(first.rt.namespace, {})[(first.rt.namespace, first.rt.name)] = None
                 return
             # a fast version may rather wait for one of its running calls to end (that end pumps again)
-            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0 and self._fast(first.rt))
+            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0 and self._may_wait(q, first.rt))
             if runner is None:
+                self._repump_untried(q, first.rt, limit)
                 return
             q.waiting.popleft()
             batch = [first]
@@ -247,6 +250,25 @@ class Dispatcher:
         """(executions seen, mean duration ms) of this version, else of the function's previous version: a new
         version is expected to run like the one it replaces until it has run itself."""
         return self._speed.get(rt.key) or self._speed.get(_function_key(rt), (0, 0.0))
+
+    def _may_wait(self, q: FnQueue, rt: FunctionRuntime) -> bool:
+        """Whether the version's next batch may wait for a slot on its warm host rather than spill to Ray tasks:
+        if it is fast, or while it has not run yet (no speed known), for its first UNTRIED_PATIENCE_S: a brand-new
+        function's first burst then runs on its host's warm children, not on Ray workers started one by one."""
+        if self._speed_of(rt)[0] >= BATCH_MIN_SAMPLES:
+            return self._fast(rt)
+        now = time.monotonic()
+        if not q.untried_since:
+            q.untried_since = now
+        return now - q.untried_since < UNTRIED_PATIENCE_S
+
+    def _repump_untried(self, q: FnQueue, rt: FunctionRuntime, limit: int) -> None:
+        """A version of unknown speed waiting for a host slot spills once its patience ends, even if none of its
+        calls ended by then (a slow one's may take minutes)."""
+        if self._speed_of(rt)[0] < BATCH_MIN_SAMPLES and q.untried_since:
+            left = q.untried_since + UNTRIED_PATIENCE_S - time.monotonic()
+            if left > 0:
+                asyncio.get_running_loop().call_later(left + 0.005, self._pump_soon, q, limit)
 
     def _fast(self, rt: FunctionRuntime) -> bool:
         """True when this version's (or its function's) recent executions were short."""

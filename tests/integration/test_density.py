@@ -242,3 +242,20 @@ def test_a_burst_starts_no_more_children_on_its_host_than_the_versions_slots(api
     on_hosts = [c for c in state.children
                 if c.key.split("/")[1] == "densslots" and state.hosts.get(c.host, ("", 0))[0] == "warm_host"]
     assert 1 <= len(on_hosts) <= WARM_HOST_SLOTS, on_hosts
+
+
+def test_a_new_functions_first_burst_runs_on_its_warm_host(api: httpx.Client) -> None:
+    """A version that never ran has no known speed: its first burst waits for host slots (for a moment) rather
+    than spilling to Ray workers started one by one for its runtime_env, so no task worker holds a child of it."""
+    from cluster.sandbox.warm import WarmLedger, default_root
+
+    assert deploy(api, "densnew", files={"main.py": TOKEN.format(name="densnew")}).status_code == 201
+    with ThreadPoolExecutor(32) as pool:
+        tids = list(pool.map(lambda i: api.post("/v1/functions/densnew/invocations", json={"i": i}).json()["task_id"],
+                             range(64)))
+    recs = [wait_done(api, t) for t in tids]
+    assert all(r["status"] == "succeeded" for r in recs), recs
+    time.sleep(2.5)  # the pools publish their warm children to the ledger each second
+    state = WarmLedger(default_root()).read()
+    kinds = [state.hosts.get(c.host, ("?", 0))[0] for c in state.children if c.key.split("/")[1] == "densnew"]
+    assert kinds and set(kinds) == {"warm_host"}, kinds
