@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -66,6 +67,7 @@ from serve_app.feed.destinations import Destinations
 from serve_app.feed.monitoring import MonitoringFeed
 from serve_app.replicas.membership import LEASE_S, RENEW_S, Membership, exit_replica, replica_name
 from serve_app.replicas.notices import Notices
+from serve_app.replicas.warmed import WarmedWaits
 from serve_app.results.completions import Completions
 from serve_app.results.task_reads import TaskReads
 from serve_app.write.writer import GroupCommitWriter, TaskInsert, TaskResult
@@ -102,9 +104,10 @@ class Platform:
         self.writer = GroupCommitWriter(database_url, self.replica_id, notify=not self.exclusive,
                                         on_committed=self._committed, completions=self.completions,
                                         on_flush=self.prom.observe_flush)
+        self.warmed = WarmedWaits()  # activations here waiting for the function's home to start its children
         self.notices = Notices(database_url, self.replica_id, on_ended=self.completions.publish,
                                on_handed=self._handed, on_changed=self._function_changed,
-                               on_revoked=self.forget_key)
+                               on_warmed=self.warmed.arrived, on_revoked=self.forget_key)
         self._taken: dict[str, None] = {}  # ids handed here and submitted (bounded): the orphan scan skips them
         self.reads = TaskReads(self.tasks, self.completions)
         self.quotas = QuotaGate(default_quotas(settings))
@@ -309,13 +312,27 @@ class Platform:
         stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
         stored = destination_config.seal(stored, self.secrets)
         await self._start_workers(bundle.sha256, cfg, package)
-        out = await self.functions.add_version(caller.namespace, name, sha256=bundle.sha256, handler=handler,
-                                               config=stored, size_bytes=len(bundle.data),
-                                               change=Change(caller, "functions.deploy", f"function/{name}"),
-                                               quotas=quotas)
-        self.registry.invalidate(caller.namespace, name)
-        await self._prewarm(caller.namespace, name)
-        return out
+        return await self._activating(caller.namespace, name, self.functions.add_version(
+            caller.namespace, name, sha256=bundle.sha256, handler=handler, config=stored,
+            size_bytes=len(bundle.data), change=Change(caller, "functions.deploy", f"function/{name}"), quotas=quotas))
+
+    async def _activating(self, namespace: str, name: str,
+                          change: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+        """Commit a change that activates a version, then answer once its warm children are started: here if
+        this replica is the function's home, else when the home says so (or after PREWARM_WAIT_S)."""
+        waiter = self.warmed.expect(namespace, name) if self.hosts is not None and not self.exclusive else None
+        try:
+            out = await change
+            self.registry.invalidate(namespace, name)
+            if waiter is None or self.membership.home(namespace, name) == self.replica_id:
+                await self._prewarm(namespace, name)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), PREWARM_WAIT_S)
+            return out
+        finally:
+            if waiter is not None:
+                self.warmed.forget(namespace, name, waiter)
 
     async def _start_workers(self, sha256: str, cfg: FunctionConfig, package: Any) -> None:
         """Start the version's own worker (upload to GCS, then an empty batch in its runtime_env) without
@@ -340,12 +357,18 @@ class Platform:
         when_answered(runner.submit({}, []), started, not_started)
 
     def _function_changed(self, namespace: str, name: str) -> None:
-        """A function changed on some replica (its notice): forget the cached version; if this replica is its
-        home and it ran lately, start the active version's warm children here (the change may have been made
-        on another replica, which does not prewarm for a function homed elsewhere)."""
+        """A function changed on some replica (its notice): forget the cached version; with several replicas, if
+        this one is its home, start its active version's warm children and say so (the change may have been
+        made on another replica, which waits for that before it answers)."""
         self.registry.invalidate(namespace, name)
-        if self.hosts is not None and self.dispatcher.recent_peak(namespace, name):
-            self._background(self._prewarm(namespace, name), f"prewarm of {namespace}/{name}")
+        if self.hosts is not None and not self.exclusive and self.membership.home(namespace, name) == self.replica_id:
+            self._background(self._warm_and_tell(namespace, name), f"warm children of {namespace}/{name}")
+
+    async def _warm_and_tell(self, namespace: str, name: str) -> None:
+        """As the function's home: start its active version's warm children, then tell the replica that made
+        the change (it answers its caller then)."""
+        await self._prewarm(namespace, name)
+        await self.functions.announce_warmed(namespace, name)
 
     async def _prewarm(self, namespace: str, name: str) -> None:
         """Start a just-activated version's warm children before its first burst, on its host here if this
@@ -428,10 +451,11 @@ class Platform:
     async def set_state(self, caller: Caller, name: str, state: str) -> dict[str, Any]:
         """Activate or deactivate."""
         op = "functions.activate" if state == "active" else "functions.deactivate"
-        out = await self.functions.set_state(caller.namespace, name, state, Change(caller, op, f"function/{name}"))
-        self.registry.invalidate(caller.namespace, name)
+        change = self.functions.set_state(caller.namespace, name, state, Change(caller, op, f"function/{name}"))
         if state == "active":
-            await self._prewarm(caller.namespace, name)
+            return await self._activating(caller.namespace, name, change)
+        out = await change
+        self.registry.invalidate(caller.namespace, name)
         return out
 
     async def set_env(self, caller: Caller, name: str, env: object) -> dict[str, Any]:
@@ -445,11 +469,8 @@ class Platform:
 
     async def rollback(self, caller: Caller, name: str, version: int | None) -> dict[str, Any]:
         """Make an earlier version active again."""
-        out = await self.functions.set_active_version(caller.namespace, name, version,
-                                                      Change(caller, "functions.rollback", f"function/{name}"))
-        self.registry.invalidate(caller.namespace, name)
-        await self._prewarm(caller.namespace, name)
-        return out
+        return await self._activating(caller.namespace, name, self.functions.set_active_version(
+            caller.namespace, name, version, Change(caller, "functions.rollback", f"function/{name}")))
 
     async def delete(self, caller: Caller, name: str) -> None:
         """Delete a function; free bundles nothing references any more."""

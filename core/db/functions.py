@@ -17,6 +17,7 @@ from core.models import masked_destinations
 from core.quotas import Quotas
 
 CATALOG_CHANNEL = "cloudfn_catalog"  # payload: "<namespace>/<name>" of a function that changed
+WARMED_CHANNEL = "cloudfn_warmed"  # payload: "<namespace>/<name>": its home replica handled the change's notice
 
 
 async def announce(conn: Any, namespace: str, name: str) -> None:
@@ -49,6 +50,12 @@ class FunctionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def announce_warmed(self, namespace: str, name: str) -> None:
+        """Tell every replica that this one, the function's home, is done starting its warm children for the
+        change just announced (the replica that made the change answers once it hears this)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_notify(:ch, :fn)"), {"ch": WARMED_CHANNEL, "fn": f"{namespace}/{name}"})
 
     async def add_version(self, namespace: str, name: str, *, sha256: str, handler: str,
                           config: dict[str, Any], size_bytes: int, change: Change | None = None,

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import psycopg
 
 from core.db.engine import libpq_url
-from core.db.functions import CATALOG_CHANNEL
+from core.db.functions import CATALOG_CHANNEL, WARMED_CHANNEL
 from core.db.keys import REVOKED_CHANNEL
 from serve_app.write.writer import ENDED_CHANNEL, HANDOFF_CHANNEL
 
@@ -24,16 +24,18 @@ log = logging.getLogger(__name__)
 
 class Notices:
     """Calls `on_ended(ids)` for every ended-tasks notice, `on_handed(ids)` for hand-offs to `me`,
-    `on_changed(namespace, name)` for every function changed and `on_revoked(digest)` for every key revoked."""
+    `on_changed(namespace, name)` for every function changed, `on_warmed(namespace, name)` when a function's
+    home has started its warm children after a change, and `on_revoked(digest)` for every key revoked."""
 
     def __init__(self, database_url: str, me: str, *, on_ended: Callable[[list[str]], None],
                  on_handed: Callable[[list[str]], None], on_changed: Callable[[str, str], None],
-                 on_revoked: Callable[[str], None]) -> None:
+                 on_warmed: Callable[[str, str], None], on_revoked: Callable[[str], None]) -> None:
         self.dsn = libpq_url(database_url)
         self.me = me
         self.on_ended = on_ended
         self.on_handed = on_handed
         self.on_changed = on_changed
+        self.on_warmed = on_warmed
         self.on_revoked = on_revoked
         self.listening = asyncio.Event()  # set while subscribed (for tests and health)
         self._task: asyncio.Task[None] | None = None
@@ -55,6 +57,7 @@ class Notices:
                     await conn.execute(f"LISTEN {ENDED_CHANNEL}")
                     await conn.execute(f"LISTEN {HANDOFF_CHANNEL}")
                     await conn.execute(f"LISTEN {CATALOG_CHANNEL}")
+                    await conn.execute(f"LISTEN {WARMED_CHANNEL}")
                     await conn.execute(f"LISTEN {REVOKED_CHANNEL}")
                     self.listening.set()
                     backoff = 0.1
@@ -79,6 +82,9 @@ class Notices:
             elif channel == CATALOG_CHANNEL:
                 namespace, _, name = payload.partition("/")
                 self.on_changed(namespace, name)
+            elif channel == WARMED_CHANNEL:
+                namespace, _, name = payload.partition("/")
+                self.on_warmed(namespace, name)
             elif channel == REVOKED_CHANNEL:
                 self.on_revoked(payload)
         except Exception:

@@ -192,10 +192,14 @@ def test_a_deploy_on_one_replica_is_served_at_once_by_the_other(pair: Pair) -> N
     assert first["output"] == {"v": 1} and first["version"] == 1
     assert ("default", name) in pair.b.platform.registry._active  # B holds version 1 in its cache
     assert deploy(pair.client(pair.a), name, files={"main.py": v % 2}).status_code == 201
+    def b_holds_version_1() -> bool:  # B, the home, may load version 2 at once (to start its warm children)
+        cached = pair.b.platform.registry._active.get(("default", name))
+        return cached is not None and cached.version == 1
+
     deadline = time.monotonic() + 10
-    while ("default", name) in pair.b.platform.registry._active and time.monotonic() < deadline:
+    while b_holds_version_1() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ("default", name) not in pair.b.platform.registry._active, "B was not told of the deploy on A"
+    assert not b_holds_version_1(), "B was not told of the deploy on A"
     for server in (pair.a, pair.b):
         r = invoke(pair.client(server), name, {}, params={"wait": 30}).json()
         assert r["output"] == {"v": 2} and r["version"] == 2, r
@@ -218,6 +222,25 @@ def test_a_key_revoked_on_one_replica_is_refused_on_the_other(pair: Pair) -> Non
             break
         time.sleep(0.05)
     assert refused_at is not None, "B still accepted a key revoked on A"
+
+
+def test_an_activation_on_another_replica_answers_once_the_home_has_warm_children(pair: Pair) -> None:
+    """A function homed on A, redeployed through B: B answers only once A (told by the change's notice) has
+    started the new version's warm children, so the first burst finds them warm."""
+    name = pair.homed("warmed", at=pair.a)
+    ca, cb = pair.client(pair.a), pair.client(pair.b)
+
+    def call(_: int) -> dict[str, Any]:
+        return dict(ca.post(f"/v1/functions/{name}/invocations", params={"wait": 60}, json={"s": 0.5}).json())
+
+    assert deploy(ca, name, files={"main.py": SLEEPER}).status_code == 201
+    with ThreadPoolExecutor(4) as ex:  # version 1's traffic on its home: four calls at once
+        assert all(r["status"] == "succeeded" for r in ex.map(call, range(4)))
+    assert deploy(cb, name, files={"main.py": SLEEPER + "# version 2\n"}).status_code == 201
+    with ThreadPoolExecutor(4) as ex:
+        burst = list(ex.map(call, range(4)))
+    assert {(r["status"], r["version"]) for r in burst} == {("succeeded", 2)}, burst
+    assert sum(r["metrics"]["cold_start"] for r in burst) == 0, [r["metrics"] for r in burst]
 
 
 def test_a_dead_replicas_tasks_are_taken_over_by_the_other(pair: Pair, database_url: str) -> None:
@@ -246,3 +269,4 @@ def test_a_dead_replicas_tasks_are_taken_over_by_the_other(pair: Pair, database_
                                   " GROUP BY task_id", ids=ids))
     assert all(n == 1 for n in runs.values()), runs
     assert pair.lapses == []
+
