@@ -4,6 +4,7 @@ replicas an entry is also reloaded after MAX_AGE_S, in case a notice was lost wh
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,12 +62,18 @@ class Registry:
         self.build_remote = build_remote  # (sha256, FunctionConfig) -> TaskRunner of the version
         self._active: dict[tuple[str, str], FunctionRuntime] = {}
         self._versions: dict[tuple[str, str, int], FunctionRuntime] = {}
+        # loads in flight: the requests of a burst that miss the cache together share one load
+        self._loading: dict[tuple[str, str, int | None], asyncio.Task[FunctionRuntime]] = {}
+        self._changes: dict[tuple[str, str], int] = {}  # invalidations per function: a load from before one is not kept
 
     def invalidate(self, namespace: str, name: str) -> None:
         """Forget a function (after deploy, (de)activate, delete, rollback, env change)."""
         self._active.pop((namespace, name), None)
         for k in [k for k in self._versions if k[:2] == (namespace, name)]:
             self._versions.pop(k, None)
+        for loading in [k for k in self._loading if k[:2] == (namespace, name)]:
+            self._loading.pop(loading, None)  # requests from now on load again
+        self._changes[(namespace, name)] = self._changes.get((namespace, name), 0) + 1
 
     async def resolve(self, namespace: str, name: str, version: int | None = None,
                       *, require_active: bool = True) -> FunctionRuntime:
@@ -75,8 +82,10 @@ class Registry:
         if rt is not None and self.max_age_s is not None and time.monotonic() - rt.loaded_at > self.max_age_s:
             rt = None
         if rt is None:
-            rt = await self._load(namespace, name, None)
-            self._active[(namespace, name)] = rt
+            seen = self._changes.get((namespace, name), 0)
+            rt = await self._shared_load(namespace, name, None)
+            if self._changes.get((namespace, name), 0) == seen:
+                self._active[(namespace, name)] = rt
         if require_active and rt.state != "active":
             raise Conflict(f"function {name!r} is inactive; activate it first (cloudfn activate {name})")
         if version is None or version == rt.version:
@@ -84,8 +93,28 @@ class Registry:
         vkey = (namespace, name, version)
         vrt = self._versions.get(vkey)
         if vrt is None:
-            vrt = self._versions[vkey] = await self._load(namespace, name, version)
+            seen = self._changes.get((namespace, name), 0)
+            vrt = await self._shared_load(namespace, name, version)
+            if self._changes.get((namespace, name), 0) == seen:
+                self._versions[vkey] = vrt
         return vrt
+
+    async def _shared_load(self, namespace: str, name: str, version: int | None) -> FunctionRuntime:
+        """One load per (function, version) at a time, in a task of its own (a request cancelled meanwhile does not
+        cancel it); every request waiting for it gets its result or its error."""
+        key = (namespace, name, version)
+        task = self._loading.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(namespace, name, version))
+            self._loading[key] = task
+            task.add_done_callback(lambda done: self._loaded(key, done))
+        return await asyncio.shield(task)
+
+    def _loaded(self, key: tuple[str, str, int | None], task: asyncio.Task[FunctionRuntime]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have gone
 
     async def _load(self, namespace: str, name: str, version: int | None) -> FunctionRuntime:
         fn, ver = await self.functions.runtime_rows(namespace, name, version)
