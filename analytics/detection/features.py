@@ -13,7 +13,7 @@ ERROR = FEATURES.index("error")
 DURATION = FEATURES.index("duration_ms")
 CPU = FEATURES.index("cpu_ms")
 _LOG = np.array([i != ERROR for i in range(len(FEATURES))])
-MIN_LOG_SCALE = 0.02  # a 2% change is never "many deviations" however steady the history
+MIN_LOG_SCALE = 0.05  # a 5% change is never "many deviations" however steady the history (z_min 5: ~28%)
 
 
 def raw_features(rec: MetricRecord) -> np.ndarray:

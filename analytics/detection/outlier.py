@@ -1,7 +1,8 @@
 """Per-execution outlier detection: a robust per-feature screen confirmed by an alibi-detect model.
 
 An execution is an outlier when (1) some feature lies more than `z_min` robust deviations from the
-function's recent normal history (median and max(MAD, 5-95% range) in log space, widened by feedback),
+function's recent normal history (median and max(MAD, 5-95% range, 5%) in log space, widened by feedback;
+the 5% floor: a steady function's one-off ~25% jitter, the host's doing, is not an outlier),
 and (2) the alibi-detect model (Mahalanobis by default, IForest optionally), fitted on the same history
 with its threshold from `infer_threshold` at `threshold_perc`, agrees that the whole feature vector is
 unusual. (1) names the metric and the expected range and is microseconds; (2) runs only when (1)

@@ -89,3 +89,19 @@ def test_unknown_state_format_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="format"):
         FunctionDetectors.from_state(pickle.dumps({"format": 999}))
+
+
+def test_a_steady_functions_one_off_jitter_is_not_an_outlier(make_rec: MakeRec, rng: np.random.Generator) -> None:
+    """Seen in the integration suite: a 10.3 ms CPU-bound function whose durations varied by ±0.1 ms once took
+    12.7 ms (CPU time unchanged: the host, not the function). A steady history must not make a ~25 % one-off
+    "many deviations"; a real slowdown (2x) still is."""
+    fd = FunctionDetectors("f", warmup=50)
+
+    def steady(i: int, duration: float) -> list[str]:
+        rec = replace(make_rec(i, duration), cpu_ms=10.0 + float(rng.normal(0, 0.05)), cpu_wait_ms=0.2)
+        return [a.kind for a in fd.observe(rec) if a.kind == "outlier"]
+
+    assert sum(len(steady(i, 10.33 + float(rng.normal(0, 0.05)))) for i in range(100)) == 0
+    assert steady(100, 12.74) == []
+    assert steady(101, 10.33) == []
+    assert steady(102, 21.0) == ["outlier"]
