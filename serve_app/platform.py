@@ -77,6 +77,7 @@ WARM_HOST_SLOTS = 16  # calls of one version its warm host runs at once (a burst
 KEY_CACHE_S = 4.0  # how long a key lookup is trusted: a revocation reaches every replica within this
 ORPHAN_SCAN_S = 5.0  # a hand-off whose notice was lost is picked up after this long
 PREWARM_WAIT_S = 10.0  # how long an activation waits for its warm children
+NEW_VERSION_CHILDREN = 1  # warm children started for an activated version whose function had no recent traffic
 TERMINAL = ("succeeded", "failed", "timed_out", "cancelled")
 LOST = {"type": "ExecutorLost", "message": "the API replica holding this task stopped while it was running; its "
         "executor was lost", "stack": []}
@@ -311,7 +312,8 @@ class Platform:
         stored = cfg.model_dump(mode="json", exclude={"env"})
         stored.update(env={}, env_sealed=self.secrets.seal(cfg.env), env_names=sorted(cfg.env))
         stored = destination_config.seal(stored, self.secrets)
-        await self._start_workers(bundle.sha256, cfg, package)
+        await self._start_workers(bundle.sha256, cfg, package,
+                                  spills=self.dispatcher.recent_peak(caller.namespace, name) > WARM_HOST_SLOTS)
         return await self._activating(caller.namespace, name, self.functions.add_version(
             caller.namespace, name, sha256=bundle.sha256, handler=handler, config=stored,
             size_bytes=len(bundle.data), change=Change(caller, "functions.deploy", f"function/{name}"), quotas=quotas))
@@ -334,14 +336,19 @@ class Platform:
             if waiter is not None:
                 self.warmed.forget(namespace, name, waiter)
 
-    async def _start_workers(self, sha256: str, cfg: FunctionConfig, package: Any) -> None:
-        """Start the version's own worker (upload to GCS, then an empty batch in its runtime_env) without
-        waiting for it; until it answers, invocations run through a bridge (`execute_package`)."""
+    async def _start_workers(self, sha256: str, cfg: FunctionConfig, package: Any, *, spills: bool) -> None:
+        """Upload the version's runtime_env and start its own worker (an empty batch in it) without waiting for
+        it; until it answers, invocations run through a bridge (`execute_package`). With warm hosts, whose
+        children serve the version from the start, the worker only takes calls beyond the host's slots: it is
+        started ahead only if the function's recent traffic spilled (`spills`), else on the first overflow
+        (`_runner_for`): starting one costs about a second of CPU, which a new function's first burst would wait
+        on, on a small host."""
         key = (sha256, cfg.cpus)
         known = key in self._remotes  # this content already ran here: its workers exist or are starting
         runner = await asyncio.to_thread(self._build_remote, sha256, cfg)
-        if self.hosts is not None:  # a warm host serves it from the start; its own worker starts meanwhile
-            self._start_own_worker(key, runner)
+        if self.hosts is not None:
+            if spills:
+                self._start_own_worker(key, runner)
             return
         if known or key in self._bridges:
             return
@@ -373,7 +380,8 @@ class Platform:
     async def _prewarm(self, namespace: str, name: str) -> None:
         """Start a just-activated version's warm children before its first burst, on its host here if this
         replica is the function's home: as many as the function's calls that ran at once lately (its previous
-        version's traffic; none without). Bounded by PREWARM_WAIT_S; a failure only costs cold starts. The
+        version's traffic), else NEW_VERSION_CHILDREN, so that a new function's first calls, which tell the
+        dispatcher its speed, run at once. Bounded by PREWARM_WAIT_S; a failure only costs cold starts. The
         activation and its notice share one start (whichever comes first)."""
         if self.hosts is None or self.membership.home(namespace, name) != self.replica_id:
             return
@@ -387,9 +395,7 @@ class Platform:
     async def _start_warm(self, namespace: str, name: str) -> None:
         assert self.hosts is not None
         try:
-            count = self.dispatcher.recent_peak(namespace, name)
-            if count == 0:  # no recent traffic to size it by: its children start on demand
-                return
+            count = self.dispatcher.recent_peak(namespace, name) or NEW_VERSION_CHILDREN
             rt = await self.registry.resolve(namespace, name)
             box = self._packages.get(rt.sha256)
             if box is None:
@@ -425,17 +431,17 @@ class Platform:
         host is busy with its calls (`may_wait`) waits for a host slot (None) instead of spilling to Ray tasks:
         such a task may wait for a worker to start (~1 s each, one per concurrent task) while a slot frees within
         milliseconds, so a redeployed version's first burst runs at the steady rate. A slow version spills (its
-        tasks may run on any node). The version's own worker is started at deploy (and here, for a version
-        deployed elsewhere)."""
+        tasks may run on any node). The version's own worker is started here, at its first overflow (or at
+        deploy, if its function's traffic spilled lately)."""
         key = (rt.sha256, rt.config.cpus)
         box = self._packages.get(rt.sha256)
         host = self.hosts.runner(key, box) if self.hosts is not None and box is not None else None
         if host is not None:
             return host
         if self.hosts is not None:
-            self._start_own_worker(key, rt.remote)
             if may_wait:
                 return None
+            self._start_own_worker(key, rt.remote)
         bridge = self._bridges.get(key)
         if bridge is not None:
             return bridge

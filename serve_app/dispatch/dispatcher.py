@@ -35,7 +35,8 @@ BACKSTOP_GRACE_S = 30.0  # beyond the function's own timeout (which the sandbox 
 BATCH_BUDGET_MS = 20.0  # a batch's expected run time at most
 BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average below this
 BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
-UNTRIED_PATIENCE_S = 0.5  # how long a version of unknown speed (never run) waits for a host slot, not spilling
+UNTRIED_PATIENCE_S = 0.2  # how long a version of unknown speed (never run) waits for a host slot, not spilling
+PROBE_CALLS = 2  # calls of a version of unknown speed at once, until it is known or its patience ends
 SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
 SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
 PEAK_WINDOW_S = 600.0  # how long a function's peak of concurrent calls is remembered
@@ -74,6 +75,7 @@ class FnQueue:
     peak_calls: int = 0  # the most running at once lately (see Dispatcher.recent_peak)
     peak_at: float = 0.0
     untried_since: float = 0.0  # when a version of unknown speed was first dispatched (monotonic; 0: never)
+    patience_timer: asyncio.TimerHandle | None = None  # pumps again when that version's patience ends
 
 
 def _function_key(rt: FunctionRuntime) -> str:
@@ -208,10 +210,16 @@ class Dispatcher:
             if room <= 0:  # the tenant's concurrency quota: wait for one of its invocations to end
                 self._held.setdefault(first.rt.namespace, {})[(first.rt.namespace, first.rt.name)] = None
                 return
+            patience = self._patience_left(q, first.rt)
+            if patience > 0 and q.calls >= PROBE_CALLS:  # its first calls tell its speed; the rest wait for that
+                self._repump_after(q, limit, patience)
+                return
             # a fast version may rather wait for one of its running calls to end (that end pumps again)
-            runner = self.runner_for(first.rt, self._short(first.rt), q.running > 0 and self._may_wait(q, first.rt))
+            may_wait = q.running > 0 and (patience > 0 or self._fast(first.rt))
+            runner = self.runner_for(first.rt, self._short(first.rt), may_wait)
             if runner is None:
-                self._repump_untried(q, first.rt, limit)
+                if patience > 0:
+                    self._repump_after(q, limit, patience)
                 return
             q.waiting.popleft()
             batch = [first]
@@ -251,24 +259,30 @@ class Dispatcher:
         version is expected to run like the one it replaces until it has run itself."""
         return self._speed.get(rt.key) or self._speed.get(_function_key(rt), (0, 0.0))
 
-    def _may_wait(self, q: FnQueue, rt: FunctionRuntime) -> bool:
-        """Whether the version's next batch may wait for a slot on its warm host rather than spill to Ray tasks:
-        if it is fast, or while it has not run yet (no speed known), for its first UNTRIED_PATIENCE_S: a brand-new
-        function's first burst then runs on its host's warm children, not on Ray workers started one by one."""
+    def _patience_left(self, q: FnQueue, rt: FunctionRuntime) -> float:
+        """How long a version of unknown speed (neither it nor its function's previous version ran
+        BATCH_MIN_SAMPLES times) is still held to PROBE_CALLS calls on its warm host, never spilling; 0 once its
+        speed is known or UNTRIED_PATIENCE_S after its first dispatch.
+
+        A brand-new function's first burst would otherwise start a jailed child per host slot and, past them, a
+        Ray worker per queued call for its runtime_env (about a second of CPU each), before learning that its
+        calls end within a millisecond and run best in batches on the children it already has. A slow version
+        (no call ended within the patience) spills as before, UNTRIED_PATIENCE_S later."""
         if self._speed_of(rt)[0] >= BATCH_MIN_SAMPLES:
-            return self._fast(rt)
+            return 0.0
         now = time.monotonic()
         if not q.untried_since:
             q.untried_since = now
-        return now - q.untried_since < UNTRIED_PATIENCE_S
+        return max(0.0, q.untried_since + UNTRIED_PATIENCE_S - now)
 
-    def _repump_untried(self, q: FnQueue, rt: FunctionRuntime, limit: int) -> None:
-        """A version of unknown speed waiting for a host slot spills once its patience ends, even if none of its
-        calls ended by then (a slow one's may take minutes)."""
-        if self._speed_of(rt)[0] < BATCH_MIN_SAMPLES and q.untried_since:
-            left = q.untried_since + UNTRIED_PATIENCE_S - time.monotonic()
-            if left > 0:
-                asyncio.get_running_loop().call_later(left + 0.005, self._pump_soon, q, limit)
+    def _repump_after(self, q: FnQueue, limit: int, delay_s: float) -> None:
+        """Pump again when a waiting version's patience ends, even if none of its calls ended by then (a slow
+        one's may take minutes); one timer per queue."""
+        if q.patience_timer is None:
+            def again() -> None:
+                q.patience_timer = None
+                self._pump_soon(q, limit)
+            q.patience_timer = asyncio.get_running_loop().call_later(delay_s + 0.005, again)
 
     def _fast(self, rt: FunctionRuntime) -> bool:
         """True when this version's (or its function's) recent executions were short."""

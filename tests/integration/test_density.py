@@ -259,3 +259,25 @@ def test_a_new_functions_first_burst_runs_on_its_warm_host(api: httpx.Client) ->
     state = WarmLedger(default_root()).read()
     kinds = [state.hosts.get(c.host, ("?", 0))[0] for c in state.children if c.key.split("/")[1] == "densnew"]
     assert kinds and set(kinds) == {"warm_host"}, kinds
+
+
+def test_a_new_functions_first_calls_tell_its_speed_before_the_rest_of_its_burst_runs(api: httpx.Client) -> None:
+    """Until a version of unknown speed has run BATCH_MIN_SAMPLES times, at most PROBE_CALLS of its calls run at
+    once: a burst of a millisecond handler does not start a child per host slot (nor a Ray worker per queued
+    call) before it is known to run best in batches."""
+    from datetime import datetime
+
+    from serve_app.dispatch.dispatcher import BATCH_MIN_SAMPLES, PROBE_CALLS
+
+    assert deploy(api, "densprobe", files={"main.py": TOKEN.format(name="densprobe")}).status_code == 201
+    with ThreadPoolExecutor(32) as pool:
+        tids = list(pool.map(
+            lambda i: api.post("/v1/functions/densprobe/invocations", json={"i": i}).json()["task_id"], range(200)))
+    recs = [wait_done(api, t) for t in tids]
+    assert all(r["status"] == "succeeded" for r in recs), recs
+    started = [datetime.fromisoformat(r["started_at"]) for r in recs]
+    known_at = sorted(datetime.fromisoformat(r["finished_at"]) for r in recs)[BATCH_MIN_SAMPLES - 1]
+    # the first PROBE_CALLS, and one more each time one of the first samples (but the last) came back
+    probes = sum(1 for t in started if t < known_at)
+    assert probes <= PROBE_CALLS + BATCH_MIN_SAMPLES - 1, probes
+    assert len({r["output"]["child"] for r in recs}) < 16  # not a child per host slot
