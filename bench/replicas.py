@@ -9,20 +9,28 @@ invocations (all terminal, time from the first request to the last finished_at),
 function deployed just before against its next one (`first_over_steady`), for a new function and for the next
 version of one that has had traffic. Then raw Ray in the same run as
 the floor. Prints JSON lines, and a `median` line per replica count with its ratio to one replica and to raw Ray.
+
+With `--two-raylets`, all of it runs on a Ray cluster of two nodes on this host (`ray start`, `--cpus-per-node`
+CPUs each; bench.ray_nodes), `cloudfn up` joined to it with one Serve proxy (on the head) and at most one API
+replica per node, and raw Ray on the same cluster.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import time
 from typing import Any
 
 import uvloop
+import yaml
 
 from bench.httpload import run_many
-from bench.platform_proc import PlatformProcess, zip_handler
+from bench.platform_proc import ROOT, PlatformProcess, zip_handler
+from bench.ray_nodes import ray_env, two_nodes
 from bench.throughput import burst_async, burst_wait, raw_ray
 
 
@@ -31,10 +39,11 @@ def emit(**kw: Any) -> None:
     print(json.dumps(kw), flush=True)
 
 
-def measure(replicas: int, n: int, rounds: int, burst: int, concurrency: int, wait_concurrency: int) -> dict[str, Any]:
+def measure(replicas: int, n: int, rounds: int, burst: int, concurrency: int, wait_concurrency: int,
+            env: dict[str, str]) -> dict[str, Any]:
     """The medians of one replica count's rounds, and its big burst."""
     waits, asyncs = [], []
-    with PlatformProcess(extra_env={"CLOUDFN_API_REPLICAS": str(replicas)}) as plat:
+    with PlatformProcess(extra_env={**env, "CLOUDFN_API_REPLICAS": str(replicas)}) as plat:
         warm = [("POST", "/v1/functions/hello/invocations?wait=60", b"{}")] * 1000
         uvloop.run(run_many(plat.url, plat.key, warm, max(concurrency, wait_concurrency)))
         time.sleep(8)  # every replica has been live long enough to be a home
@@ -79,6 +88,17 @@ def first_burst(plat: PlatformProcess, n: int, concurrency: int, name: str) -> t
     return first, burst_async(plat, n, concurrency, name)
 
 
+def joined_env(cluster: dict[str, Any]) -> dict[str, str]:
+    """`cloudfn up`'s environment to join the two-node cluster: one Serve proxy, on the head (two on one host would
+    share a port), and at most one API replica per node."""
+    serve = yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())
+    serve["proxy_location"] = "HeadOnly"
+    serve["applications"][0]["deployments"][0]["max_replicas_per_node"] = 1
+    cfg = cluster["tmp"] / "serve.yaml"
+    cfg.write_text(yaml.safe_dump(serve))
+    return {"CLOUDFN_RAY_ADDRESS": cluster["address"], "CLOUDFN_SERVE_CONFIG": str(cfg), **ray_env(cluster["tmp"])}
+
+
 def main() -> None:
     """Run every replica count, then raw Ray; print JSON lines."""
     ap = argparse.ArgumentParser()
@@ -88,10 +108,22 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=10000, help="one asynchronous burst this big per count (0: none)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--wait-concurrency", type=int, default=128)
+    ap.add_argument("--two-raylets", action="store_true", help="on a two-node Ray cluster started on this host")
+    ap.add_argument("--cpus-per-node", type=int, default=1, help="with --two-raylets")
     a = ap.parse_args()
-    emit(bench="machine", cores=2, note="shared 2-core machine: compare medians and ratios from the same run")
-    rows = [measure(int(k), a.n, a.rounds, a.burst, a.concurrency, a.wait_concurrency) for k in a.replicas.split(",")]
-    floor = raw_ray(a.n)
+    emit(bench="machine", cores=os.cpu_count(), two_raylets=a.two_raylets,
+         note="shared machine: compare medians and ratios from the same run")
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        address = None
+        if a.two_raylets:
+            cluster = stack.enter_context(two_nodes(cpus=a.cpus_per_node))
+            env, address = joined_env(cluster), cluster["address"]
+            os.environ.update(ray_env(cluster["tmp"]))  # for raw Ray, a driver of the same cluster
+            emit(bench="cluster", nodes=2, cpus_per_node=a.cpus_per_node, address=address)
+        rows = [measure(int(k), a.n, a.rounds, a.burst, a.concurrency, a.wait_concurrency, env)
+                for k in a.replicas.split(",")]
+        floor = raw_ray(a.n, address)
     emit(bench="raw_ray", **floor)
     one = rows[0]
     for row in rows:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import statistics
 import subprocess
 import time
@@ -137,12 +138,16 @@ def deploy_to_first_result(c: httpx.Client) -> dict[str, Any]:
             "total_ms": (t_done - t) * 1000, "cold_start": rec["metrics"]["cold_start"]}
 
 
-def raw_ray(n: int) -> dict[str, Any]:
-    """The floor: N Ray tasks calling the same handler directly, from the same ZIP as a gcs:// runtime_env."""
+def raw_ray(n: int, address: str | None = None) -> dict[str, Any]:
+    """The floor: N Ray tasks calling the same handler directly, from the same ZIP as a gcs:// runtime_env (on a
+    local 2-CPU Ray, or on the cluster at `address`)."""
     import ray
     from ray._private.runtime_env.packaging import upload_package_to_gcs
 
-    ray.init(num_cpus=2, logging_level="ERROR", log_to_driver=False, include_dashboard=False)
+    if address:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    else:
+        ray.init(num_cpus=2, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     data = zip_folder(ROOT / "examples" / "hello")
     uri = f"gcs://_ray_pkg_bench_{abs(hash(data))}.zip"
     upload_package_to_gcs(uri, data)

@@ -4,28 +4,22 @@ from the second node, and stopping the second node mid-burst loses no accepted t
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 import yaml
 
-from bench.platform_proc import PlatformProcess, free_port, zip_handler
+from bench.platform_proc import PlatformProcess, zip_handler
+from bench.ray_nodes import ray_env, ray_query, two_nodes
 from tests.integration.test_monitoring import SECRET, Receiver, signature_ok, wait_for
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-RAY = Path(sys.executable).with_name("ray")
 SLEEPER = ("import time\n"
            "def handler(event, context):\n"
            "    time.sleep(float(event.get('ms', 10)) / 1000)\n"
@@ -33,97 +27,11 @@ SLEEPER = ("import time\n"
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled"}
 
 
-def ray_env(tmp: Path) -> dict[str, str]:
-    """The environment of every process of this cluster: Ray's token authentication with the cluster's token."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(tmp / "auth_token")}
-
-
-def clean_env(tmp: Path) -> dict[str, str]:
-    """This process's environment without its own Ray driver's variables, plus the cluster's."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **ray_env(tmp)}
-
-
-class RayNode:
-    """`ray start … --block` in a session of its own: the node lives as long as that session."""
-
-    def __init__(self, args: list[str], tmp: Path, log: Path) -> None:
-        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
-        port_args = [f"{flag}={free_port()}" for flag in ports]
-        self.proc = subprocess.Popen([str(RAY), "start", "--block", *args, *port_args], env=clean_env(tmp),
-                                     stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL every process of the node's session (raylet, its workers and their sandboxes): a lost node."""
-        sid = self.proc.pid
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == sid:
-                    p.kill()
-            except (psutil.Error, ProcessLookupError):
-                pass
-        self.proc.wait(30)
-
-
-def ray_query(cluster: dict[str, Any], code: str) -> Any:
-    """Run a snippet as a separate Ray driver of this cluster; return what it prints as JSON."""
-    script = f"import json, ray\nray.init(address={cluster['address']!r}, logging_level='ERROR')\n{code}"
-    out = subprocess.run([sys.executable, "-c", script], env=clean_env(cluster["tmp"]), capture_output=True,
-                         text=True, timeout=120, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
     """A head node and a second node offering the `monitor` resource, both on this host."""
-    tmp = Path(tempfile.mkdtemp(prefix="cf2n-", dir="/tmp"))
-    tmp.chmod(0o700)
-    (tmp / "auth_token").write_text(secrets.token_hex(32))
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    where = {"address": address, "tmp": tmp}
-    head = RayNode(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                    '--resources={"head": 1}',
-                    f"--temp-dir={tmp / 'r'}", "--include-dashboard=false"], tmp, tmp / "head.log")
-    nodes = [head]
-    try:
-        wait_for(lambda: _nodes_alive(where) >= 1, 60, 1.0)
-        second = _join_second_node(address, tmp, where, nodes)
-        ids = ray_query(where, "print(json.dumps({n['NodeID']: n['Resources'].get('monitor', 0) "
-                                 "for n in ray.nodes() if n['Alive']}))")
-        yield {**where, "second": second,
-               "second_id": next(i for i, m in ids.items() if m), "head_id": next(i for i, m in ids.items() if not m)}
-    finally:
-        for n in reversed(nodes):
-            n.kill()
-
-
-def _join_second_node(address: str, tmp: Path, where: dict[str, Any], nodes: list[RayNode]) -> RayNode:
-    """Start the second node; on a loaded host its raylet can miss `ray start`'s fixed 30 s registration wait,
-    so a failed start is retried with fresh ports and a fresh temp dir (three attempts, logs kept for the last)."""
-    logs = []
-    for attempt in range(3):
-        # a temp dir of its own: by default a node uses the head's, and two nodes on one host would then share
-        # (and garbage-collect) one runtime_resources dir
-        log = tmp / f"second-{attempt}.log"
-        node = RayNode([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                        f"--temp-dir={tmp / f'r2-{attempt}'}", '--resources={"monitor": 1}'], tmp, log)
-        nodes.append(node)
-        if wait_for(lambda n=node: _nodes_alive(where) >= 2 or n.proc.poll() is not None, 120, 1.0) \
-                and node.proc.poll() is None:
-            return node
-        node.kill()
-        nodes.remove(node)
-        raylet = sorted((tmp / f"r2-{attempt}").glob("session_*/logs/raylet.out"))
-        logs.append(log.read_text()[-2000:] + "".join(r.read_text()[-2000:] for r in raylet))
-    raise AssertionError("the second Ray node never joined:\n" + "\n---\n".join(logs))
-
-
-def _nodes_alive(where: dict[str, Any]) -> int:
-    try:
-        return int(ray_query(where, "print(sum(1 for n in ray.nodes() if n['Alive']))"))
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return 0
+    with two_nodes(cpus=2, second_resources='{"monitor": 1}') as where:
+        yield where
 
 
 @pytest.fixture(scope="module")
