@@ -303,11 +303,16 @@ class Dispatcher:
         return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
 
     def _observe_speed(self, rt: FunctionRuntime, results: list[TaskResult]) -> None:
+        """Fold executions into the version's running mean duration: the handler's own time, less the part of it
+        spent runnable without a CPU (`cpu_wait_ms`). On a busy host a no-op handler's wall time is now and then
+        tens of milliseconds of run-queue wait; counted, one such sample made a fast version read as slow for a
+        moment, and its next calls spilled to Ray tasks whose workers must start (about a second of CPU each)."""
         key = rt.key
         samples, mean_ms = self._speed.get(key, (0, 0.0))
         for r in results:
             if r.metrics is not None:
-                d = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
+                own = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
+                d = max(0.0, own - float(r.metrics.get("cpu_wait_ms") or 0.0))
                 mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
                 samples += 1
         self._speed[key] = self._speed[_function_key(rt)] = (samples, mean_ms)
