@@ -7,8 +7,9 @@ time: this is a 2-core machine), warms it, then measures `--rounds` rounds of be
 and asynchronous, every execution persisted and counted in PostgreSQL), one asynchronous burst of `--burst`
 invocations (all terminal, time from the first request to the last finished_at), and the first burst of a
 function deployed just before against its next one (`first_over_steady`), for a new function and for the next
-version of one that has had traffic. Then raw Ray in the same run as
-the floor. Prints JSON lines, and a `median` line per replica count with its ratio to one replica and to raw Ray.
+version of one that has had traffic (`--first-rounds` of each; the median line has their medians). Then raw
+Ray in the same run as the floor. Prints JSON lines, and a `median` line per replica count with its ratio to
+one replica and to raw Ray.
 
 With `--two-raylets`, all of it runs on a Ray cluster of two nodes on this host (`ray start`, `--cpus-per-node`
 CPUs each; bench.ray_nodes), `cloudfn up` joined to it with one Serve proxy (on the head) and at most one API
@@ -30,7 +31,7 @@ import yaml
 
 from bench.httpload import run_many
 from bench.platform_proc import ROOT, PlatformProcess, zip_handler
-from bench.ray_nodes import ray_env, two_nodes
+from bench.ray_nodes import ray_env, ray_query, two_nodes
 from bench.throughput import burst_async, burst_wait, raw_ray
 
 
@@ -40,10 +41,13 @@ def emit(**kw: Any) -> None:
 
 
 def measure(replicas: int, n: int, rounds: int, burst: int, concurrency: int, wait_concurrency: int,
-            env: dict[str, str]) -> dict[str, Any]:
-    """The medians of one replica count's rounds, and its big burst."""
+            env: dict[str, str], cluster: dict[str, Any] | None = None, first_rounds: int = 3) -> dict[str, Any]:
+    """The medians of one replica count's rounds and first bursts (`first_rounds` new functions, each then
+    redeployed), and its big burst."""
     waits, asyncs = [], []
     with PlatformProcess(extra_env={**env, "CLOUDFN_API_REPLICAS": str(replicas)}) as plat:
+        if cluster is not None:
+            emit(bench="placement", replicas=replicas, api_replicas_on=replica_nodes(cluster))
         # every replica live long enough to be a home first: the warm-up then runs where the rounds will (a
         # function whose home moves starts over on the new home: its speed unknown, its children cold)
         time.sleep(8)
@@ -59,17 +63,22 @@ def measure(replicas: int, n: int, rounds: int, burst: int, concurrency: int, wa
         big = burst_async(plat, burst, concurrency) if burst else None
         if big is not None:
             emit(bench="replicas_big_burst", replicas=replicas, **big)
-        name = f"fresh{time.time_ns() % 10**9}"
-        new_first, new_steady = first_burst(plat, n, concurrency, name)  # a new function
-        emit(bench="first_burst_after_deploy", replicas=replicas, function="new", first=new_first,
-             steady=new_steady, first_over_steady=new_first["per_s"] / new_steady["per_s"])
-        time.sleep(5)
-        first, steady = first_burst(plat, n, concurrency, name)  # its next version, after its traffic
-        emit(bench="first_burst_after_deploy", replicas=replicas, function="redeployed", first=first,
-             steady=steady, first_over_steady=first["per_s"] / steady["per_s"])
+        news, redeploys = [], []
+        for _ in range(first_rounds):
+            name = f"fresh{time.time_ns() % 10**9}"
+            first, steady = first_burst(plat, n, concurrency, name)  # a new function
+            news.append(first["per_s"] / steady["per_s"])
+            emit(bench="first_burst_after_deploy", replicas=replicas, function="new", first=first,
+                 steady=steady, first_over_steady=news[-1])
+            time.sleep(5)
+            first, steady = first_burst(plat, n, concurrency, name)  # its next version, after its traffic
+            redeploys.append(first["per_s"] / steady["per_s"])
+            emit(bench="first_burst_after_deploy", replicas=replicas, function="redeployed", first=first,
+                 steady=steady, first_over_steady=redeploys[-1])
+            time.sleep(5)
     med = statistics.median
-    return {"replicas": replicas, "first_burst_over_steady": first["per_s"] / steady["per_s"],
-            "new_function_first_burst_over_steady": new_first["per_s"] / new_steady["per_s"],
+    return {"replicas": replicas, "first_burst_over_steady": med(redeploys),
+            "new_function_first_burst_over_steady": med(news),
             "wait_per_s": med(x["per_s"] for x in waits),
             "async_per_s": med(x["per_s"] for x in asyncs),
             "async_accept_per_s": med(x["accept_per_s"] for x in asyncs),
@@ -89,6 +98,15 @@ def first_burst(plat: PlatformProcess, n: int, concurrency: int, name: str) -> t
     first = burst_async(plat, n, concurrency, name)
     time.sleep(5)
     return first, burst_async(plat, n, concurrency, name)
+
+
+def replica_nodes(cluster: dict[str, Any]) -> list[str]:
+    """Which node ("head" or "second") each live API replica runs on (GCS's actor table)."""
+    placed = ray_query(cluster, (
+        "from ray._private.state import actors\n"
+        "print(json.dumps([a['Address']['NodeID'] for a in actors().values() "
+        "if a['State'] == 'ALIVE' and 'CloudFnApi' in (a.get('Name') or '')]))"))
+    return sorted("head" if node == cluster["head_id"] else "second" for node in placed)
 
 
 def joined_env(cluster: dict[str, Any]) -> dict[str, str]:
@@ -111,6 +129,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=10000, help="one asynchronous burst this big per count (0: none)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--wait-concurrency", type=int, default=128)
+    ap.add_argument("--first-rounds", type=int, default=3, help="new functions (each then redeployed) per count")
     ap.add_argument("--two-raylets", action="store_true", help="on a two-node Ray cluster started on this host")
     ap.add_argument("--cpus-per-node", type=int, default=1, help="with --two-raylets")
     a = ap.parse_args()
@@ -128,7 +147,8 @@ def main() -> None:
                 env, address = joined_env(cluster), cluster["address"]
                 os.environ.update(ray_env(cluster["tmp"]))  # for raw Ray, a driver of the same cluster
                 emit(bench="cluster", nodes=2, cpus_per_node=a.cpus_per_node, address=address)
-            rows.append(measure(count, a.n, a.rounds, a.burst, a.concurrency, a.wait_concurrency, env))
+            rows.append(measure(count, a.n, a.rounds, a.burst, a.concurrency, a.wait_concurrency, env,
+                                cluster if a.two_raylets else None, a.first_rounds))
             if i == len(counts) - 1:
                 floor = raw_ray(a.n, address)
     emit(bench="raw_ray", **floor)
