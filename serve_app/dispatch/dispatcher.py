@@ -74,7 +74,8 @@ class FnQueue:
     calls: int = 0  # executor calls (batches) running now: each uses one warm child
     peak_calls: int = 0  # the most running at once lately (see Dispatcher.recent_peak)
     peak_at: float = 0.0
-    untried_since: float = 0.0  # when a version of unknown speed was first dispatched (monotonic; 0: never)
+    untried_since: dict[str, float] = field(default_factory=dict)  # version key -> first dispatch while its speed
+    # was unknown (monotonic)
     patience_timer: asyncio.TimerHandle | None = None  # pumps again when that version's patience ends
 
 
@@ -255,9 +256,14 @@ class Dispatcher:
                 self._pump(q, q.waiting[0].rt.config.max_concurrency)
 
     def _speed_of(self, rt: FunctionRuntime) -> tuple[int, float]:
-        """(executions seen, mean duration ms) of this version, else of the function's previous version: a new
-        version is expected to run like the one it replaces until it has run itself."""
-        return self._speed.get(rt.key) or self._speed.get(_function_key(rt), (0, 0.0))
+        """(executions seen, mean duration ms) of this version once it has run BATCH_MIN_SAMPLES times, else of its
+        function (all its versions): a new version is expected to run like the one it replaces until it has run
+        itself."""
+        own = self._speed.get(rt.key, (0, 0.0))
+        if own[0] >= BATCH_MIN_SAMPLES:
+            return own
+        known = self._speed.get(_function_key(rt), (0, 0.0))
+        return known if known[0] >= own[0] else own
 
     def _patience_left(self, q: FnQueue, rt: FunctionRuntime) -> float:
         """How long a version of unknown speed (neither it nor its function's previous version ran
@@ -271,9 +277,7 @@ class Dispatcher:
         if self._speed_of(rt)[0] >= BATCH_MIN_SAMPLES:
             return 0.0
         now = time.monotonic()
-        if not q.untried_since:
-            q.untried_since = now
-        return max(0.0, q.untried_since + UNTRIED_PATIENCE_S - now)
+        return max(0.0, q.untried_since.setdefault(rt.key, now) + UNTRIED_PATIENCE_S - now)
 
     def _repump_after(self, q: FnQueue, limit: int, delay_s: float) -> None:
         """Pump again when a waiting version's patience ends, even if none of its calls ended by then (a slow
@@ -307,15 +311,14 @@ class Dispatcher:
         spent runnable without a CPU (`cpu_wait_ms`). On a busy host a no-op handler's wall time is now and then
         tens of milliseconds of run-queue wait; counted, one such sample made a fast version read as slow for a
         moment, and its next calls spilled to Ray tasks whose workers must start (about a second of CPU each)."""
-        key = rt.key
-        samples, mean_ms = self._speed.get(key, (0, 0.0))
-        for r in results:
-            if r.metrics is not None:
-                own = float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
-                d = max(0.0, own - float(r.metrics.get("cpu_wait_ms") or 0.0))
+        durations = [max(0.0, float(r.handler_ms if r.handler_ms is not None else r.metrics.get("duration_ms") or 0.0)
+                         - float(r.metrics.get("cpu_wait_ms") or 0.0)) for r in results if r.metrics is not None]
+        for key in (rt.key, _function_key(rt)):  # the version's own, and its function's across versions
+            samples, mean_ms = self._speed.get(key, (0, 0.0))
+            for d in durations:
                 mean_ms = d if samples == 0 else (1 - SPEED_WEIGHT) * mean_ms + SPEED_WEIGHT * d
                 samples += 1
-        self._speed[key] = self._speed[_function_key(rt)] = (samples, mean_ms)
+            self._speed[key] = (samples, mean_ms)
 
     async def _run(self, q: FnQueue, batch: list[Pending], runner: Runner) -> None:
         rt = batch[0].rt

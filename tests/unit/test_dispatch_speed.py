@@ -48,3 +48,29 @@ def test_a_handler_that_really_takes_long_reads_as_slow() -> None:
     d2, rt2 = dispatcher(), version()
     d2._observe_speed(rt2, [ran(50.0, 2.0)] * 3)
     assert not d2._fast(rt2)
+
+
+def test_a_new_version_runs_like_its_function_until_it_has_run_itself() -> None:
+    from dataclasses import replace
+
+    d, v1 = dispatcher(), version()
+    d._observe_speed(v1, [ran(0.05, 0.0)] * 20)
+    v2 = replace(v1, version=2, sha256="1" * 64)
+    assert d._fast(v2)  # never ran: its function's speed
+    d._observe_speed(v2, [ran(0.06, 0.0)])
+    assert d._fast(v2)  # one run of its own is not yet its speed (it made v2 'unknown', and its burst spill)
+    d._observe_speed(v2, [ran(40.0, 0.0)] * 3)
+    assert not d._fast(v2)  # it has run often enough: its own speed
+
+
+def test_a_never_run_version_has_its_own_patience() -> None:
+    from dataclasses import replace
+
+    from serve_app.dispatch.dispatcher import UNTRIED_PATIENCE_S, FnQueue
+
+    d, q, v1 = dispatcher(), FnQueue(), version()
+    assert 0 < d._patience_left(q, v1) <= UNTRIED_PATIENCE_S
+    q.untried_since[v1.key] -= UNTRIED_PATIENCE_S  # v1's patience ran out long ago
+    assert d._patience_left(q, v1) == 0
+    v2 = replace(v1, version=2, sha256="1" * 64)
+    assert d._patience_left(q, v2) > 0  # a version of the same function that never ran starts its own
