@@ -145,11 +145,18 @@ def test_the_stack_attaches_only_once_bwrap_is_done_with_the_namespace() -> None
     failed now and then ("loopback: Failed RTM_NEWADDR"). A process named bwrap in its own namespace is not
     picked; the one it execs is."""
     import subprocess
+    import sys
 
     from cluster.sandbox.egress import namespace_pid
 
-    script = "printf bwrap > /proc/self/comm; sleep 0.5; exec sleep 30"
-    proc = subprocess.Popen(["unshare", "--net", "sh", "-c", script])
+    # named bwrap before it has a namespace of its own (as bwrap is): `unshare --net sh -c 'printf bwrap > …'`
+    # left a moment in which a process named sh or unshare was in the new namespace, and was picked
+    script = ("import ctypes, os, time\n"
+              "with open('/proc/self/comm', 'w') as f:\n    f.write('bwrap')\n"
+              "assert ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0  # CLONE_NEWNET\n"
+              "time.sleep(0.5)\n"
+              "os.execvp('sleep', ['sleep', '30'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         pid = namespace_pid(lambda: [proc.pid])
         assert Path(f"/proc/{pid}/comm").read_text() == "sleep\n"
