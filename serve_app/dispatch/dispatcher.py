@@ -37,6 +37,7 @@ BATCH_SHORT_MS = 5.0  # a version is batched only while its executions average b
 BATCH_MIN_SAMPLES = 3  # ... and only once it has run this often
 UNTRIED_PATIENCE_S = 0.2  # how long a version of unknown speed (never run) waits for a host slot, not spilling
 PROBE_CALLS = 2  # calls of a version of unknown speed at once, until it is known or its patience ends
+TRIAL_BATCH = 4  # the largest batch of a version that has not yet run BATCH_MIN_SAMPLES times itself
 SANDBOX_OVERHEAD_MS = 0.3  # per invocation in a warm sandbox, on top of the handler's own time
 SPEED_WEIGHT = 0.2  # weight of the newest execution in the running mean duration
 PEAK_WINDOW_S = 600.0  # how long a function's peak of concurrent calls is remembered
@@ -304,7 +305,10 @@ class Dispatcher:
             return 1
         _, mean_ms = self._speed_of(rt)
         per_item_ms = mean_ms + SANDBOX_OVERHEAD_MS
-        return max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
+        size = max(1, min(rt.config.max_batch, limit // 2, int(BATCH_BUDGET_MS / per_item_ms)))
+        # a new version judged by its function's speed may be slower: its first batches stay small until it has
+        # run itself (else a version that sleeps 5 s would keep its first 32 calls one after another in one child)
+        return size if self._speed.get(rt.key, (0, 0.0))[0] >= BATCH_MIN_SAMPLES else min(size, TRIAL_BATCH)
 
     def _observe_speed(self, rt: FunctionRuntime, results: list[TaskResult]) -> None:
         """Fold executions into the version's running mean duration: the handler's own time, less the part of it

@@ -74,3 +74,17 @@ def test_a_never_run_version_has_its_own_patience() -> None:
     assert d._patience_left(q, v1) == 0
     v2 = replace(v1, version=2, sha256="1" * 64)
     assert d._patience_left(q, v2) > 0  # a version of the same function that never ran starts its own
+
+
+def test_a_new_versions_first_batches_stay_small_until_it_has_run_itself() -> None:
+    from dataclasses import replace
+
+    from serve_app.dispatch.dispatcher import TRIAL_BATCH
+
+    d, v1 = dispatcher(), version()
+    d._observe_speed(v1, [ran(0.05, 0.0)] * 20)
+    assert d._batch_size(v1, 64) > TRIAL_BATCH  # a fast version that ran: full batches
+    v2 = replace(v1, version=2, sha256="1" * 64)
+    assert d._batch_size(v2, 64) == TRIAL_BATCH  # batched on its function's speed, but not far
+    d._observe_speed(v2, [ran(0.05, 0.0)] * 3)
+    assert d._batch_size(v2, 64) == d._batch_size(v1, 64)
