@@ -237,10 +237,13 @@ def test_a_burst_starts_no_more_children_on_its_host_than_the_versions_slots(api
     recs = [wait_done(api, t) for t in tids]
     assert all(r["status"] == "succeeded" for r in recs), recs
     ledger = WarmLedger(default_root())
-    time.sleep(2.5)  # the host publishes its warm children to the ledger each second
-    state = ledger.read()
-    on_hosts = [c for c in state.children
-                if c.key.split("/")[1] == "densslots" and state.hosts.get(c.host, ("", 0))[0] == "warm_host"]
+    on_hosts: list[Any] = []
+    deadline = time.monotonic() + 15
+    while not on_hosts and time.monotonic() < deadline:  # the host publishes its warm children each second
+        time.sleep(1.0)
+        state = ledger.read()
+        on_hosts = [c for c in state.children
+                    if c.key.split("/")[1] == "densslots" and state.hosts.get(c.host, ("", 0))[0] == "warm_host"]
     assert 1 <= len(on_hosts) <= WARM_HOST_SLOTS, on_hosts
 
 
